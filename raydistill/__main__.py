@@ -1,0 +1,3 @@
+from raydistill.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Set up raydistill on a fresh machine: apt packages (espeak-ng, flite, sox), a virtual
+# environment in .venv/ at the repo root, and the Python packages. Idempotent and quick
+# when nothing changed (a stamp records what was installed).
+#
+#   scripts/setup.sh            # runtime (CPU faiss)
+#   scripts/setup.sh test       # + test dependencies (pytest, transformers)
+#   scripts/setup.sh gpu        # faiss-gpu instead of faiss-cpu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="cpu"
+for arg in "$@"; do
+  case "$arg" in
+    test) extras="$extras,test" ;;
+    gpu) extras="${extras/cpu/gpu}" ;;
+    *) echo "setup.sh: unknown argument '$arg' (use: test, gpu)" >&2; exit 2 ;;
+  esac
+done
+
+# 1. System packages: the synthesiser of the embedded corpus.
+missing=()
+for pkg in espeak-ng flite sox; do
+  command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "[setup] installing ${missing[*]} with apt-get" >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup.sh: need root or sudo to apt-get install ${missing[*]}" >&2; exit 2; }
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. The virtual environment.
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv" >&2
+  "$python" -m venv .venv
+fi
+
+# 3. Python packages, skipped when the stamp matches what this script and pyproject ask for.
+stamp=".venv/.setup-stamp"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $extras"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing Python packages (first time: a few minutes)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torchaudio's wheels need a CUDA build of torch; these versions work together, CPU included.
+  # Override with TORCH_SPEC="torch==X torchaudio==Y" for another CUDA/ROCm build.
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchaudio==2.11.0}
+  .venv/bin/python -m pip install -q -e ".[$extras]"
+  echo "$want" > "$stamp"
+fi
