@@ -1,0 +1,207 @@
+"""The synthetic espeak-ng corpus: determinism, audio format, speakers, splits, balanced labels."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+import soundfile as sf
+
+from raydistill.corpus import Corpus, CorpusConfig, build_corpus
+from raydistill.corpus.synth import plan
+from raydistill.corpus.text import INTENTS, KEYWORD_CLASSES, KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS
+from raydistill.errors import UserError
+
+# Fewer speakers than the smoke preset: 10 voices, 96 utterances, a few seconds to build.
+TINY = CorpusConfig(
+    name="espeak-tiny",
+    num_seen_speakers=6,
+    num_unseen_speakers=4,
+    utts_per_seen_speaker=12,
+    utts_per_unseen_speaker=6,
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The tiny corpus built twice, into two directories."""
+    root = tmp_path_factory.mktemp("corpora")
+    first = build_corpus(TINY, root / "a", progress=False)
+    second = build_corpus(TINY, root / "b", progress=False)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def corpus(built) -> Corpus:
+    return built[0]
+
+
+def _intent(utt) -> tuple[str, str, str]:
+    return (utt.intent["action"], utt.intent["object"], utt.intent["location"])
+
+
+def _spread(counts: Counter, classes) -> int:
+    """max - min count over ``classes`` (classes never seen count as 0)."""
+    values = [counts.get(c, 0) for c in classes]
+    return max(values) - min(values)
+
+
+def test_build_is_deterministic(built):
+    a, b = built
+    assert (a.root / "manifest.jsonl").read_bytes() == (b.root / "manifest.jsonl").read_bytes()
+    assert (a.root / "corpus.json").read_bytes() == (b.root / "corpus.json").read_bytes()
+    assert a.key == b.key
+    for utt in a.utterances[::17]:
+        assert a.audio_path(utt).read_bytes() == b.audio_path(utt).read_bytes(), utt.id
+
+
+def test_sizes_and_audio_format(corpus):
+    assert len(corpus.utterances) == 6 * 12 + 4 * 6
+    assert corpus.name == "espeak-tiny"
+    assert corpus.info["source"] == "espeak-ng"
+    assert corpus.info["config"] == TINY.to_dict()
+    assert "workers" not in corpus.info["config"]
+    for utt in corpus.utterances:
+        assert utt.audio == f"audio/{utt.id}.flac"
+        info = sf.info(str(corpus.audio_path(utt)))
+        assert (info.samplerate, info.channels, info.format, info.subtype) == (16000, 1, "FLAC", "PCM_16")
+        assert info.frames == utt.num_samples
+        if utt.kind in ("keyword", "silence"):
+            assert utt.num_samples == 16000
+    sentences = [u.seconds for u in corpus.utterances if u.kind == "sentence"]
+    assert 2.0 <= sum(sentences) / len(sentences) <= 4.0
+    wave = corpus.load_audio(corpus.utterances[0])
+    assert wave.ndim == 1 and len(wave) == corpus.utterances[0].num_samples
+    assert 0.01 < abs(wave).max() <= 1.0
+
+
+def test_speakers_distinct_and_pooled(corpus):
+    speakers = {u.speaker: u.speaker_pool for u in corpus.utterances}
+    assert len(speakers) == 10
+    assert Counter(speakers.values()) == {"seen": 6, "unseen": 4}
+    assert all(re.fullmatch(r"en(-[a-z0-9]+)*\+\S+-p\d\d-s\d+", s) for s in speakers)
+    assert len({s.rsplit("-p", 1)[0] for s in speakers}) == 10  # distinct accent+variant pairs
+    assert sorted(corpus.info["speakers"]) == sorted(speakers)
+
+
+def test_splits_keep_unseen_speakers_out_of_train(corpus):
+    by_split = {s: {u.speaker for u in corpus.split(s)} for s in ("train", "dev", "test")}
+    seen = {u.speaker for u in corpus.utterances if u.speaker_pool == "seen"}
+    unseen = {u.speaker for u in corpus.utterances if u.speaker_pool == "unseen"}
+    assert by_split["train"] == seen  # every seen speaker trains, no unseen one does
+    unseen_dev, unseen_test = by_split["dev"] & unseen, by_split["test"] & unseen
+    assert len(unseen_dev) == len(unseen_test) == 2
+    assert not unseen_dev & unseen_test
+    for kind in ("sentence", "command"):  # stratified: every split has every kind
+        assert all(any(u.kind == kind for u in corpus.split(s)) for s in ("train", "dev", "test"))
+
+
+def test_labels_are_valid_and_balanced(corpus):
+    groups: dict = {}
+    for u in corpus.utterances:
+        groups.setdefault((u.speaker_pool, u.split), []).append(u)
+        if u.kind == "command":
+            assert _intent(u) in INTENTS
+            assert u.keyword is None
+        elif u.kind in ("keyword", "silence"):
+            assert u.intent is None
+            assert (u.kind == "silence") == (u.keyword == SILENCE)
+            if u.keyword in KEYWORDS:
+                assert u.text == u.keyword
+            elif u.keyword == UNKNOWN:
+                assert u.text in UNKNOWN_WORDS
+        else:
+            assert u.keyword is None and u.intent is None
+    assert len(groups) == 5  # seen train/dev/test, unseen dev/test
+    for group in groups.values():
+        keywords = Counter(u.keyword for u in group if u.keyword)
+        intents = Counter(_intent(u) for u in group if u.intent)
+        assert _spread(keywords, KEYWORD_CLASSES) <= 1
+        assert _spread(intents, INTENTS) <= 1
+
+
+def test_text_and_phones(corpus):
+    for u in corpus.utterances:
+        if u.kind == "silence":
+            assert u.text == "" and u.phones == ()
+        else:
+            assert re.fullmatch(r"[a-z]+( [a-z]+)*", u.text), u.text
+            assert isinstance(u.phones, tuple) and len(u.phones) >= 2, u.id
+            assert all(isinstance(p, str) and p and not set(p) & set("',%=|_ ") for p in u.phones)
+    sentence_words = [len(u.text.split()) for u in corpus.utterances if u.kind == "sentence"]
+    assert 5 <= min(sentence_words) and max(sentence_words) <= 12
+    assert 30 <= len(corpus.phones) <= 80
+    assert corpus.phones == sorted({p for u in corpus.utterances for p in u.phones})
+
+
+def test_load_round_trip(corpus):
+    again = Corpus.load(corpus.root)
+    assert again.utterances == corpus.utterances
+    assert again.key == corpus.key
+
+
+def test_existing_corpus_is_reused_not_rebuilt(corpus):
+    manifest = corpus.root / "manifest.jsonl"
+    mtime = manifest.stat().st_mtime_ns
+    again = build_corpus(TINY, corpus.root, progress=False)
+    assert again.key == corpus.key and manifest.stat().st_mtime_ns == mtime
+    other = CorpusConfig(**{**TINY.__dict__, "seed": 1})
+    with pytest.raises(UserError, match="another config"):
+        build_corpus(other, corpus.root, progress=False)
+
+
+def test_missing_espeak_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match="apt-get install espeak-ng"):
+        build_corpus(TINY, tmp_path / "corpus", progress=False)
+    assert not (tmp_path / "corpus").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"num_seen_speakers": 0}, "num_seen_speakers"),
+        ({"frac_sentence": 0.6}, "must be 1"),
+        ({"frac_keyword": -0.1, "frac_sentence": 0.8}, ">= 0"),
+        ({"dev_frac": 0.5, "test_frac": 0.5}, "dev_frac \\+ test_frac"),
+        ({"snr_db": (30.0, 10.0)}, "snr_db"),
+        ({"speed": (0.1, 1.0)}, "speed"),
+        ({"base_pitch": (0, 120)}, "base_pitch"),
+        ({"workers": 0}, "workers"),
+    ],
+)
+def test_bad_config_raises_value_error(change, message):
+    with pytest.raises(ValueError, match=message):
+        CorpusConfig(**change)
+
+
+def test_presets():
+    default, smoke = CorpusConfig.default(), CorpusConfig.smoke()
+    assert default.num_speakers == 64 >= 40
+    assert (default.utts_per_seen_speaker, default.utts_per_unseen_speaker) == (40, 16)
+    assert smoke.name == "espeak-smoke" and smoke.num_speakers < default.num_speakers
+    assert CorpusConfig(speed=[0.9, 1.1]).speed == (0.9, 1.1)  # lists (from YAML) become tuples
+
+
+def test_default_plan_splits_and_balance():
+    """The default corpus's plan (no audio): fractions, per-speaker splits and label balance."""
+    planned = [utt for utt, _ in plan(CorpusConfig.default())]
+    assert len(planned) == 48 * 40 + 16 * 16
+    assert len({u.id for u in planned}) == len(planned)
+    assert len({u.speaker for u in planned}) == 64
+    seen = [u for u in planned if u.speaker_pool == "seen"]
+    for kind in ("sentence", "command"):
+        of_kind = [u for u in seen if u.kind == kind]
+        fractions = {s: sum(u.split == s for u in of_kind) / len(of_kind) for s in ("train", "dev", "test")}
+        assert fractions == pytest.approx({"train": 0.7, "dev": 0.15, "test": 0.15}, abs=0.01)
+    splits_of = {}
+    for u in seen:
+        splits_of.setdefault(u.speaker, set()).add(u.split)
+    assert all(s == {"train", "dev", "test"} for s in splits_of.values())
+    kinds = Counter(u.kind for u in planned)
+    assert kinds["sentence"] == 48 * 20 + 16 * 8 and kinds["command"] == 48 * 12 + 16 * 5
+    keywords = Counter(u.keyword for u in planned if u.keyword)
+    intents = Counter(_intent(u) for u in planned if u.intent)
+    assert _spread(keywords, KEYWORD_CLASSES) <= 5  # at most one extra per (pool, split) group
+    assert len(intents) == 31 and _spread(intents, INTENTS) <= 5
