@@ -1,0 +1,80 @@
+"""Student checkpoints: ``{"config", "state_dict", "teacher"}``, enough to rebuild the model alone.
+
+``config`` is the run's :class:`~raydistill.config.TrainConfig` as a dict, ``state_dict``
+the :class:`~raydistill.models.hubert.MaskedPredictor` weights (encoder + prediction head),
+``teacher`` a description of the targets' teacher. Files are read with
+``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain values only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from raydistill.config import TrainConfig
+from raydistill.errors import UserError
+from raydistill.models.hubert import MaskedPredictor
+
+STUDENT_FILE = "student.pt"  # {config, state_dict, teacher}: all that export and evaluate need
+STATE_FILE = "trainer_state.pt"  # optimizer, scheduler, step: only to resume training
+
+
+def save_student(path: Path, config: TrainConfig, module: MaskedPredictor, teacher: dict) -> None:
+    torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher}, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file safely; a missing or foreign file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
+        raise UserError(f"{path} is not a raydistill checkpoint (expected keys config, state_dict, teacher)")
+    return ckpt
+
+
+def load_student(path: str | Path) -> tuple[TrainConfig, MaskedPredictor, dict]:
+    """Rebuild a student from its checkpoint: (config, module in eval mode, teacher description)."""
+    ckpt = read_checkpoint(path)
+    config = TrainConfig.from_dict(ckpt["config"], where=str(path))
+    labels = ckpt["state_dict"].get("head.label_embs")
+    if labels is None:
+        raise UserError(f"{path}: no prediction head (head.label_embs) in its state_dict")
+    module = MaskedPredictor(config.student, labels.shape[0], config.final_dim)
+    load_weights(module, ckpt["state_dict"], f"{path}: weights do not match its config")
+    return config, module.eval(), dict(ckpt.get("teacher") or {})
+
+
+def state_mismatch(expected: dict, found: dict) -> str | None:
+    """One line describing how ``found`` differs from the ``expected`` state dict, or None.
+
+    (``load_state_dict``'s own error lists every key, hundreds of lines for a HuBERT.)
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"size mismatch for {k}: file has {list(found[k].shape)}, expected {list(expected[k].shape)}"
+                     + (f" ({len(shapes)} tensors differ in size)" if len(shapes) > 1 else ""))
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+    return "; ".join(parts)
+
+
+def load_weights(module, state: dict, where: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line :class:`UserError` on any mismatch."""
+    problem = state_mismatch(module.state_dict(), state)
+    if problem:
+        raise UserError(f"{where}: {problem}")
+    module.load_state_dict(state)

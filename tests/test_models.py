@@ -1,0 +1,118 @@
+"""HuBERT encoder, prediction head and span masking against torchaudio and the paper's definitions."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchaudio.models.wav2vec2.components import _compute_logits
+
+from raydistill.models.hubert import (
+    PRESETS, HubertConfig, HubertModel, HubertUpstream, MaskedPredictor, PredictionHead,
+    compute_span_mask, conv_frames, hubert_conv,
+)
+
+TINY = HubertConfig(conv_layers=hubert_conv(32), embed_dim=64, num_layers=3, num_heads=4, ffn_dim=128,
+                    pos_conv_kernel=16, layer_drop=0.0)
+
+
+def test_hidden_states_equal_torchaudio():
+    torch.manual_seed(0)
+    model = HubertModel(TINY).eval()
+    wave = torch.randn(2, 8000)
+    with torch.no_grad():
+        out = model(wave)
+        layers, _ = model.encoder.extract_features(wave)
+        final, _ = model.encoder(wave)
+    assert len(out.states) == TINY.num_layers + 1
+    for ours, theirs in zip(out.states[1:], layers):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(out.states[-1], final)
+
+
+def test_pre_layer_norm_final_state_is_normalised_output():
+    cfg = HubertConfig(**{**TINY.to_dict(), "layer_norm_first": True, "extractor_mode": "layer_norm"})
+    model = HubertModel(cfg).eval()
+    wave = torch.randn(1, 6000)
+    with torch.no_grad():
+        torch.testing.assert_close(model(wave).states[-1], model.encoder(wave)[0])
+
+
+def test_padded_batch_equals_one_by_one():
+    torch.manual_seed(1)
+    upstream = HubertUpstream(HubertModel(TINY).eval())
+    a, b = torch.randn(7000), torch.randn(5200)
+    wave = torch.zeros(2, 7000)
+    wave[0], wave[1, :5200] = a, b
+    with torch.no_grad():
+        states, frames = upstream.hidden_states(wave, torch.tensor([7000, 5200]))
+        alone, _ = upstream.hidden_states(b[None], torch.tensor([5200]))
+    assert frames.tolist() == [conv_frames(7000, TINY.conv_layers), conv_frames(5200, TINY.conv_layers)]
+    n = int(frames[1])
+    for batched, single in zip(states, alone):
+        torch.testing.assert_close(batched[1, :n], single[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("samples", [400, 401, 720, 16000, 32000, 12345])
+def test_conv_frames_matches_the_cnn(samples):
+    model = HubertModel(TINY)
+    with torch.no_grad():
+        feats, _ = model.cnn(torch.zeros(1, samples), None)
+    assert feats.shape[1] == conv_frames(samples, TINY.conv_layers) == (samples - 400) // 320 + 1
+
+
+def test_span_mask_coverage_matches_hubert():
+    # METHODS.md §1.3: prob 0.8 x span 10 with overlap masks about 1 - 0.92^10 = 0.566 of frames.
+    # (per utterance: in a batch, rows are subsampled to the smallest count, see below)
+    g = torch.Generator().manual_seed(0)
+    coverage = torch.stack([compute_span_mask([500], 500, 0.8, 10, generator=g) for _ in range(200)]).float().mean()
+    assert 0.55 < coverage.item() < 0.58
+    mask = compute_span_mask([500] * 16, 500, 0.8, 10, generator=g)
+    counts = mask.sum(1)
+    assert (counts == counts[0]).all()  # fairseq's require_same_masks
+
+
+def test_span_mask_never_masks_padding():
+    g = torch.Generator().manual_seed(0)
+    mask = compute_span_mask([100, 40], 100, 0.8, 10, generator=g)
+    assert not mask[1, 40:].any()
+    assert mask[1, :40].sum() == mask[0].sum() > 0
+
+
+def test_prediction_head_matches_fairseq_logits():
+    """Our K-way cosine logits give the same CE as torchaudio/fairseq's [positive; all] layout."""
+    torch.manual_seed(0)
+    head = PredictionHead(64, num_classes=10, final_dim=16)
+    x = torch.randn(20, 64)
+    target = torch.randint(0, 10, (20,))
+    ours = F.cross_entropy(head(x), target)
+    fairseq = _compute_logits(head.final_proj(x), target, head.label_embs)
+    theirs = F.cross_entropy(fairseq, torch.zeros(20, dtype=torch.long))
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_masked_predictor_gradients_reach_every_part():
+    model = MaskedPredictor(TINY, num_classes=7, final_dim=16)
+    wave = torch.randn(2, 6400)
+    frames = conv_frames(6400, TINY.conv_layers)
+    mask = compute_span_mask([frames] * 2, frames, 0.8, 4)
+    out = model(wave, mask, feature_grad_mult=0.1)
+    loss = F.cross_entropy(model.head(out.states[-1][mask]), torch.zeros(int(mask.sum()), dtype=torch.long))
+    (loss + out.features_pen).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.model.mask_emb.grad.abs().sum() > 0
+
+
+def test_presets_have_known_sizes():
+    # torchaudio's hubert_base() encoder count (METHODS.md §1.1): 94,370,944.
+    assert sum(p.numel() for p in HubertModel(PRESETS["hubert-base"]).encoder.parameters()) == 94_370_944
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"embed_dim": 100, "num_heads": 12}, "divisible by num_heads"),
+    ({"num_layers": 0}, "positive"),
+    ({"dropout": 1.5}, "dropout"),
+    ({"extractor_mode": "batch_norm"}, "extractor_mode"),
+])
+def test_config_rejects_bad_architectures(bad, message):
+    with pytest.raises(ValueError, match=message):
+        HubertConfig(**{**TINY.to_dict(), **bad})
