@@ -1,0 +1,189 @@
+"""Load a frozen HuBERT teacher from a file, whatever wrote it.
+
+Teacher specs (``--teacher``):
+
+* ``embedded`` — the small HuBERT raydistill pretrains on the corpus (resolved by
+  :mod:`raydistill.prepare` into a ``raydistill:`` checkpoint);
+* ``raydistill:PATH`` — a raydistill checkpoint (the embedded teacher, or any student);
+* ``torchaudio:PATH`` — a state dict in torchaudio's ``hubert_base``/``hubert_large``
+  layout (``Wav2Vec2Model`` keys), or ``hubert_pretrain_*`` layout (``wav2vec2.*`` keys,
+  which also carries the pre-training head); the architecture is recognised from the
+  shapes, or named with ``torchaudio:PATH#hubert-large``;
+* ``hf:DIR`` — a Hugging Face ``HubertModel`` directory (needs ``transformers``).
+
+A missing or mismatched file is a :class:`UserError` that names the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from raydistill.errors import UserError
+from raydistill.models.checkpoint import load_weights
+from raydistill.models.hubert import PRESETS, HubertConfig, HubertModel, PredictionHead
+from raydistill.utils import file_hash, stable_hash
+
+KINDS = ("embedded", "raydistill", "torchaudio", "hf")
+
+
+@dataclass
+class Teacher:
+    """A frozen HuBERT (eval mode, no gradients) and where it came from."""
+
+    model: HubertModel
+    spec: str
+    key: str  # content hash: names the caches built from this teacher
+    head: Optional[PredictionHead] = None  # pre-training head, when the file has one
+
+    def __post_init__(self):
+        self.model.eval().requires_grad_(False)
+        if self.head is not None:
+            self.head.eval().requires_grad_(False)
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.cfg.num_layers
+
+    def to(self, device) -> "Teacher":
+        self.model.to(device)
+        if self.head is not None:
+            self.head.to(device)
+        return self
+
+    def frames(self, num_samples: int) -> int:
+        return self.model.frames(num_samples)
+
+    @torch.inference_mode()
+    def layer_features(self, wave: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
+        out = self.model(wave, lengths)
+        frame_lengths = out.lengths if out.lengths is not None else torch.full((wave.shape[0],), out.states[0].shape[1])
+        return {layer: out.states[layer] for layer in layers}, frame_lengths
+
+    def describe(self) -> dict:
+        cfg = self.model.cfg
+        return {"spec": self.spec, "key": self.key, "num_layers": cfg.num_layers, "embed_dim": cfg.embed_dim}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"torchaudio:/x.pt"`` -> ``("torchaudio", "/x.pt")``; ``"embedded"`` -> ``("embedded", "")``."""
+    kind, _, rest = spec.partition(":")
+    if kind not in KINDS or (kind == "embedded") != (rest == ""):
+        raise UserError(
+            f"bad teacher {spec!r}: use 'embedded', 'raydistill:PATH', 'torchaudio:PATH[#arch]' or 'hf:DIR'"
+        )
+    return kind, rest
+
+
+def load_teacher(spec: str) -> Teacher:
+    """Load a teacher from a file spec (``embedded`` must be resolved to a checkpoint first)."""
+    kind, target = parse_spec(spec)
+    if kind == "embedded":
+        raise ValueError("resolve 'embedded' to a raydistill checkpoint with raydistill.prepare first")
+    if kind == "raydistill":
+        return _load_raydistill(Path(target), spec)
+    if kind == "torchaudio":
+        path, _, arch = target.partition("#")
+        return _load_torchaudio(Path(path), arch or None, spec)
+    return _load_hf(Path(target), spec)
+
+
+def _load_raydistill(path: Path, spec: str) -> Teacher:
+    from raydistill.models.checkpoint import load_student
+
+    _, module, _ = load_student(path)
+    return Teacher(model=module.model, head=module.head, spec=spec, key=file_hash(path))
+
+
+# --------------------------------------------------------------------------- torchaudio
+_KNOWN = {(768, 12): "hubert-base", (1024, 24): "hubert-large"}
+
+
+def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
+    if not path.is_file():
+        raise UserError(f"teacher file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read teacher file {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(f"{path} is not a torchaudio state dict (a mapping of parameter names to tensors)")
+    head_state, mask_emb = {}, None
+    if any(k.startswith("wav2vec2.") for k in state):  # hubert_pretrain_* layout
+        mask_emb = state.get("mask_generator.mask_embedding")
+        head_state = {
+            "final_proj.weight": state.get("logit_generator.final_proj.weight"),
+            "final_proj.bias": state.get("logit_generator.final_proj.bias"),
+            "label_embs": state.get("logit_generator.label_embeddings"),
+        }
+        state = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
+    proj = state.get("encoder.feature_projection.projection.weight")
+    if proj is None:
+        raise UserError(f"{path} is not a HuBERT state dict: no encoder.feature_projection.projection.weight")
+    num_layers = len({k.split(".")[3] for k in state if k.startswith("encoder.transformer.layers.")})
+    arch = arch or _KNOWN.get((proj.shape[0], num_layers))
+    if arch not in PRESETS:
+        raise UserError(
+            f"cannot tell the architecture of {path} (embed_dim {proj.shape[0]}, {num_layers} layers): "
+            f"name it as torchaudio:{path}#<{'|'.join(sorted(PRESETS))}>"
+        )
+    model = HubertModel(PRESETS[arch])
+    load_weights(model.encoder, state, f"{path} does not match the {arch} layout")
+    if mask_emb is not None:
+        model.mask_emb.data.copy_(mask_emb)
+    head = None
+    if all(v is not None for v in head_state.values()) and head_state:
+        labels = head_state["label_embs"]
+        head = PredictionHead(model.cfg.embed_dim, labels.shape[0], labels.shape[1])
+        head.load_state_dict(head_state)
+    return Teacher(model=model, head=head, spec=spec, key=stable_hash([file_hash(path), arch]))
+
+
+# --------------------------------------------------------------------------- Hugging Face
+def _load_hf(directory: Path, spec: str) -> Teacher:
+    if not (directory / "config.json").is_file():
+        raise UserError(f"{directory} is not a Hugging Face model directory: config.json is missing")
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("reading a Hugging Face teacher needs transformers: pip install 'raydistill[hf]'") from None
+    from torchaudio.models.wav2vec2.utils import import_huggingface_model
+
+    try:
+        hf = transformers.HubertModel.from_pretrained(str(directory), local_files_only=True)
+    except Exception as e:
+        raise UserError(f"cannot load a HubertModel from {directory}: {str(e).splitlines()[0]}") from None
+    cfg = hf_config(hf.config)
+    model = HubertModel(cfg)
+    load_weights(model.encoder, import_huggingface_model(hf.eval()).state_dict(), f"{directory}: weights do not match its config")
+    if getattr(hf, "masked_spec_embed", None) is not None:
+        model.mask_emb.data.copy_(hf.masked_spec_embed.data)
+    weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
+    key = stable_hash([file_hash(directory / "config.json")] + [file_hash(p) for p in weights])
+    return Teacher(model=model, spec=spec, key=key)
+
+
+def hf_config(c) -> HubertConfig:
+    """The :class:`HubertConfig` of a ``transformers.HubertConfig``."""
+    return HubertConfig(
+        conv_layers=tuple(zip(c.conv_dim, c.conv_kernel, c.conv_stride)),
+        extractor_mode="group_norm" if c.feat_extract_norm == "group" else "layer_norm",
+        conv_bias=c.conv_bias,
+        embed_dim=c.hidden_size,
+        num_layers=c.num_hidden_layers,
+        num_heads=c.num_attention_heads,
+        ffn_dim=c.intermediate_size,
+        pos_conv_kernel=c.num_conv_pos_embeddings,
+        pos_conv_groups=c.num_conv_pos_embedding_groups,
+        layer_norm_first=c.do_stable_layer_norm,
+        dropout_input=c.feat_proj_dropout,
+        attention_dropout=c.attention_dropout,
+        activation_dropout=c.activation_dropout,
+        dropout=c.hidden_dropout,
+        layer_drop=c.layerdrop,
+    )
+
