@@ -1,0 +1,75 @@
+"""The embedded teacher: a small HuBERT pretrained on the corpus (HuBERT iteration 1).
+
+MFCC features -> k-means (K = 100) -> masked prediction of those units, with the same
+loop that trains students. The result is cached under a key of (corpus, config) and
+reused by every later search; an interrupted pretraining resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from raydistill.config import PRETRAIN, OptimConfig, TargetConfig, TrainConfig
+from raydistill.corpus.manifest import Corpus
+from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE
+from raydistill.models.hubert import PRESETS
+from raydistill.targets.store import TargetStore, store_root
+from raydistill.teacher.mfcc import MfccSource
+from raydistill.train.data import TrainData
+from raydistill.train.loop import train
+from raydistill.utils import log, stable_hash
+
+# HuBERT iteration 1, scaled to minutes on 2 CPU cores (measured in the README).
+EMBEDDED_TEACHER = TrainConfig(
+    method=PRETRAIN,
+    student=PRESETS["tiny-teacher"],
+    targets=TargetConfig(teacher_layer=0, num_clusters=100),  # layer 0 of the MFCC "source"
+    optim=OptimConfig(lr=2e-3, max_steps=1500, batch_seconds=48.0, warmup_frac=0.08),
+    eval_every=100,
+)
+SMOKE_TEACHER = TrainConfig(
+    method=PRETRAIN,
+    student=PRESETS["tiny-teacher"],
+    targets=TargetConfig(teacher_layer=0, num_clusters=20),
+    optim=OptimConfig(lr=2e-3, max_steps=30, batch_seconds=24.0, warmup_frac=0.1),
+    eval_every=10,
+)
+
+
+def pretrain_teacher(corpus: Corpus, cache_dir: Path, config: TrainConfig, *, device: str = "cpu") -> Path:
+    """Return the path of the embedded teacher's checkpoint, pretraining it if not cached."""
+    key = stable_hash([corpus.key, config.to_dict()])
+    final = Path(cache_dir) / "teacher" / f"embedded-{key}"
+    if (final / STUDENT_FILE).is_file():
+        return final / STUDENT_FILE
+    partial = final.with_name(final.name + ".partial")
+    resume = partial if (partial / STATE_FILE).is_file() else None
+    train_utts = corpus.split("train")
+    store = TargetStore(store_root(cache_dir, MfccSource.key, corpus.key))
+    store.ensure(MfccSource(), corpus, train_utts, [(0, config.targets.num_clusters)], seed=config.seed)
+    data = TrainData(corpus, store, config.targets, config.student.conv_layers)
+    log(
+        f"pretraining the embedded teacher ({config.student.num_layers} layers x {config.student.embed_dim}, "
+        f"{config.optim.max_steps} steps on {data.seconds / 60:.0f} min of audio)"
+        + (" - resuming" if resume else "")
+    )
+    started = time.monotonic()
+
+    def report(metrics: dict, _checkpoint) -> None:
+        log(
+            f"[teacher] step {metrics['step']}/{config.optim.max_steps} loss {metrics['loss']:.3f} "
+            f"unit acc {metrics['unit_acc']:.3f} ({metrics['audio_seconds_per_second']:.1f} audio-s/s, "
+            f"{time.monotonic() - started:.0f}s)"
+        )
+
+    train(config, data, report=report, checkpoint_dir=partial, resume=resume, device=device,
+          teacher={"spec": MfccSource.key, "corpus": corpus.key})
+    (partial / STATE_FILE).unlink()
+    if final.exists():  # another process finished first
+        shutil.rmtree(partial)
+    else:
+        partial.rename(final)
+    log(f"embedded teacher ready in {time.monotonic() - started:.0f}s: {final / STUDENT_FILE}")
+    return final / STUDENT_FILE

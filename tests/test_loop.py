@@ -1,0 +1,90 @@
+"""The plain-PyTorch training loop: learning, reporting, checkpoints, resume, divergence."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from raydistill.config import TrainConfig
+from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, load_student
+from raydistill.targets.store import TargetStore
+from raydistill.teacher.mfcc import MfccSource
+from raydistill.train.data import TrainData
+from raydistill.train.loop import Diverged, train
+
+CONFIG = TrainConfig.from_dict({
+    "student": {"preset": "tiny-teacher", "embed_dim": 64, "ffn_dim": 128, "num_layers": 2, "num_heads": 4},
+    "targets": {"teacher_layer": 0, "num_clusters": 8},
+    "optim": {"lr": 2e-3, "max_steps": 6, "batch_seconds": 8.0, "warmup_frac": 0.2},
+    "eval_every": 3,
+})
+
+
+@pytest.fixture(scope="module")
+def data(tiny_corpus, tmp_path_factory):
+    store = TargetStore(tmp_path_factory.mktemp("targets") / "mfcc")
+    store.ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)])
+    return TrainData(tiny_corpus, store, CONFIG.targets, CONFIG.student.conv_layers)
+
+
+def test_reports_at_each_evaluation_with_a_checkpoint(data, tmp_path):
+    reports = []
+    evaluated = []
+    train(CONFIG, data, report=lambda m, c: reports.append((m, c)), checkpoint_dir=tmp_path,
+          evaluate=lambda model, final: evaluated.append(final) or {"probe_score": 1.0},
+          teacher={"spec": "mfcc39"})
+    assert [m["step"] for m, _ in reports] == [3, 6]
+    assert evaluated == [False, True]
+    metrics, ckpt = reports[-1]
+    assert metrics["probe_score"] == 1.0 and metrics["audio_seconds_per_second"] > 0
+    assert {"loss", "unit_acc", "lr", "grad_norm", "train_seconds"} <= set(metrics)
+    assert (ckpt / STUDENT_FILE).is_file() and (ckpt / STATE_FILE).is_file()
+    config, module, teacher = load_student(ckpt / STUDENT_FILE)
+    assert config == CONFIG and teacher == {"spec": "mfcc39"} and not module.training
+
+
+def test_it_learns_a_fixed_batch(data, tmp_path, monkeypatch):
+    """Overfitting one batch (fresh masks every step) must drive the masked loss down."""
+    first = data.epoch_batches(8.0, 15.6, seed=0, epoch=0)[0][:4]
+    fixed = data.load(first, 15.6, np.random.default_rng(0))
+    monkeypatch.setattr(data, "epoch_batches", lambda *a, **k: [first])
+    monkeypatch.setattr(data, "load", lambda *a, **k: fixed)
+    config = dataclasses.replace(CONFIG, optim=dataclasses.replace(CONFIG.optim, max_steps=24, lr=5e-3), eval_every=8)
+    reports = []
+    train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=tmp_path)
+    assert reports[-1]["masked_loss"] < reports[0]["masked_loss"] - 0.25, reports
+    assert reports[-1]["unit_acc"] > reports[0]["unit_acc"] + 0.1
+
+
+def test_resume_continues_from_the_checkpoint(data, tmp_path):
+    first = []
+    train(dataclasses.replace(CONFIG, optim=dataclasses.replace(CONFIG.optim, max_steps=3)), data,
+          report=lambda m, c: first.append(m), checkpoint_dir=tmp_path / "a")
+    resumed = []
+    train(CONFIG, data, report=lambda m, c: resumed.append(m), checkpoint_dir=tmp_path / "b", resume=tmp_path / "a")
+    assert [m["step"] for m in resumed] == [6]  # only the remaining evaluation
+    state = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
+    assert state["step"] == 6
+
+
+def test_soft_labels_train(tiny_corpus, tmp_path):
+    store = TargetStore(tmp_path / "mfcc").ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)])
+    config = dataclasses.replace(CONFIG, targets=dataclasses.replace(CONFIG.targets, labels="soft", temperature=5.0))
+    data = TrainData(tiny_corpus, store, config.targets, config.student.conv_layers)
+    reports = []
+    train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=tmp_path / "ckpt")
+    assert all(np.isfinite(m["loss"]) for m in reports)
+
+
+def test_nan_loss_stops_training(data, tmp_path, monkeypatch):
+    original = data.load
+
+    def poisoned(*args, **kwargs):
+        batch = original(*args, **kwargs)
+        batch.wave[:] = float("nan")
+        return batch
+
+    monkeypatch.setattr(data, "load", poisoned)
+    with pytest.raises(Diverged, match="loss became nan at step 0"):
+        train(CONFIG, data, report=lambda m, c: None, checkpoint_dir=tmp_path)
