@@ -93,6 +93,7 @@ class TrainConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     final_dim: int = 256  # projection size of the prediction head
+    nomask_weight: float = 0.0  # weight of the loss on unmasked frames (fairseq pred_nomask_weight)
     feature_pen_weight: float = 10.0  # HuBERT's weight on the CNN feature penalty
     eval_every: int = 200  # steps between evaluations (one ASHA rung each)
     seed: int = 0
@@ -100,6 +101,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS + (PRETRAIN,):
             raise ValueError(f"method must be one of {METHODS}, found {self.method!r}")
+        if self.nomask_weight < 0:
+            raise ValueError(f"nomask_weight must be >= 0, found {self.nomask_weight}")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be >= 1, found {self.eval_every}")
         if self.targets.teacher_layer > 1000:

@@ -100,21 +100,23 @@ def train(
         mask = compute_span_mask([frames] * wave.shape[0], frames, config.mask.prob, config.mask.length,
                                  min_masks=config.mask.min_masks, generator=mask_rng).to(device)
         out = trained(wave, mask, opt.feature_grad_mult)
-        logits = module.head(out.states[-1][mask])
-        if data.soft:
-            targets = soft_unit_labels(batch.features.to(device)[mask], centroids, config.targets.temperature)
-        else:
-            targets = batch.labels.to(device)[mask]
+        last = out.states[-1]
+        extra: dict[str, float] = {}
+        labels = batch.labels.to(device)
+        features = batch.features.to(device) if data.soft else None
+        logits, targets = _predict(module.head, last, mask, labels, features, centroids, config.targets.temperature)
         loss_sum = masked_prediction_loss(logits, targets)
         # Normalise by the masked frames of *all* ranks: DDP averages gradients over ranks,
         # so each rank scales its sum by world / global count to get the global mean.
         count = mask.sum().float()
-        if world > 1:
-            global_count = count.detach().clone()
-            dist.all_reduce(global_count)
-        else:
-            global_count = count
-        loss = loss_sum * world / global_count + config.feature_pen_weight * out.features_pen
+        loss = loss_sum * world / _all_reduced(count, world) + config.feature_pen_weight * out.features_pen
+        if config.nomask_weight > 0:
+            nomask_logits, nomask_targets = _predict(module.head, last, ~mask, labels, features, centroids,
+                                                     config.targets.temperature)
+            nomask_sum = masked_prediction_loss(nomask_logits, nomask_targets)
+            nomask_count = (~mask).sum().float()
+            loss = loss + config.nomask_weight * nomask_sum * world / _all_reduced(nomask_count, world)
+            extra["nomask_loss"] = (nomask_sum / nomask_count).item()
         if not torch.isfinite(loss):
             raise Diverged(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -126,7 +128,7 @@ def train(
         window.add(
             loss=loss.item(), masked_loss=(loss_sum / count).item(),
             unit_acc=(unit_accuracy(logits.detach(), targets) / count).item(), grad_norm=float(grad_norm),
-            audio_seconds=batch.seconds, seconds=time.perf_counter() - started,
+            audio_seconds=batch.seconds, seconds=time.perf_counter() - started, **extra,
         )
         if step % config.eval_every == 0 or step == opt.max_steps:
             metrics = window.summary(step, scheduler.get_last_lr()[0])
@@ -144,6 +146,21 @@ def train(
                 dist.barrier()
             report(metrics, ckpt)
     return metrics
+
+
+def _predict(head, hidden, select, labels, features, centroids, temperature):
+    """Logits and targets of the selected frames: hard unit ids, or soft labels from teacher features."""
+    logits = head(hidden[select])
+    if features is None:
+        return logits, labels[select]
+    return logits, soft_unit_labels(features[select], centroids, temperature)
+
+
+def _all_reduced(count: torch.Tensor, world: int) -> torch.Tensor:
+    total = count.detach().clone()
+    if world > 1:
+        dist.all_reduce(total)
+    return total
 
 
 def _checkpoint(directory: Path, config, module, optimizer, scheduler, step, teacher) -> Path:
