@@ -1,0 +1,212 @@
+"""The ``raydistill`` command line.
+
+Bad input (a :class:`~raydistill.errors.UserError` or a bad flag) prints one line and exits
+with code 2, without a traceback. Results go to stdout (JSON where a program may read them),
+progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from raydistill import __version__
+from raydistill.errors import UserError
+
+EPILOG = """\
+Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
+  raydistill search --space search_spaces/dice.yaml          # a real search, ~1 h on 2 CPU cores
+  raydistill search --space search_spaces/dice.yaml --smoke  # the same, tiny (a few minutes)
+  raydistill export --experiment raydistill --out exported   # best configs + student checkpoint
+  raydistill train --config exported/best.yaml               # rerun an exported configuration
+"""
+
+
+def _common_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", type=Path, default=Path("runs"),
+                   help="corpora, caches, Ray results and the default MLflow store go here (default: ./runs)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--experiment", default="raydistill", help="MLflow experiment name (default: raydistill)")
+    p.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: start a local one")
+    p.add_argument("--smoke", action="store_true", default=None,
+                   help="a real but tiny run: small corpus, small teacher, few steps (tests and a first look)")
+    p.add_argument("--corpus", help="a corpus directory (default: the embedded espeak-ng corpus)")
+    p.add_argument("--teacher", help="embedded (default) | raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (DDP; default 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Train worker (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs per Train worker, fractions allowed (default: 1 if the cluster has GPUs, else 0)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raydistill",
+        description="Find the best way to distill a HuBERT speech model: Ray Train runs the distillation, "
+                    "Ray Tune + Optuna search its knobs, every trial and its SUPERB-style scores go to MLflow.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"raydistill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("search", help="hyperparameter search of a distillation method (Ray Tune + Optuna + ASHA)",
+                       description="Search a method's knobs: every trial is a Ray Train run, scored SUPERB-style "
+                                   "and logged to MLflow (one parent run per search, one child run per trial).")
+    p.add_argument("--space", type=Path, required=True, help="search-space YAML file (see search_spaces/)")
+    p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
+    p.add_argument("--name", help="search id (default: <space>-<timestamp>); with --resume, which search")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search (the latest, or --name)")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: evaluations before a trial can be stopped")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+    _common_run_flags(p)
+
+    p = sub.add_parser("train", help="train one configuration (e.g. an exported one) on Ray Train",
+                       description="Rerun one configuration file (as written by `raydistill export`).")
+    p.add_argument("--config", type=Path, required=True, help="configuration YAML (corpus, teacher, train)")
+    _common_run_flags(p)
+
+    p = sub.add_parser("export", help="write the best configurations and student of an experiment",
+                       description="Export the best trial's configuration (rerunnable with `raydistill train`), "
+                                   "the top-K configurations and the best student checkpoint.")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"), help="where the default MLflow store is")
+    p.add_argument("--experiment", default="raydistill")
+    p.add_argument("--search", help="only trials of this search id")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--top", type=int, default=5, help="how many configurations (default 5)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    p = sub.add_parser("evaluate", help="score a student checkpoint SUPERB-style (prints JSON)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a student.pt file")
+    p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full")
+    p.add_argument("--corpus", help="corpus directory (default: the embedded corpus in --workdir)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"))
+    p.add_argument("--smoke", action="store_true", help="use the smoke corpus")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("corpus", help="build or import a corpus")
+    csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    c = csub.add_parser("synth", help="synthesise the embedded espeak-ng corpus")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--smoke", action="store_true", help="the tiny corpus used by --smoke runs")
+    c.add_argument("--seed", type=int, default=0)
+    c = csub.add_parser("librispeech", help="turn a LibriSpeech-layout directory into a raydistill corpus")
+    c.add_argument("--root", type=Path, required=True, help="a subset dir (speaker dirs inside) or a dir of subsets")
+    c.add_argument("--out", type=Path, required=True, help="where to write manifest.jsonl / corpus.json")
+    c.add_argument("--split", choices=("train", "dev", "test"), help="split of a single-subset root (default: from its name, e.g. dev-clean -> dev; else train)")
+    c.add_argument("--no-g2p", action="store_true", help="no phone labels (skip espeak-ng G2P of the transcripts)")
+    c = csub.add_parser("info", help="print a corpus's summary (JSON)")
+    c.add_argument("dir", type=Path)
+
+    p = sub.add_parser("teacher", help="pretrain or inspect the teacher")
+    tsub = p.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
+    t = tsub.add_parser("pretrain", help="pretrain the embedded teacher on a corpus (HuBERT iteration 1; cached)")
+    t.add_argument("--workdir", type=Path, default=Path("runs"))
+    t.add_argument("--corpus", help="corpus directory (default: the embedded corpus)")
+    t.add_argument("--smoke", action="store_true")
+    t = tsub.add_parser("info", help="load a teacher and print its description (JSON)")
+    t.add_argument("spec", help="raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = _dispatch(args)
+    except UserError as e:
+        print(f"raydistill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raydistill: interrupted (a search continues with --resume)", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _dispatch(args) -> Optional[dict]:
+    if args.command == "search":
+        from raydistill.search.run import SearchOptions, run_search
+
+        run_search(SearchOptions(
+            space=args.space, trials=args.trials, max_concurrent=args.max_concurrent, workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, workdir=args.workdir,
+            mlflow_uri=args.mlflow_uri, experiment=args.experiment, address=args.address, corpus=args.corpus,
+            teacher=args.teacher or "embedded", smoke=bool(args.smoke), name=args.name, resume=args.resume,
+            seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+        ))
+        return None  # run_search printed its summary
+    if args.command == "train":
+        from raydistill.search.single import TrainOptions, run_train
+
+        return run_train(TrainOptions(
+            config=args.config, workdir=args.workdir, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
+            address=args.address, smoke=args.smoke, corpus=args.corpus, teacher=args.teacher, workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, seed=args.seed,
+        ))
+    if args.command == "export":
+        from raydistill.export import export
+        from raydistill.prepare import Workdir
+
+        uri = args.mlflow_uri or Workdir(args.workdir).mlflow_uri
+        if not args.mlflow_uri and not (Workdir(args.workdir).root / "mlflow.db").is_file():
+            raise UserError(f"no MLflow store at {uri}: pass --mlflow-uri or the --workdir of your search")
+        return export(uri, args.experiment, args.out, top_k=args.top, search_id=args.search, force=args.force)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "corpus":
+        return _corpus(args)
+    if args.command == "teacher":
+        return _teacher(args)
+    raise AssertionError(args.command)
+
+
+def _evaluate(args) -> dict:
+    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+    from raydistill.models.checkpoint import load_student
+    from raydistill.models.hubert import HubertUpstream
+    from raydistill.prepare import Workdir, default_device, resolve_corpus
+
+    config, module, teacher = load_student(args.checkpoint)
+    corpus = resolve_corpus(args.corpus, Workdir(args.workdir), smoke=args.smoke)
+    device = default_device()
+    scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
+                               EvalBudget.named(args.suite), seed=args.seed, device=device)
+    return {"checkpoint": str(args.checkpoint), "suite": args.suite, "corpus": str(corpus.root), **scores}
+
+
+def _corpus(args) -> dict:
+    from raydistill.corpus import Corpus, CorpusConfig, build_corpus, read_librispeech
+
+    if args.corpus_command == "synth":
+        config = CorpusConfig.smoke() if args.smoke else CorpusConfig.default()
+        if args.seed:
+            import dataclasses
+
+            config = dataclasses.replace(config, seed=args.seed)
+        corpus = build_corpus(config, args.out)
+    elif args.corpus_command == "librispeech":
+        corpus = read_librispeech(args.root, args.out, split=args.split, g2p=not args.no_g2p)
+    else:
+        corpus = Corpus.load(args.dir)
+    info = {k: v for k, v in corpus.info.items() if k not in ("phones", "speakers", "config")}
+    return {"root": str(corpus.root), "key": corpus.key, "utterances": len(corpus.utterances),
+            "speakers": len({u.speaker for u in corpus.utterances}), "phones": len(corpus.phones), **info}
+
+
+def _teacher(args) -> dict:
+    from raydistill.prepare import Workdir, default_device, resolve_corpus, resolve_teacher
+    from raydistill.teacher.sources import load_teacher
+
+    if args.teacher_command == "pretrain":
+        workdir = Workdir(args.workdir).check_writable()
+        corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke)
+        teacher = resolve_teacher("embedded", workdir, corpus, smoke=args.smoke, device=default_device())
+    else:
+        teacher = load_teacher(args.spec)
+    return teacher.describe() | {"has_head": teacher.head is not None}
+

@@ -1,0 +1,60 @@
+"""Reference scores beside the trials: the teacher, FBank features and a random-init student.
+
+Each is scored with exactly the trials' full evaluation, computed once per (corpus,
+teacher or architecture, budget, seed), cached under ``<workdir>/cache/baselines`` and
+logged to MLflow as a ``raydistill.kind=baseline`` run, so the comparison view shows how
+far distillation got (above random init) and how far it has to go (the teacher).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import torch
+
+from raydistill.corpus.manifest import Corpus
+from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+from raydistill.evaluate.upstream import FBankUpstream
+from raydistill.models.hubert import HubertConfig, HubertModel, HubertUpstream, count_params
+from raydistill.prepare import Workdir
+from raydistill.search.trial import full_metrics
+from raydistill.teacher.sources import Teacher
+from raydistill.utils import atomic_write_text, log, stable_hash
+
+NAMES = ("teacher", "random_init", "fbank")
+
+
+class Baselines:
+    def __init__(self, workdir: Workdir, corpus: Corpus, teacher: Teacher, tracker, budget: str, *,
+                 device: str = "cpu", seed: int = 0):
+        self.workdir, self.corpus, self.teacher, self.tracker = workdir, corpus, teacher, tracker
+        self.budget, self.device, self.seed = budget, device, seed
+
+    def log(self, name: str, *, student: Optional[dict] = None) -> dict:
+        """Score (or read the cached score of) one reference and log it to MLflow."""
+        what = {"teacher": self.teacher.key, "fbank": "fbank-240", "random_init": student}[name]
+        key = stable_hash([name, what, self.corpus.key, self.budget, self.seed])
+        cache = self.workdir.cache / "baselines" / f"{name}-{key}.json"
+        if cache.is_file():
+            metrics = json.loads(cache.read_text())
+        else:
+            log(f"scoring the {name} reference ({self.budget} evaluation)")
+            upstream, params = self._upstream(name, student)
+            scores = evaluate_upstream(upstream, self.corpus, EvalBudget.named(self.budget),
+                                       seed=self.seed, device=self.device)
+            metrics = {**full_metrics(scores), "params": params}
+            atomic_write_text(cache, json.dumps(metrics))
+        if self.tracker is not None:
+            self.tracker.log_baseline(name, key, metrics, {"corpus": self.corpus.key, "budget": self.budget,
+                                                           "teacher": self.teacher.spec, "params": metrics["params"]})
+        return metrics
+
+    def _upstream(self, name: str, student: Optional[dict]):
+        if name == "teacher":
+            return HubertUpstream(self.teacher.model, name="teacher").to(self.device), count_params(self.teacher.model.encoder)
+        if name == "fbank":
+            return FBankUpstream(), 0
+        torch.manual_seed(self.seed)
+        model = HubertModel(HubertConfig(**student))
+        return HubertUpstream(model, name="random_init").to(self.device), count_params(model.encoder)

@@ -1,0 +1,51 @@
+"""Full evaluation of trials that ASHA stopped, from their last checkpoint.
+
+ASHA stops a trial by killing it, before its end-of-run evaluation; scoring its last
+checkpoint afterwards gives every trial of the search the same metrics in MLflow.
+Runs as Ray tasks with a trial worker's resources, in parallel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raydistill.utils import log
+
+
+def _evaluate(checkpoint_dir: str, setup: dict) -> dict:
+    import torch
+
+    from raydistill.corpus.manifest import Corpus
+    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+    from raydistill.models.checkpoint import STUDENT_FILE, load_student
+    from raydistill.models.hubert import HubertUpstream
+    from raydistill.search.trial import full_metrics
+
+    torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
+    device = "cuda" if setup["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
+    _, module, _ = load_student(Path(checkpoint_dir) / STUDENT_FILE)
+    corpus = Corpus.load(setup["corpus_dir"])
+    scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
+                               EvalBudget.named(setup["budgets"]["full"]), seed=setup["eval_seed"], device=device)
+    return full_metrics(scores)
+
+
+def evaluate_stopped_trials(tracker, results, setup: dict) -> int:
+    """Score every trial that ended without ``overall_score``; return how many were scored."""
+    import ray
+
+    todo = []
+    for result in results:
+        metrics = result.metrics or {}
+        if result.error is None and "overall_score" not in metrics and metrics.get("checkpoint_path"):
+            todo.append((metrics["trial_id"], metrics["checkpoint_path"], metrics.get("step")))
+    if not todo:
+        return 0
+    log(f"full evaluation of {len(todo)} trial(s) stopped early by ASHA, from their last checkpoint")
+    task = ray.remote(num_cpus=setup["cpus_per_worker"], num_gpus=setup["gpus_per_worker"])(_evaluate)
+    refs = [task.remote(path, setup) for _, path, _ in todo]
+    for (trial_id, _, step), metrics in zip(todo, ray.get(refs)):
+        run_id = tracker.trial_run(trial_id)
+        tracker.log_metrics(run_id, metrics, step=step)
+        tracker.client.set_tag(run_id, "raydistill.evaluated", "from_last_checkpoint")
+    return len(todo)

@@ -1,0 +1,270 @@
+"""``raydistill search``: Ray Tune + OptunaSearch (TPE) + ASHA over a search-space file.
+
+Order of work, cheapest checks first so bad input fails in seconds:
+
+1. validate the workdir, the search space, the MLflow store and the Ray address;
+2. corpus, teacher and teacher targets (once per search, cached across searches);
+3. reference runs: the teacher and FBank, scored like every trial;
+4. the trials: each one a Ray Train run of the distillation loop (``search/trial.py``);
+   ASHA compares the cheap ``probe_score`` at every rung, Optuna learns from the final
+   ``overall_score`` (trials ASHA stopped are told to Optuna as pruned);
+5. trials that ASHA stopped get the full evaluation from their last checkpoint, so every
+   trial carries the same scores; then the random-init reference of the best architecture;
+6. a summary: best trial, the teacher and random-init scores beside it, how to open MLflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from raydistill.errors import UserError
+from raydistill.models.hubert import HubertModel, count_params
+from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.search.space import SearchSpace, load_space
+from raydistill.search.trial import DRIVER_MEMORY, trial_config, trial_driver
+from raydistill.utils import log, stable_hash
+
+
+@dataclass
+class SearchOptions:
+    space: Path
+    trials: int = 8
+    max_concurrent: Optional[int] = None  # default: as many trials as the cluster's CPUs/GPUs fit
+    workers: int = 1  # Ray Train workers per trial (DDP when > 1)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: Optional[float] = None  # default: 1 if the cluster has GPUs, else 0
+    workdir: Path = Path("runs")
+    mlflow_uri: Optional[str] = None  # default: SQLite in the workdir
+    experiment: str = "raydistill"
+    address: Optional[str] = None  # an existing Ray cluster (ray:// or host:port); default: start one
+    corpus: Optional[str] = None  # default: the embedded espeak-ng corpus
+    teacher: str = "embedded"
+    smoke: bool = False
+    name: Optional[str] = None  # search id; default: <space>-<timestamp>
+    resume: bool = False
+    seed: int = 0
+    grace_period: int = 1  # ASHA: evaluations before a trial may be stopped
+    reduction_factor: int = 2
+    max_failures: int = 1  # Train worker restarts per trial
+    extra: dict = field(default_factory=dict)
+
+
+def run_search(opts: SearchOptions) -> dict:
+    started = time.monotonic()
+    workdir = Workdir(opts.workdir).check_writable()
+    space = load_space(opts.space, smoke=opts.smoke)
+    if opts.trials < 1:
+        raise UserError(f"--trials must be >= 1, found {opts.trials}")
+    from raydistill.tracking.mlflow import SearchTracker
+
+    search_id = opts.name or _resume_id(workdir, opts) or f"{Path(opts.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    uri = opts.mlflow_uri or workdir.mlflow_uri
+    tracker = SearchTracker(uri, opts.experiment, search_id, artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
+    ray = connect(opts.address)
+    device = default_device()
+
+    corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke)
+    teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device)
+    store = ensure_targets(teacher, corpus, workdir, space.target_combos(), device=device)
+    budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": "full"}
+    prep_seconds = time.monotonic() - started
+
+    tracker.start_search(search_id, {
+        "space": str(opts.space), "method": space.method, "trials": opts.trials, "smoke": opts.smoke,
+        "teacher": teacher.spec, "teacher_key": teacher.key, "corpus_spec": opts.corpus or "embedded",
+        "corpus": str(corpus.root), "corpus_key": corpus.key,
+        "workers": opts.workers, "seed": opts.seed,
+    }, space_file=Path(opts.space))
+    from raydistill.search.baselines import Baselines
+
+    baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
+    baselines.log("teacher")
+    baselines.log("fbank")
+
+    setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
+    tune_started = time.monotonic()
+    results = _tune(opts, space, setup, tracker, workdir, search_id)
+    tune_seconds = time.monotonic() - tune_started
+
+    from raydistill.search.posteval import evaluate_stopped_trials
+
+    evaluate_stopped_trials(tracker, results, setup)
+    best = best_trial(tracker, search_id)
+    summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri,
+               "trials": len(results), "prep_seconds": round(prep_seconds, 1), "tune_seconds": round(tune_seconds, 1)}
+    if best is not None:
+        summary["best"] = best
+        config = json.loads(best["config_json"]) if best.get("config_json") else None
+        if config:
+            summary["random_init"] = baselines.log("random_init", student=config["student"])
+    summary["teacher"] = baselines.log("teacher")
+    summary["fbank"] = baselines.log("fbank")
+    summary["wall_seconds"] = round(time.monotonic() - started, 1)
+    tracker.end_search({"best_overall_score": (best or {}).get("overall_score", float("nan")),
+                        "wall_seconds": summary["wall_seconds"], "prep_seconds": prep_seconds,
+                        "tune_seconds": tune_seconds})
+    print_summary(summary, uri)
+    return summary
+
+
+def _resume_id(workdir: Workdir, opts: SearchOptions) -> Optional[str]:
+    """With --resume and no --name: the most recent search in this workdir."""
+    if not opts.resume:
+        return None
+    candidates = sorted((p for p in workdir.ray_results.glob("*/tuner.pkl")), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise UserError(f"--resume: no search to resume in {workdir.ray_results}")
+    return candidates[-1].parent.name
+
+
+def connect(address: Optional[str]):
+    """Join the given Ray cluster, or start a local one (dashboard on 127.0.0.1 only)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(dashboard_host="127.0.0.1", include_dashboard=True)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot connect to the Ray cluster at {address or 'local'}: {str(e).splitlines()[0][:200]}") from None
+    return ray
+
+
+def make_setup(opts, search_id: str, base: dict, corpus, store, teacher, budgets, workdir, ray) -> dict:
+    """What every trial worker needs besides its sampled values (sent once via with_parameters)."""
+    resources = ray.cluster_resources()
+    gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
+    return {
+        "search_id": search_id,
+        "base": base,
+        "corpus_dir": str(corpus.root),
+        "targets_dir": str(store.root),
+        "teacher": {**teacher.describe()},
+        "budgets": budgets,
+        "eval_seed": opts.seed,
+        "workers": opts.workers,
+        "cpus_per_worker": opts.cpus_per_worker,
+        "gpus_per_worker": gpus,
+        "storage_path": str(workdir.ray_results),
+        "max_failures": getattr(opts, "max_failures", 1),
+    }
+
+
+def _max_concurrent(opts: SearchOptions, setup: dict, resources: dict) -> int:
+    if opts.max_concurrent is not None:
+        if opts.max_concurrent < 1:
+            raise UserError(f"--max-concurrent must be >= 1, found {opts.max_concurrent}")
+        return opts.max_concurrent
+    per_trial_cpu = setup["workers"] * setup["cpus_per_worker"]
+    fit = int(resources.get("CPU", 1) // per_trial_cpu)
+    if setup["gpus_per_worker"] > 0:
+        fit = min(fit, int(resources.get("GPU", 0) // (setup["workers"] * setup["gpus_per_worker"])))
+    return max(1, min(fit, opts.trials))
+
+
+def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir: Workdir, search_id: str):
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.tracking.tune_callback import MlflowTrialCallback
+
+    def describe(values: dict) -> tuple[str, dict, dict]:
+        config = trial_config(setup, values)
+        s, t = config.student, config.targets
+        name = (f"{config.method}-d{s.embed_dim}-f{s.ffn_dim}-L{s.num_layers}-{t.labels}"
+                f"-l{t.teacher_layer}k{t.num_clusters}-{stable_hash(values, 6)}")
+        model = HubertModel(s)
+        extra = {"params": count_params(model.encoder), "config_json": json.dumps(config.to_dict(), sort_keys=True)}
+        return name, extra, config.to_dict()
+
+    # The searcher's metric (overall_score) arrives only with a trial's last result, by design:
+    # a trial ASHA stops never reports it and Optuna records it as pruned. Tune's strict check
+    # would reject the intermediate results that carry only probe_score.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, setup=setup), {"cpu": 0, "memory": DRIVER_MEMORY}
+    )
+    callbacks = [MlflowTrialCallback(tracker, describe)]
+    experiment_dir = workdir.ray_results / search_id
+    if opts.resume:
+        if not tune.Tuner.can_restore(str(experiment_dir)):
+            raise UserError(f"--resume: no search named {search_id!r} in {workdir.ray_results}")
+        log(f"resuming search {search_id}")
+        # The MLflow callback comes back with the tuner; it re-attaches to the runs by tags.
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False)
+    else:
+        if tune.Tuner.can_restore(str(experiment_dir)):
+            raise UserError(f"a search named {search_id!r} already exists in {workdir.ray_results}: "
+                            "use --resume to continue it or --name to start another")
+        max_t = space.base_config().num_evals
+        searcher = ProbeAwareOptunaSearch(
+            space=space.sample_for_ray, metric="overall_score", mode="max", intermediate_metric="probe_score",
+            # TPE's default 10 random start-up trials would make a short search all random.
+            sampler=optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=max(2, min(10, opts.trials // 3))),
+            storage=optuna.storages.RDBStorage(workdir.optuna_uri), study_name=search_id,
+        )
+        scheduler = ASHAScheduler(metric="probe_score", mode="max", time_attr="training_iteration",
+                                  max_t=max_t, grace_period=min(opts.grace_period, max_t),
+                                  reduction_factor=opts.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(num_samples=opts.trials, search_alg=searcher, scheduler=scheduler,
+                                        max_concurrent_trials=_max_concurrent(opts, setup, ray.cluster_resources())),
+            run_config=tune.RunConfig(name=search_id, storage_path=str(workdir.ray_results), callbacks=callbacks,
+                                      verbose=1, failure_config=tune.FailureConfig(max_failures=1)),
+        )
+    return tuner.fit()
+
+
+def best_trial(tracker, search_id: str) -> Optional[dict]:
+    """The trial run of this search with the highest overall_score (from MLflow)."""
+    from raydistill.tracking.mlflow import KIND, SEARCH_ID
+
+    runs = tracker.client.search_runs(
+        [tracker.experiment], filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{search_id}'",
+        order_by=["metrics.overall_score DESC"], max_results=1000,
+    )
+    runs = [r for r in runs if "overall_score" in r.data.metrics]
+    if not runs:
+        return None
+    r = runs[0]
+    return {"run_id": r.info.run_id, "run_name": r.info.run_name, **r.data.metrics,
+            "params": r.data.params.get("params"), "config_json": r.data.params.get("config_json")}
+
+
+def print_summary(summary: dict, uri: str) -> None:
+    def fmt(d: Optional[dict]) -> str:
+        if not d:
+            return "n/a"
+        return (f"overall {d.get('overall_score', float('nan')):.2f}  PER {d.get('pr_per', float('nan')):.2f}  "
+                f"SID {d.get('sid_acc', float('nan')):.2f}")
+
+    best = summary.get("best")
+    lines = [
+        "",
+        f"search {summary['search_id']}: {summary['trials']} trials in {summary['wall_seconds']:.0f}s "
+        f"(preparation {summary['prep_seconds']:.0f}s, trials {summary['tune_seconds']:.0f}s)",
+        f"  best trial   {best['run_name'] if best else '-'}: {fmt(best)}  params {best.get('params', '?') if best else '-'}",
+        f"  teacher      {fmt(summary.get('teacher'))}",
+        f"  random init  {fmt(summary.get('random_init'))}",
+        f"  fbank        {fmt(summary.get('fbank'))}",
+        "",
+        "compare trials in MLflow (experiment "
+        f"'{summary['experiment']}'):  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        f"export the best configuration:  raydistill export --mlflow-uri {uri} --experiment {summary['experiment']} --out exported",
+    ]
+    print("\n".join(lines), flush=True)
+

@@ -1,0 +1,107 @@
+"""``raydistill train --config FILE``: one configuration, one Ray Train run, one MLflow run.
+
+Reruns what ``raydistill export`` wrote (or any hand-written file of the same format)::
+
+    corpus: embedded          # or a corpus directory
+    teacher: embedded         # or raydistill:/torchaudio:/hf: spec
+    train: {...}              # a TrainConfig (method, student, targets, mask, optim, ...)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from raydistill.config import TrainConfig
+from raydistill.errors import UserError
+from raydistill.models.checkpoint import STUDENT_FILE
+from raydistill.models.hubert import HubertModel, count_params
+from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.utils import log, stable_hash
+
+CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source"}
+
+
+@dataclass
+class TrainOptions:
+    config: Path
+    workdir: Path = Path("runs")
+    mlflow_uri: Optional[str] = None
+    experiment: str = "raydistill"
+    address: Optional[str] = None
+    smoke: Optional[bool] = None  # default: what the file says
+    corpus: Optional[str] = None  # default: what the file says
+    teacher: Optional[str] = None
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: Optional[float] = None
+    seed: int = 0
+
+
+def read_config_file(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or "train" not in doc:
+        raise UserError(f"{path}: expected a mapping with a 'train' section (as written by raydistill export)")
+    unknown = sorted(set(doc) - CONFIG_KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))})")
+    return doc
+
+
+def run_train(opts: TrainOptions) -> dict:
+    from raydistill.search.baselines import Baselines
+    from raydistill.search.run import connect, make_setup
+    from raydistill.search.trial import make_trainer
+    from raydistill.tracking.mlflow import KIND, client_for, experiment_id, log_dict_artifact, log_metrics, numeric
+
+    started = time.monotonic()
+    workdir = Workdir(opts.workdir).check_writable()
+    doc = read_config_file(opts.config)
+    config = TrainConfig.from_dict(doc["train"], where=f"{opts.config}: train")
+    smoke = bool(doc.get("smoke", False)) if opts.smoke is None else opts.smoke
+    uri = opts.mlflow_uri or workdir.mlflow_uri
+    client = client_for(uri)
+    exp = experiment_id(client, opts.experiment, None if opts.mlflow_uri else workdir.mlflow_artifacts)
+    ray = connect(opts.address)
+    device = default_device()
+    corpus = resolve_corpus(opts.corpus or doc.get("corpus"), workdir, smoke=smoke)
+    teacher = resolve_teacher(opts.teacher or doc.get("teacher", "embedded"), workdir, corpus, smoke=smoke, device=device)
+    store = ensure_targets(teacher, corpus, workdir, [(config.targets.teacher_layer, config.targets.num_clusters)],
+                           device=device)
+    run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])
+    setup = make_setup(opts, f"train-{run_id_hash}", {}, corpus, store, teacher,
+                       {"probe": "smoke", "full": "smoke"} if smoke else {"probe": "probe", "full": "full"},
+                       workdir, ray)
+    run = client.create_run(exp, run_name=f"train-{config.method}-{run_id_hash}",
+                            tags={KIND: "train", "raydistill.config_file": str(opts.config)})
+    run_id = run.info.run_id
+    client.log_param(run_id, "params", count_params(HubertModel(config.student).encoder))
+    log_dict_artifact(client, run_id, {k: v for k, v in doc.items() if k != "train"} | {"train": config.to_dict()},
+                      "config.yaml")
+    log(f"training {config.method} ({config.optim.max_steps} steps) on Ray Train, MLflow run {run_id}")
+    try:
+        result = make_trainer(setup, config, f"train-{run_id_hash}-{int(time.time())}").fit()
+    except Exception as e:
+        client.set_tag(run_id, "raydistill.error", str(e).splitlines()[0][:1000] if str(e) else type(e).__name__)
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    metrics = numeric(result.metrics or {})
+    log_metrics(client, run_id, metrics, step=config.optim.max_steps)
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            client.log_artifact(run_id, str(Path(d) / STUDENT_FILE), artifact_path="student")
+    client.set_terminated(run_id)
+    summary = {"run_id": run_id, "mlflow_uri": uri, "wall_seconds": round(time.monotonic() - started, 1), **metrics}
+    baselines = Baselines(workdir, corpus, teacher, None, setup["budgets"]["full"], device=device)
+    summary["random_init_overall_score"] = baselines.log("random_init", student=config.student.to_dict())["overall_score"]
+    return summary

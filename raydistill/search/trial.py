@@ -1,0 +1,128 @@
+"""One trial = one Ray Train run of the distillation loop, driven from a Ray Tune function.
+
+Ray Train V2 pattern (RAY_OPTUNA_MLFLOW.md): the Tune trainable is a small *driver*
+function that builds a ``TorchTrainer`` and calls ``fit()``; metrics and checkpoint paths
+flow back to Tune through ``TuneReportCallback``. The driver reserves memory but no CPU,
+so the Train workers get every core (a 0.01-CPU driver next to 1-CPU workers starves the
+second trial on a 2-core machine).
+
+What a trial needs beyond its sampled values (corpus, target cache, base config,
+evaluation settings) arrives once through ``tune.with_parameters`` as ``setup``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from raydistill.config import TrainConfig
+from raydistill.corpus.manifest import Corpus
+from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+from raydistill.models.hubert import HubertModel, HubertUpstream
+from raydistill.search.space import merge, set_path
+from raydistill.targets.store import TargetStore
+from raydistill.train.data import TrainData
+from raydistill.train.loop import train
+
+DRIVER_MEMORY = 256 * 1024**2  # bytes reserved for each trial's driver process (no CPU)
+
+
+def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device: Any):
+    """``evaluate(model, final)`` for the loop: the cheap ``probe`` suite at every rung
+    (``probe_score``, what ASHA compares), plus the ``full`` suite at the end (``overall_score``)."""
+    probe, full = EvalBudget.named(budgets["probe"]), EvalBudget.named(budgets["full"])
+
+    def evaluate(model: HubertModel, final: bool) -> dict:
+        upstream = HubertUpstream(model, name="student")
+        scores = evaluate_upstream(upstream, corpus, probe, seed=seed, device=device)
+        # a task without data (e.g. no phone labels) is absent from the scores
+        metrics = {f"probe_{k}": scores[k] for k in ("pr_per", "sid_acc") if k in scores}
+        metrics["probe_score"] = scores["overall_score"]
+        if final:
+            metrics.update(full_metrics(evaluate_upstream(upstream, corpus, full, seed=seed, device=device)))
+        return metrics
+
+    return evaluate
+
+
+def full_metrics(scores: dict) -> dict:
+    """The end-of-trial metrics logged for every trial (and every baseline)."""
+    keep = ("overall_score", "pr_per", "pr_per_dev", "sid_acc", "sid_acc_dev", "eval_seconds")
+    return {k: float(scores[k]) for k in keep if k in scores}
+
+
+def trial_config(setup: dict, values: dict) -> TrainConfig:
+    """Base configuration + this trial's sampled values."""
+    d = merge(setup["base"], {})
+    for name, value in values.items():
+        set_path(d, name, value)
+    return TrainConfig.from_dict(d, where="trial")
+
+
+def train_worker(loop_config: dict) -> None:
+    """Runs on every Ray Train worker: the plain loop, wired to ``ray.train.report``."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    setup = loop_config["setup"]
+    config = TrainConfig.from_dict(loop_config["config"], where="trial")
+    torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
+    corpus = Corpus.load(setup["corpus_dir"])
+    data = TrainData(corpus, TargetStore(Path(setup["targets_dir"])), config.targets, config.student.conv_layers)
+    device = ray.train.torch.get_device()
+    rank = ray.train.get_context().get_world_rank()
+    evaluate = make_evaluator(corpus, setup["budgets"], seed=setup["eval_seed"], device=device) if rank == 0 else None
+
+    def report(metrics: dict, checkpoint_dir) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    restored = ray.train.get_checkpoint()
+    with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as local:
+        with restored.as_directory() if restored else contextlib.nullcontext(None) as resume:
+            train(config, data, report=report, checkpoint_dir=Path(local), evaluate=evaluate,
+                  resume=Path(resume) if resume else None, teacher=setup["teacher"], device=device)
+
+
+def make_trainer(setup: dict, config: TrainConfig, name: str, callbacks=()):
+    """A ``TorchTrainer`` running :func:`train_worker` for one configuration."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"setup": setup, "config": config.to_dict()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=setup["workers"],
+            use_gpu=setup["gpus_per_worker"] > 0,
+            resources_per_worker=worker_resources(setup),
+        ),
+        run_config=ray.train.RunConfig(
+            # Deterministic name: a restarted run finds its Train checkpoints and resumes.
+            name=name,
+            storage_path=setup["storage_path"],
+            callbacks=list(callbacks),
+            failure_config=ray.train.FailureConfig(max_failures=setup["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def trial_driver(values: dict, setup: dict) -> None:
+    """The Tune trainable: build this trial's TorchTrainer and run it to the end."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainer = make_trainer(setup, trial_config(setup, values), f"{setup['search_id']}-{trial_id}", [TuneReportCallback()])
+    trainer.fit()
+
+
+def worker_resources(setup: dict) -> dict:
+    resources = {"CPU": setup["cpus_per_worker"]}
+    if setup["gpus_per_worker"] > 0:
+        resources["GPU"] = setup["gpus_per_worker"]
+    return resources

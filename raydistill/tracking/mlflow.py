@@ -1,0 +1,203 @@
+"""MLflow tracking: one parent run per search, one nested child run per trial, baseline runs.
+
+Runs are found again by their tags (``raydistill.search_id``, ``raydistill.trial_id``), not
+by remembered ids, so a resumed search re-attaches to its runs instead of opening
+duplicates (Ray's ``MLflowLoggerCallback`` duplicates them on restore). All calls go
+through one ``MlflowClient`` on the driver; trials never talk to MLflow.
+
+Tags: ``raydistill.kind`` = ``search`` | ``trial`` | ``baseline`` | ``train``;
+``raydistill.baseline`` = ``teacher`` | ``random_init`` | ``fbank``;
+``raydistill.status`` = ``completed`` | ``stopped`` (by ASHA) | ``error``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from raydistill.errors import UserError
+
+KIND, SEARCH_ID, TRIAL_ID, BASELINE, STATUS, KEY = (
+    "raydistill.kind", "raydistill.search_id", "raydistill.trial_id", "raydistill.baseline",
+    "raydistill.status", "raydistill.key",
+)
+CHECKPOINT = "raydistill.checkpoint"
+PARENT = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+# Training-curve and score metrics a trial result may carry (Tune adds many internal keys).
+TRIAL_METRICS = (
+    "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds",
+    "eval_seconds", "probe_score", "probe_pr_per", "probe_sid_acc",
+    "overall_score", "pr_per", "pr_per_dev", "sid_acc", "sid_acc_dev",
+)
+
+
+def client_for(uri: str, *, create: bool = True):
+    """An ``MlflowClient`` for ``uri``, checked to answer (an unreachable store is a UserError)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and create:
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, don't retry for minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as e:
+        raise UserError(f"cannot reach the MLflow tracking store at {uri}: {str(e).splitlines()[0][:200]}") from None
+    return client
+
+
+def experiment_id(client, name: str, artifact_root: Optional[Path] = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root is not None:  # local store: keep artifacts inside the workdir
+        location = (artifact_root / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def find_run(client, experiment: str, tags: dict[str, str]):
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment], filter_string=query, max_results=2)
+    return runs[0] if runs else None
+
+
+def numeric(metrics: dict, keys=TRIAL_METRICS) -> dict[str, float]:
+    out = {}
+    for k in keys:
+        v = metrics.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(v)
+    return out
+
+
+class SearchTracker:
+    """The MLflow side of one search (driver only)."""
+
+    def __init__(self, uri: str, experiment: str, search_id: str, *, artifact_root: Optional[Path] = None):
+        self.client = client_for(uri)
+        self.uri = uri
+        self.experiment = experiment_id(self.client, experiment, artifact_root)
+        self.experiment_name = experiment
+        self.search_id = search_id
+        self.parent: Optional[str] = None
+        self._trial_runs: dict[str, str] = {}
+
+    def __getstate__(self):  # the Tune callback holding us is pickled with the tuner (resume)
+        state = dict(self.__dict__)
+        state.pop("client")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.client = client_for(self.uri)
+
+    # ------------------------------------------------------------------ search (parent) run
+    def start_search(self, run_name: str, params: dict, space_file: Optional[Path] = None) -> str:
+        run = find_run(self.client, self.experiment, {KIND: "search", SEARCH_ID: self.search_id})
+        if run is None:
+            run = self.client.create_run(self.experiment, run_name=run_name,
+                                         tags={KIND: "search", SEARCH_ID: self.search_id})
+            self.client.log_batch(run.info.run_id, params=_params(params))
+            if space_file is not None:
+                self.client.log_artifact(run.info.run_id, str(space_file))
+        elif run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        self.parent = run.info.run_id
+        return self.parent
+
+    def end_search(self, metrics: dict, status: str = "FINISHED") -> None:
+        self.client.log_batch(self.parent, metrics=_metrics(numeric(metrics, tuple(metrics))))
+        self.client.set_terminated(self.parent, status=status)
+
+    # ------------------------------------------------------------------ trial (child) runs
+    def has_trial_run(self, trial_id: str) -> bool:
+        tags = {KIND: "trial", SEARCH_ID: self.search_id, TRIAL_ID: trial_id}
+        return trial_id in self._trial_runs or find_run(self.client, self.experiment, tags) is not None
+
+    def trial_run(self, trial_id: str, run_name: str = "", params: Optional[dict] = None) -> str:
+        """The child run of a trial: found by tags if it exists (resume), else created."""
+        if trial_id in self._trial_runs:
+            return self._trial_runs[trial_id]
+        tags = {KIND: "trial", SEARCH_ID: self.search_id, TRIAL_ID: trial_id}
+        run = find_run(self.client, self.experiment, tags)
+        if run is None:
+            run = self.client.create_run(self.experiment, run_name=run_name or trial_id,
+                                         tags={**tags, PARENT: self.parent})
+            if params:
+                self.client.log_batch(run.info.run_id, params=_params(params))
+        self._trial_runs[trial_id] = run.info.run_id
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict, step: Optional[int] = None) -> None:
+        log_metrics(self.client, run_id, metrics, step)
+
+    def finish_trial(self, run_id: str, status: str, *, checkpoint: Optional[str] = None, error: str = "") -> None:
+        tags = {STATUS: status}
+        if checkpoint:
+            tags[CHECKPOINT] = checkpoint
+        if error:
+            tags["raydistill.error"] = error[:4000]
+        self.client.log_batch(run_id, tags=_tags(tags))
+        student = Path(checkpoint or "") / "student.pt"
+        if checkpoint and student.is_file():
+            self.client.log_artifact(run_id, str(student), artifact_path="student")
+        self.client.set_terminated(run_id, status="FAILED" if status == "error" else "FINISHED")
+
+    # ------------------------------------------------------------------ baselines
+    def log_baseline(self, name: str, key: str, metrics: dict, params: dict) -> str:
+        """A reference run (teacher / random_init / fbank), once per experiment and key."""
+        tags = {KIND: "baseline", BASELINE: name, KEY: key}
+        run = find_run(self.client, self.experiment, tags)
+        if run is not None:
+            return run.info.run_id
+        run = self.client.create_run(self.experiment, run_name=f"baseline-{name}", tags=tags)
+        self.client.log_batch(run.info.run_id, metrics=_metrics(numeric(metrics)), params=_params(params))
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+
+def log_metrics(client, run_id: str, metrics: dict, step: Optional[int] = None) -> None:
+    """Log the known numeric metrics of a result dict (Tune's internal keys are left out)."""
+    values = numeric(metrics)
+    if values:
+        client.log_batch(run_id, metrics=_metrics(values, step))
+
+
+def log_dict_artifact(client, run_id: str, data: Any, name: str) -> None:
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        client.log_artifact(run_id, str(path))
+
+
+def _params(params: dict):
+    from mlflow.entities import Param
+
+    return [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+
+
+def _metrics(values: dict[str, float], step: Optional[int] = None):
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, int(step or 0)) for k, v in values.items()]
+
+
+def _tags(tags: dict):
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in tags.items()]
+

@@ -1,0 +1,83 @@
+"""The command line as a user meets it: --help, and bad input refused in one line with exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = str(REPO / "search_spaces" / "dice.yaml")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "raydistill", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("search", "train", "export", "evaluate", "corpus", "teacher"):
+        assert command in result.stdout
+    for command in ("search", "train", "export", "evaluate", "corpus synth", "teacher pretrain"):
+        sub = run(*command.split(), "--help")
+        assert sub.returncode == 0 and "usage: raydistill" in sub.stdout
+
+
+def bad_space(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("params:\n  optim.lr: {type: float, low: 0.1, high: 0.01}\n")
+    return str(path)
+
+
+def a_file(tmp_path):
+    path = tmp_path / "plain-file"
+    path.write_text("x")
+    return str(path)
+
+
+CASES = [
+    ("missing space", lambda t: ["search", "--space", str(t / "none.yaml"), "--workdir", str(t / "w")],
+     "search space .*none.yaml does not exist"),
+    ("inverted range", lambda t: ["search", "--space", bad_space(t), "--workdir", str(t / "w")],
+     r"params.optim.lr: empty or inverted range \[0.1, 0.01\]"),
+    ("zero trials", lambda t: ["search", "--space", SPACE, "--trials", "0", "--workdir", str(t / "w")],
+     "--trials must be >= 1"),
+    ("workdir not writable", lambda t: ["search", "--space", SPACE, "--workdir", a_file(t) + "/sub"],
+     "workdir .*plain-file/sub is not writable"),
+    ("unreachable MLflow", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                      "--mlflow-uri", "http://127.0.0.1:9/"],
+     "cannot reach the MLflow tracking store at http://127.0.0.1:9/"),
+    ("missing train config", lambda t: ["train", "--config", str(t / "none.yaml"), "--workdir", str(t / "w")],
+     "config file .*none.yaml does not exist"),
+    ("train config without train section", lambda t: ["train", "--config", a_file(t), "--workdir", str(t / "w")],
+     "expected a mapping with a 'train' section"),
+    ("export without a store", lambda t: ["export", "--workdir", str(t / "w"), "--out", str(t / "o")],
+     "no MLflow store at sqlite:///"),
+    ("evaluate missing checkpoint", lambda t: ["evaluate", "--checkpoint", str(t / "none.pt")],
+     "checkpoint .*none.pt does not exist"),
+    ("evaluate a non-checkpoint", lambda t: ["evaluate", "--checkpoint", a_file(t)], "cannot read checkpoint"),
+    ("librispeech missing root", lambda t: ["corpus", "librispeech", "--root", str(t / "none"), "--out", str(t / "o")],
+     "none"),
+    ("bad teacher spec", lambda t: ["teacher", "info", "wav2vec:/x"], "bad teacher 'wav2vec:/x'"),
+    ("missing teacher file", lambda t: ["teacher", "info", f"torchaudio:{t / 'x.pt'}"], "teacher file .*x.pt does not exist"),
+    ("corpus dir that is not a corpus", lambda t: ["corpus", "info", str(t)], "no corpus at"),
+]
+
+
+@pytest.mark.parametrize("name, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, name, args, message):
+    import re
+
+    result = run(*args(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raydistill: error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_flag_is_exit_2():
+    result = run("search", "--trials", "many")
+    assert result.returncode == 2 and "invalid int value" in result.stderr
