@@ -129,6 +129,21 @@ def torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def read_yaml(path: str | os.PathLike, what: str):
+    """Parse a YAML file; a missing or malformed one is a one-line :class:`UserError`."""
+    import yaml
+
+    from raydistill.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+
+
 def log(msg: str) -> None:
     """A progress message for the user (stderr, so stdout stays machine-readable)."""
     sys.stderr.write(f"[raydistill] {msg}\n")

@@ -25,6 +25,11 @@ def test_help_lists_every_command():
         assert sub.returncode == 0 and "usage: raydistill" in sub.stdout
 
 
+def existing_search(tmp_path):
+    (tmp_path / "w" / "ray_results" / "mine").mkdir(parents=True)
+    return str(tmp_path / "w")
+
+
 def bad_space(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("params:\n  optim.lr: {type: float, low: 0.1, high: 0.01}\n")
@@ -49,6 +54,10 @@ CASES = [
     ("unreachable MLflow", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
                                       "--mlflow-uri", "http://127.0.0.1:9/"],
      "cannot reach the MLflow tracking store at http://127.0.0.1:9/"),
+    ("search name taken", lambda t: ["search", "--space", SPACE, "--workdir", existing_search(t), "--name", "mine"],
+     "a search named 'mine' already exists"),
+    ("nothing to resume", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--resume"],
+     "--resume: no search to resume in"),
     ("missing train config", lambda t: ["train", "--config", str(t / "none.yaml"), "--workdir", str(t / "w")],
      "config file .*none.yaml does not exist"),
     ("train config without train section", lambda t: ["train", "--config", a_file(t), "--workdir", str(t / "w")],

@@ -24,15 +24,21 @@ def save_student(path: Path, config: TrainConfig, module: MaskedPredictor, teach
     torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher}, path)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint file safely; a missing or foreign file is a :class:`UserError`."""
+def load_torch_file(path: str | Path, what: str):
+    """``torch.load(weights_only=True)`` (tensors and plain values only: no code runs on
+    load); a missing or unreadable file is a one-line :class:`UserError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"{what} {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file safely; a missing or foreign file is a :class:`UserError`."""
+    ckpt = load_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise UserError(f"{path} is not a raydistill checkpoint (expected keys config, state_dict, teacher)")
     return ckpt

@@ -45,7 +45,7 @@ def evaluate_stopped_trials(tracker, results, setup: dict) -> int:
     task = ray.remote(num_cpus=setup["cpus_per_worker"], num_gpus=setup["gpus_per_worker"])(_evaluate)
     refs = [task.remote(path, setup) for _, path, _ in todo]
     for (trial_id, _, step), metrics in zip(todo, ray.get(refs)):
-        run_id = tracker.trial_run(trial_id)
+        run_id, _ = tracker.trial_run(trial_id)
         tracker.log_metrics(run_id, metrics, step=step)
         tracker.client.set_tag(run_id, "raydistill.evaluated", "from_last_checkpoint")
     return len(todo)

@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -52,7 +52,6 @@ class SearchOptions:
     grace_period: int = 1  # ASHA: evaluations before a trial may be stopped
     reduction_factor: int = 2
     max_failures: int = 1  # Train worker restarts per trial
-    extra: dict = field(default_factory=dict)
 
 
 def run_search(opts: SearchOptions) -> dict:
@@ -61,9 +60,9 @@ def run_search(opts: SearchOptions) -> dict:
     space = load_space(opts.space, smoke=opts.smoke)
     if opts.trials < 1:
         raise UserError(f"--trials must be >= 1, found {opts.trials}")
+    search_id = _search_id(workdir, opts)
     from raydistill.tracking.mlflow import SearchTracker
 
-    search_id = opts.name or _resume_id(workdir, opts) or f"{Path(opts.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     uri = opts.mlflow_uri or workdir.mlflow_uri
     tracker = SearchTracker(uri, opts.experiment, search_id, artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
     ray = connect(opts.address)
@@ -81,31 +80,27 @@ def run_search(opts: SearchOptions) -> dict:
         "corpus": str(corpus.root), "corpus_key": corpus.key,
         "workers": opts.workers, "seed": opts.seed,
     }, space_file=Path(opts.space))
-    from raydistill.search.baselines import Baselines
+    try:
+        from raydistill.search.baselines import Baselines
+        from raydistill.search.posteval import evaluate_stopped_trials
 
-    baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
-    baselines.log("teacher")
-    baselines.log("fbank")
-
-    setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
-    tune_started = time.monotonic()
-    results = _tune(opts, space, setup, tracker, workdir, search_id)
-    tune_seconds = time.monotonic() - tune_started
-
-    from raydistill.search.posteval import evaluate_stopped_trials
-
-    evaluate_stopped_trials(tracker, results, setup)
-    best = best_trial(tracker, search_id)
-    summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri,
-               "trials": len(results), "prep_seconds": round(prep_seconds, 1), "tune_seconds": round(tune_seconds, 1)}
-    if best is not None:
-        summary["best"] = best
-        config = json.loads(best["config_json"]) if best.get("config_json") else None
-        if config:
-            summary["random_init"] = baselines.log("random_init", student=config["student"])
-    summary["teacher"] = baselines.log("teacher")
-    summary["fbank"] = baselines.log("fbank")
-    summary["wall_seconds"] = round(time.monotonic() - started, 1)
+        baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
+        summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri,
+                   "teacher": baselines.log("teacher"), "fbank": baselines.log("fbank")}
+        setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
+        tune_started = time.monotonic()
+        results = _tune(opts, space, setup, tracker, workdir, search_id)
+        tune_seconds = time.monotonic() - tune_started
+        evaluate_stopped_trials(tracker, results, setup)
+        best = best_trial(tracker, search_id)
+        if best is not None and best.get("config_json"):
+            summary["best"] = best
+            summary["random_init"] = baselines.log("random_init", student=json.loads(best["config_json"])["student"])
+    except BaseException:
+        tracker.end_search({}, status="KILLED")  # --resume continues it
+        raise
+    summary.update(trials=len(results), prep_seconds=round(prep_seconds, 1), tune_seconds=round(tune_seconds, 1),
+                   wall_seconds=round(time.monotonic() - started, 1))
     tracker.end_search({"best_overall_score": (best or {}).get("overall_score", float("nan")),
                         "wall_seconds": summary["wall_seconds"], "prep_seconds": prep_seconds,
                         "tune_seconds": tune_seconds})
@@ -113,14 +108,25 @@ def run_search(opts: SearchOptions) -> dict:
     return summary
 
 
-def _resume_id(workdir: Workdir, opts: SearchOptions) -> Optional[str]:
-    """With --resume and no --name: the most recent search in this workdir."""
-    if not opts.resume:
-        return None
-    candidates = sorted((p for p in workdir.ray_results.glob("*/tuner.pkl")), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise UserError(f"--resume: no search to resume in {workdir.ray_results}")
-    return candidates[-1].parent.name
+def _search_id(workdir: Workdir, opts: SearchOptions) -> str:
+    """The search's id, checked against what the workdir holds before any long work starts."""
+    results = workdir.ray_results
+    if opts.resume:
+        if opts.name:
+            name = opts.name
+        else:  # the most recent search in this workdir
+            candidates = sorted(results.glob("*/tuner.pkl"), key=lambda p: p.stat().st_mtime)
+            if not candidates:
+                raise UserError(f"--resume: no search to resume in {results}")
+            name = candidates[-1].parent.name
+        if not (results / name / "tuner.pkl").is_file():
+            raise UserError(f"--resume: no search named {name!r} in {results}")
+        return name
+    name = opts.name or f"{Path(opts.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if (results / name).exists():
+        raise UserError(f"a search named {name!r} already exists in {results}: "
+                        "use --resume to continue it or --name to start another")
+    return name
 
 
 def connect(address: Optional[str]):
@@ -199,16 +205,11 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
     callbacks = [MlflowTrialCallback(tracker, describe)]
     experiment_dir = workdir.ray_results / search_id
     if opts.resume:
-        if not tune.Tuner.can_restore(str(experiment_dir)):
-            raise UserError(f"--resume: no search named {search_id!r} in {workdir.ray_results}")
         log(f"resuming search {search_id}")
         # The MLflow callback comes back with the tuner; it re-attaches to the runs by tags.
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, restart_errored=False)
     else:
-        if tune.Tuner.can_restore(str(experiment_dir)):
-            raise UserError(f"a search named {search_id!r} already exists in {workdir.ray_results}: "
-                            "use --resume to continue it or --name to start another")
         max_t = space.base_config().num_evals
         searcher = ProbeAwareOptunaSearch(
             space=space.sample_for_ray, metric="overall_score", mode="max", intermediate_metric="probe_score",

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.models.hubert import HubertModel, count_params
 from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
-from raydistill.utils import log, stable_hash
+from raydistill.utils import log, read_yaml, stable_hash
 
 CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source"}
 
@@ -43,13 +41,7 @@ class TrainOptions:
 
 
 def read_config_file(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    doc = read_yaml(path, "config file")
     if not isinstance(doc, dict) or "train" not in doc:
         raise UserError(f"{path}: expected a mapping with a 'train' section (as written by raydistill export)")
     unknown = sorted(set(doc) - CONFIG_KEYS)

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from raydistill.config import METHODS, TrainConfig
 from raydistill.errors import UserError
+from raydistill.utils import read_yaml
 
 TOP_KEYS = {"method", "description", "base", "smoke", "params"}
 PARAM_KEYS = {
@@ -170,14 +169,8 @@ def _config_field(path: str) -> bool:
 
 def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
     """Read and fully validate a search-space file."""
-    path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise UserError(f"search space {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = read_yaml(path, "search space")
     if not isinstance(raw, dict):
         raise UserError(f"{where}: expected a mapping at the top level")
     unknown = sorted(set(raw) - TOP_KEYS)

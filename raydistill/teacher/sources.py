@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from raydistill.errors import UserError
-from raydistill.models.checkpoint import load_weights
+from raydistill.models.checkpoint import load_torch_file, load_weights
 from raydistill.models.hubert import PRESETS, HubertConfig, HubertModel, PredictionHead
 from raydistill.utils import file_hash, stable_hash
 
@@ -104,12 +104,7 @@ _KNOWN = {(768, 12): "hubert-base", (1024, 24): "hubert-large"}
 
 
 def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
-    if not path.is_file():
-        raise UserError(f"teacher file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read teacher file {path}: {str(e).splitlines()[0]}") from None
+    state = load_torch_file(path, "teacher file")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"{path} is not a torchaudio state dict (a mapping of parameter names to tensors)")
     head_state, mask_emb = {}, None

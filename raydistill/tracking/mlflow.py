@@ -119,23 +119,20 @@ class SearchTracker:
         self.client.set_terminated(self.parent, status=status)
 
     # ------------------------------------------------------------------ trial (child) runs
-    def has_trial_run(self, trial_id: str) -> bool:
-        tags = {KIND: "trial", SEARCH_ID: self.search_id, TRIAL_ID: trial_id}
-        return trial_id in self._trial_runs or find_run(self.client, self.experiment, tags) is not None
-
-    def trial_run(self, trial_id: str, run_name: str = "", params: Optional[dict] = None) -> str:
-        """The child run of a trial: found by tags if it exists (resume), else created."""
+    def trial_run(self, trial_id: str, run_name: str = "", params: Optional[dict] = None) -> tuple[str, bool]:
+        """(run id, created) of a trial's child run: found by tags if it exists (resume), else created."""
         if trial_id in self._trial_runs:
-            return self._trial_runs[trial_id]
+            return self._trial_runs[trial_id], False
         tags = {KIND: "trial", SEARCH_ID: self.search_id, TRIAL_ID: trial_id}
         run = find_run(self.client, self.experiment, tags)
-        if run is None:
+        created = run is None
+        if created:
             run = self.client.create_run(self.experiment, run_name=run_name or trial_id,
                                          tags={**tags, PARENT: self.parent})
             if params:
                 self.client.log_batch(run.info.run_id, params=_params(params))
         self._trial_runs[trial_id] = run.info.run_id
-        return run.info.run_id
+        return run.info.run_id, created
 
     def log_metrics(self, run_id: str, metrics: dict, step: Optional[int] = None) -> None:
         log_metrics(self.client, run_id, metrics, step)

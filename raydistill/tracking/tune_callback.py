@@ -19,14 +19,14 @@ class MlflowTrialCallback(Callback):
     def __init__(self, tracker: SearchTracker, describe: Callable[[dict], tuple[str, dict, dict]]):
         self.tracker = tracker
         self.describe = describe
+        self._described: dict[str, tuple[str, dict, dict]] = {}
 
     def _run(self, trial) -> str:
-        if trial.trial_id in self.tracker._trial_runs:
-            return self.tracker._trial_runs[trial.trial_id]
-        name, extra, config = self.describe(dict(trial.config))
-        existed = self.tracker.has_trial_run(trial.trial_id)
-        run_id = self.tracker.trial_run(trial.trial_id, name, {**trial.config, **extra})
-        if not existed:
+        if trial.trial_id not in self._described:
+            self._described[trial.trial_id] = self.describe(dict(trial.config))
+        name, extra, config = self._described[trial.trial_id]
+        run_id, created = self.tracker.trial_run(trial.trial_id, name, {**trial.config, **extra})
+        if created:
             log_dict_artifact(self.tracker.client, run_id, config, "config.yaml")
         return run_id
 
