@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search (the latest, or --name)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: evaluations before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+    p.add_argument("--objectives", metavar="METRIC:MODE,...",
+                   help="what to optimise, overriding the space file's `objectives` (default: overall_score:max); "
+                        "several make a multi-objective search (Optuna's multi-objective TPE), e.g. "
+                        "overall_score:max,params:min or overall_score:max,macs_per_second:min. Metrics: "
+                        "overall_score (must be included, max), params, macs_per_second; at most 3")
     _common_run_flags(p)
 
     p = sub.add_parser("train", help="train one configuration (e.g. an exported one) on Ray Train",
@@ -71,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the best configurations and student of an experiment",
                        description="Export the best trial's configuration (rerunnable with `raydistill train`), "
-                                   "the top-K configurations and the best student checkpoint.")
+                                   "the top-K configurations and the best student checkpoint. With --pareto, also "
+                                   "the Pareto set of the finished trials (none beaten on every objective by "
+                                   "another): OUT/pareto/NN-<run>.yaml per trial, same format as best.yaml, and "
+                                   "OUT/pareto.json (run ids, objective values, config files). The objectives are "
+                                   "the search's (its MLflow parent run's `objectives`), or --objectives.")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
     p.add_argument("--workdir", type=Path, default=Path("runs"), help="where the default MLflow store is")
     p.add_argument("--experiment", default="raydistill")
@@ -79,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--top", type=int, default=5, help="how many configurations (default 5)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--pareto", action="store_true",
+                   help="also write the Pareto set of the finished trials (OUT/pareto/, OUT/pareto.json)")
+    p.add_argument("--objectives", metavar="METRIC:MODE,...",
+                   help="with --pareto: the objectives to compare, e.g. overall_score:max,params:min "
+                        "(default: those of the trials' search; --search if they come from several)")
 
     p = sub.add_parser("evaluate", help="score a student checkpoint SUPERB-style (prints JSON)")
     p.add_argument("--checkpoint", type=Path, required=True, help="a student.pt file")
@@ -110,7 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--smoke", action="store_true")
     t = tsub.add_parser("info", help="load a teacher and print its description (JSON)")
     t.add_argument("spec", help="raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR")
+
+    p = sub.add_parser("describe", help="sizes of a student: parameters (inference / training) and MACs per second",
+                       description="Build a preset's or a config file's student and count its parameters "
+                                   "(params: what inference keeps; params_train: with training-only heads) and "
+                                   "its multiply-accumulates per second of 16 kHz audio.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--preset", help="a paper student: " + ", ".join(_preset_names()))
+    what.add_argument("--config", type=Path, help="a config file (as export writes, or a bare train config)")
+    p.add_argument("--teacher-shape", default="tiny-teacher", choices=("tiny-teacher", "hubert-base", "hubert-large"),
+                   help="the teacher a --config student distils (sizes its heads; default: the embedded teacher)")
+    p.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too; kept for scripts)")
     return parser
+
+
+def _preset_names() -> list[str]:
+    from raydistill.presets import PRESETS
+
+    return list(PRESETS)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -138,6 +169,7 @@ def _dispatch(args) -> Optional[dict]:
             mlflow_uri=args.mlflow_uri, experiment=args.experiment, address=args.address, corpus=args.corpus,
             teacher=args.teacher or "embedded", smoke=bool(args.smoke), name=args.name, resume=args.resume,
             seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+            objectives=args.objectives,
         ))
         return None  # run_search printed its summary
     if args.command == "train":
@@ -152,17 +184,43 @@ def _dispatch(args) -> Optional[dict]:
         from raydistill.export import export
         from raydistill.prepare import Workdir
 
+        if args.objectives is not None:  # bad flags first, before the store is opened
+            from raydistill.search.objectives import parse_objectives
+
+            if not args.pareto:
+                raise UserError("--objectives chooses what --pareto compares: pass --pareto with it")
+            parse_objectives(args.objectives, "--objectives")
         uri = args.mlflow_uri or Workdir(args.workdir).mlflow_uri
         if not args.mlflow_uri and not (Workdir(args.workdir).root / "mlflow.db").is_file():
             raise UserError(f"no MLflow store at {uri}: pass --mlflow-uri or the --workdir of your search")
-        return export(uri, args.experiment, args.out, top_k=args.top, search_id=args.search, force=args.force)
+        return export(uri, args.experiment, args.out, top_k=args.top, search_id=args.search, force=args.force,
+                      pareto=args.pareto, objectives=args.objectives)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "corpus":
         return _corpus(args)
     if args.command == "teacher":
         return _teacher(args)
+    if args.command == "describe":
+        return _describe(args)
     raise AssertionError(args.command)
+
+
+def _describe(args) -> dict:
+    from raydistill.config import TrainConfig
+    from raydistill.methods import describe
+    from raydistill.presets import TEACHERS, preset
+    from raydistill.utils import read_yaml
+
+    if args.preset:
+        teacher, config = preset(args.preset)
+        name = args.preset
+    else:
+        doc = read_yaml(args.config, "config file")
+        config = doc.get("train", doc) if isinstance(doc, dict) else doc
+        teacher, name = TEACHERS[args.teacher_shape], str(args.config)
+    built = TrainConfig.from_dict(config, where=name)
+    return {"name": name, **describe(built, teacher)}
 
 
 def _evaluate(args) -> dict:

@@ -14,9 +14,17 @@ from typing import Any
 
 from raydistill.errors import UserError
 from raydistill.models.hubert import PRESETS, HubertConfig
+from raydistill.models.lstm import LstmConfig
 
-METHODS = ("dicehubert",)  # distillation methods a search can use
+# Distillation methods a search can use (one module each under raydistill/methods/).
+METHODS = ("dicehubert", "kd", "star", "armhubert", "distilhubert")
 PRETRAIN = "hubert-pretrain"  # HuBERT iteration 1 on MFCC units: how the embedded teacher is made
+TEACHER_FEATURES = ("cached", "live")
+
+
+def _choice(name: str, value: str, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, found {value!r}")
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,29 @@ class MaskConfig:
     prob: float = 0.8  # span-start rate × span length (fairseq mask_prob)
     length: int = 10  # span length in frames
     min_masks: int = 2
+    # "static": every span is `length` frames, spans may overlap (HuBERT, DiceHuBERT);
+    # "uniform": span lengths ~ U{0..2·length}, no overlap, `min_space` frames between spans
+    # (the ARMHuBERT/MaskHuBERT teacher override, METHODS.md §1.3).
+    selection: str = "static"
+    min_space: int = 1  # "uniform" only
+    prob_end: float = 0.0  # > 0: prob moves linearly from `prob` to `prob_end` over training (§5.3)
 
     def __post_init__(self):
         if not 0.0 < self.prob < 1.0:
             raise ValueError(f"prob must be in (0, 1), found {self.prob}")
+        if self.prob_end and not 0.0 < self.prob_end < 1.0:
+            raise ValueError(f"prob_end must be in (0, 1) (or 0: no schedule), found {self.prob_end}")
         if self.length < 1:
             raise ValueError(f"length must be >= 1, found {self.length}")
+        _choice("selection", self.selection, ("static", "uniform"))
+        if self.min_space < 0:
+            raise ValueError(f"min_space must be >= 0, found {self.min_space}")
+
+    def prob_at(self, step: int, total: int) -> float:
+        """The masking probability at ``step`` of ``total`` (linear schedule when ``prob_end`` is set)."""
+        if not self.prob_end:
+            return self.prob
+        return self.prob + (self.prob_end - self.prob) * min(1.0, step / max(1, total - 1))
 
 
 @dataclass(frozen=True)
@@ -84,25 +109,122 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class KDConfig:
+    """KD / decoupled KD on the teacher's pre-training logits (arXiv 2309.09920, METHODS.md §2)."""
+
+    mode: str = "dkd"  # "dkd": α·TCKD + β·NCKD; "kd": Hinton KD
+    alpha: float = 1.0  # TCKD weight
+    beta: float = 4.0  # NCKD weight (the paper's best; {1, 4} explored)
+    temperature: float = 1.0  # T on the teacher's cos/0.1 logits
+    ce_weight: float = 1.0  # CE on the teacher's unit (argmax of its logits, METHODS.md §2.3 [U])
+    warmup_frac: float = 0.05  # KD term ramps linearly from 0 over this fraction of the steps
+    head: str = "linear"  # student classifier: "linear" or "cosine" (HuBERT's cos/0.1 head) [U]
+
+    def __post_init__(self):
+        _choice("mode", self.mode, ("kd", "dkd"))
+        _choice("head", self.head, ("linear", "cosine"))
+        if self.temperature <= 0 or self.alpha < 0 or self.beta < 0 or self.ce_weight < 0:
+            raise ValueError("temperature must be positive and alpha, beta, ce_weight >= 0")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"warmup_frac must be in [0, 1), found {self.warmup_frac}")
+
+
+@dataclass(frozen=True)
+class StarConfig:
+    """STaR temporal-relation distillation (arXiv 2312.09040, METHODS.md §4). Defaults are [U]:
+    Gram normalised by the channel count, MSE over valid frame pairs, weights 1 : 1, no attention."""
+
+    layer_weight: float = 1.0  # layer-wise temporal Gram matrix G = X Xᵀ
+    intra_weight: float = 1.0  # intra-layer temporal Gram matrix Ğ = X^l (X^{l+1})ᵀ
+    attn_weight: float = 0.0  # head-averaged attention maps (needs the live teacher)
+    norm: str = "dim"  # Gram normalisation: "none", "dim" (÷ channels), "cosine"
+    distance: str = "mse"  # Gram distance: "mse", "l1", "kl" (row-softmaxed)
+    attn_distance: str = "kl"  # attention-map distance: "kl" (rows) or "mse"
+
+    def __post_init__(self):
+        _choice("norm", self.norm, ("none", "dim", "cosine"))
+        _choice("distance", self.distance, ("mse", "l1", "kl"))
+        _choice("attn_distance", self.attn_distance, ("kl", "mse"))
+        if min(self.layer_weight, self.intra_weight, self.attn_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.layer_weight + self.intra_weight + self.attn_weight == 0:
+            raise ValueError("at least one of layer_weight, intra_weight, attn_weight must be positive")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """MaskHuBERT / ARMHuBERT (arXiv 2305.11685, METHODS.md §5): masking distillation with
+    per-layer projection heads; attention-map reuse lives in the student (``student.reuse_pattern``)."""
+
+    masking: bool = True  # masked frames ↔ teacher(unmasked input), unmasked ↔ teacher(masked input)
+    hint_weight: float = 0.1  # every layer but the last
+    final_weight: float = 1.0  # the last layer
+    loss: str = "mse"  # "mse" (released configs) or "l1"
+    # Raise the FFN width so a reusing student has the parameters of the same student without
+    # reuse (the saved Q/K parameters re-invested, §5.2); False: use student.ffn_dim as given.
+    reinvest_ffn: bool = False
+
+    def __post_init__(self):
+        _choice("loss", self.loss, ("mse", "l1"))
+        if self.hint_weight < 0 or self.final_weight < 0:
+            raise ValueError("hint_weight and final_weight must be >= 0")
+
+
+@dataclass(frozen=True)
+class DistilConfig:
+    """DistilHuBERT (METHODS.md §6.1): prediction heads on the student's last layer."""
+
+    teacher_layers: tuple[int, ...] = ()  # () = thirds of the teacher's depth (4, 8, 12 for 12 layers)
+    cos_weight: float = 1.0  # λ of -log σ(cos)
+    init_from_teacher: bool = True  # student CNN + first layers copied from the teacher
+    head_reduction: str = "sum"  # over heads: "sum" (paper) or "mean" (s3prl code)
+
+    def __post_init__(self):
+        object.__setattr__(self, "teacher_layers", tuple(int(v) for v in self.teacher_layers))
+        _choice("head_reduction", self.head_reduction, ("sum", "mean"))
+        if any(v < 1 for v in self.teacher_layers):
+            raise ValueError("teacher_layers must be >= 1 (layer outputs)")
+        if self.cos_weight < 0:
+            raise ValueError("cos_weight must be >= 0")
+
+
+SECTIONS = {"kd": "kd", "star": "star", "armhubert": "arm", "distilhubert": "distil"}  # method -> its section
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One distillation run: method, student, targets, masking, optimisation and evaluation."""
 
     method: str = "dicehubert"
-    student: HubertConfig = field(default_factory=lambda: PRESETS["tiny-teacher"])
+    student: HubertConfig | LstmConfig = field(default_factory=lambda: PRESETS["tiny-teacher"])
     targets: TargetConfig = field(default_factory=TargetConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     final_dim: int = 256  # projection size of the prediction head
     nomask_weight: float = 0.0  # weight of the loss on unmasked frames (fairseq pred_nomask_weight)
     feature_pen_weight: float = 10.0  # HuBERT's weight on the CNN feature penalty
+    feat_weight: float = 0.0  # DiceHuBERT's optional L_SSL + w·L_feat (layer-to-layer MSE, §3.2)
+    kd: KDConfig = field(default_factory=KDConfig)
+    star: StarConfig = field(default_factory=StarConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
+    # Feature targets from the memory-mapped cache (computed once per search on whole
+    # utterances) or from the teacher run inside the trial on the same crops. Masking
+    # distillation and attention maps always need the live teacher.
+    teacher_features: str = "cached"
     eval_every: int = 200  # steps between evaluations (one ASHA rung each)
     seed: int = 0
 
     def __post_init__(self):
         if self.method not in METHODS + (PRETRAIN,):
-            raise ValueError(f"method must be one of {METHODS}, found {self.method!r}")
-        if self.nomask_weight < 0:
-            raise ValueError(f"nomask_weight must be >= 0, found {self.nomask_weight}")
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, found {self.method!r}")
+        _choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
+        is_lstm = isinstance(self.student, LstmConfig)
+        if is_lstm != (self.method == "kd"):
+            raise ValueError(f"method {self.method} needs a {'BiLSTM' if self.method == 'kd' else 'HuBERT'} "
+                             f"student (student.arch: {'lstm' if self.method == 'kd' else 'hubert'})")
+        if self.nomask_weight < 0 or self.feat_weight < 0:
+            raise ValueError("nomask_weight and feat_weight must be >= 0")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be >= 1, found {self.eval_every}")
         if self.targets.teacher_layer > 1000:
@@ -114,9 +236,14 @@ class TrainConfig:
         return -(-self.optim.max_steps // self.eval_every)
 
     def to_dict(self) -> dict:
+        """Plain nested dict (YAML/JSON/MLflow params); only the active method's section."""
         d = dataclasses.asdict(self)
         d["student"] = self.student.to_dict()
         d["optim"]["betas"] = list(self.optim.betas)
+        d["distil"]["teacher_layers"] = list(self.distil.teacher_layers)
+        for method, section in SECTIONS.items():
+            if method != self.method:
+                del d[section]
         return d
 
     @classmethod
@@ -129,7 +256,18 @@ class TrainConfig:
         d = dict(d)
         student = d.get("student")
         if isinstance(student, str) or (isinstance(student, dict) and "preset" in student):
-            d["student"] = _student_from_preset(student, where)
+            d["student"] = student = _student_from_preset(student, where)
+        if d.get("method") == "kd" and student is None:
+            d["student"] = {"arch": "lstm"}
+        if isinstance(d.get("student"), dict):
+            arch = d["student"].get("arch", "hubert")
+            if arch not in ("hubert", "lstm"):
+                raise UserError(f"{where}.student.arch: must be hubert or lstm, found {arch!r}")
+            if arch == "lstm":
+                d["student"] = _build(LstmConfig, d["student"], f"{where}.student")
+            else:
+                d["student"] = _build(HubertConfig, {k: v for k, v in d["student"].items() if k != "arch"},
+                                      f"{where}.student")
         return _build(cls, d, where)
 
 
@@ -162,6 +300,8 @@ def _build(cls: type, d: Any, where: str) -> Any:
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(value):  # already built (the student)
+        return value
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if hint is bool:

@@ -7,28 +7,69 @@ Writes into ``--out`` (built in a temporary directory, renamed into place):
 * ``top/01-<run>.yaml`` … — the top-K configurations, same format;
 * ``leaderboard.json`` — run ids, names and scores of the top-K;
 * ``student.pt`` — the best trial's student checkpoint (``{config, state_dict, teacher}``).
+
+With ``--pareto``, also the Pareto set of the finished trials: those no other finished trial
+beats on every objective (at least as good on all, better on one). The objectives are the
+search's (the ``objectives`` param of its MLflow parent run; ``overall_score`` alone for a
+single-objective search), or ``--objectives`` (``overall_score:max,params:min``):
+
+* ``pareto/01-<run>.yaml`` … — one configuration per Pareto trial, by ``overall_score``
+  (best first), same format as ``best.yaml`` (its ``scores`` include the objective values);
+* ``pareto.json`` — the objectives, and per Pareto trial its run id and name, search id,
+  objective values and configuration file (relative to ``--out``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import yaml
 
 from raydistill.errors import UserError
+from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
 from raydistill.tracking.mlflow import KIND, SEARCH_ID, client_for
 from raydistill.utils import atomic_dir, log
 
 SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
 
 
+def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Indices (ascending) of the non-dominated ``points`` under ``modes`` (``"max"``/``"min"``
+    per coordinate). A point is dominated if another is at least as good in every coordinate
+    and strictly better in one; equal points do not dominate each other, so duplicates on the
+    front are all kept. Values must be finite numbers."""
+    import numpy as np
+
+    modes = list(modes)
+    if not modes or any(m not in ("max", "min") for m in modes):
+        raise ValueError(f"modes must be a non-empty list of 'max'/'min', found {modes}")
+    if len(points) == 0:
+        return []
+    values = np.asarray(points, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(modes):
+        raise ValueError(f"expected points of {len(modes)} values each, found shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("pareto_front needs finite values")
+    values = values * np.array([1.0 if m == "max" else -1.0 for m in modes])  # larger is better everywhere
+    front = []
+    for i, point in enumerate(values):
+        dominated = ((values >= point).all(axis=1) & (values > point).any(axis=1)).any()
+        if not dominated:
+            front.append(i)
+    return front
+
+
 def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: Optional[str] = None,
-           force: bool = False) -> dict:
+           force: bool = False, pareto: bool = False, objectives: Optional[str] = None) -> dict:
     if top_k < 1:
         raise UserError(f"--top must be >= 1, found {top_k}")
+    if objectives is not None and not pareto:
+        raise UserError("--objectives chooses what --pareto compares: pass --pareto with it")
+    wanted = parse_objectives(objectives, "--objectives") if objectives is not None else None
     out = Path(out)
     if out.exists() and not force:
         raise UserError(f"{out} already exists: choose another --out or pass --force")
@@ -43,7 +84,8 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
     if not runs:
         raise UserError(f"experiment {experiment!r} has no scored trials" + (f" in search {search_id}" if search_id else ""))
     top = runs[:top_k]
-    parents = {}
+    parents: dict = {}
+    front = _pareto_set(client, runs, parents, wanted) if pareto else None
     with atomic_dir(out, replace=force) as tmp:
         (tmp / "top").mkdir()
         board = []
@@ -54,6 +96,7 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
             if rank == 1:
                 _write_yaml(tmp / "best.yaml", doc)
             board.append({"rank": rank, "run_id": run.info.run_id, "run_name": run.info.run_name,
+                          "method": doc["train"].get("method"), "config": f"top/{name}",
                           **{k: run.data.metrics[k] for k in SCORES if k in run.data.metrics},
                           "params": run.data.params.get("params")})
         (tmp / "leaderboard.json").write_text(json.dumps(board, indent=2) + "\n")
@@ -64,17 +107,92 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
             shutil.rmtree(tmp / "student", ignore_errors=True)
         except Exception as e:  # a run whose checkpoint was not logged still exports its config
             log(f"no student checkpoint for run {best.info.run_id}: {str(e).splitlines()[0][:200]}")
+        if front is not None:
+            _write_pareto(tmp, client, front, parents, uri, experiment)
     log(f"exported the top {len(top)} of {len(runs)} scored trials to {out} "
         f"(best: {best.info.run_name}, overall_score {best.data.metrics['overall_score']:.2f})")
-    return {"out": str(out), "best_run": best.info.run_id, "overall_score": best.data.metrics["overall_score"],
-            "exported": len(top)}
+    summary = {"out": str(out), "best_run": best.info.run_id, "overall_score": best.data.metrics["overall_score"],
+               "exported": len(top)}
+    if front is not None:
+        log(f"exported the Pareto set ({format_objectives(front['objectives'])}): {len(front['trials'])} of "
+            f"{front['candidates']} finished trials, in {out / 'pareto'}")
+        summary.update(pareto=len(front["trials"]), objectives=format_objectives(front["objectives"]))
+    return summary
 
 
-def _config_doc(client, run, parents: dict, uri: str, experiment: str) -> dict:
+def _pareto_set(client, runs: list, parents: dict, wanted: Optional[dict]) -> dict:
+    """The non-dominated finished trials among ``runs`` (sorted best overall_score first) under
+    ``wanted``, or the objectives their search logged: ``{objectives, candidates, trials}``."""
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    objectives = wanted or _search_objectives(client, finished, parents)
+    candidates = []
+    for run in finished:
+        values = _objective_values(run, objectives)
+        if values is not None:
+            candidates.append((run, values))
+    if not candidates:
+        raise UserError(f"--pareto: no finished trial has a value for every objective ({format_objectives(objectives)})")
+    skipped = len(finished) - len(candidates)
+    if skipped:
+        log(f"--pareto: {skipped} finished trial(s) without a value for every objective left out")
+    front = pareto_front([v for _, v in candidates], list(objectives.values()))
+    return {"objectives": objectives, "candidates": len(candidates), "trials": [candidates[i] for i in front]}
+
+
+def _search_objectives(client, runs: list, parents: dict) -> dict:
+    """The objectives the runs' searches logged; one set, or ask for --search / --objectives."""
+    found: dict[str, set] = {}
+    for run in runs:
+        spec = _parent_params(client, run, parents).get("objectives") or format_objectives(DEFAULT_OBJECTIVES)
+        found.setdefault(spec, set()).add(run.data.tags.get(SEARCH_ID) or "?")
+    if len(found) > 1:
+        listed = "; ".join(f"{spec} ({', '.join(sorted(ids))})" for spec, ids in sorted(found.items()))
+        raise UserError(f"--pareto: the trials come from searches with different objectives: {listed}; "
+                        "pass --search or --objectives")
+    spec = next(iter(found), format_objectives(DEFAULT_OBJECTIVES))
+    return parse_objectives(spec, "objectives logged on the search's MLflow run")
+
+
+def _objective_values(run, objectives: dict) -> Optional[list[float]]:
+    values = []
+    for name in objectives:
+        value = run.data.metrics.get(name)
+        if value is None and name == "params":  # searches whose trials did not report it: the run's param
+            try:
+                value = float(run.data.params["params"])
+            except (KeyError, ValueError):
+                value = None
+        if value is None or not math.isfinite(value):
+            return None
+        values.append(float(value))
+    return values
+
+
+def _write_pareto(tmp: Path, client, front: dict, parents: dict, uri: str, experiment: str) -> None:
+    (tmp / "pareto").mkdir()
+    trials = []
+    for rank, (run, values) in enumerate(front["trials"], 1):
+        named = dict(zip(front["objectives"], values))
+        doc = _config_doc(client, run, parents, uri, experiment)
+        doc["scores"].update(named)
+        path = Path("pareto") / f"{rank:02d}-{run.info.run_name or run.info.run_id}.yaml"
+        _write_yaml(tmp / path, doc)
+        trials.append({"rank": rank, "run_id": run.info.run_id, "run_name": run.info.run_name,
+                       "search_id": run.data.tags.get(SEARCH_ID), "values": named, "config": str(path)})
+    doc = {"objectives": front["objectives"], "candidates": front["candidates"], "trials": trials}
+    (tmp / "pareto.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _parent_params(client, run, parents: dict) -> dict:
+    """The params of a trial's search (parent) run, cached in ``parents``."""
     parent_id = run.data.tags.get("mlflow.parentRunId")
     if parent_id and parent_id not in parents:
         parents[parent_id] = client.get_run(parent_id).data.params
-    search = parents.get(parent_id, {})
+    return parents.get(parent_id, {})
+
+
+def _config_doc(client, run, parents: dict, uri: str, experiment: str) -> dict:
+    search = _parent_params(client, run, parents)
     return {
         "corpus": search.get("corpus_spec", "embedded"),
         "teacher": search.get("teacher", "embedded"),

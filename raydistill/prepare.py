@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 from raydistill.corpus.manifest import MANIFEST, Corpus
 from raydistill.errors import UserError
-from raydistill.targets.store import TargetStore, store_root
+from raydistill.targets.store import TargetStore, TeacherNeeds, store_root
 from raydistill.teacher.sources import Teacher, load_teacher, parse_spec
 from raydistill.utils import log
 
@@ -97,26 +97,31 @@ def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool 
 
     path = pretrain_teacher(corpus, workdir.cache, SMOKE_TEACHER if smoke else EMBEDDED_TEACHER, device=device)
     teacher = load_teacher(f"raydistill:{path}")
-    teacher.spec = "embedded"
+    teacher.spec = "embedded"  # what the user asked for; teacher.source still loads it
     return teacher
 
 
 def ensure_targets(
-    teacher: Teacher, corpus: Corpus, workdir: Workdir, combos: Sequence[tuple[int, int]], *, device: str = "cpu"
+    teacher: Teacher, corpus: Corpus, workdir: Workdir, needs: TeacherNeeds, *, device: str = "cpu"
 ) -> TargetStore:
-    """Teacher features of the train split and k-means units for every (layer, K) in ``combos``."""
-    for layer, _ in combos:
+    """The teacher's targets of the train split that trials read: k-means units for every
+    (layer, K) in ``needs.units``, features of ``needs.features``, logits if asked."""
+    for layer in needs.cached_layers:
         if layer > teacher.num_layers:
             raise UserError(f"teacher layer {layer} does not exist: the teacher has {teacher.num_layers} layers")
+    if needs.logits and teacher.head is None:
+        teacher.logits(None)  # the one-line error: no pre-training head
     train = corpus.split("train")
     if not train:
         raise UserError(f"corpus {corpus.root} has no train utterances")
     store = TargetStore(store_root(workdir.cache, teacher.key, corpus.key))
-    missing = [c for c in combos if not store.has_kmeans(*c)]
-    if missing:
-        log(f"computing teacher targets for (layer, K) = {missing} (once; every trial reads the cache)")
+    missing = [c for c in needs.units if not store.has_kmeans(*c)]
+    missing_layers = [layer for layer in needs.cached_layers if not store.has_layer(layer)]
+    if missing or missing_layers:
+        log(f"computing teacher targets: (layer, K) = {missing}, features {missing_layers} "
+            "(once; every trial reads the cache)")
         teacher.to(device)
-        store.ensure(teacher, corpus, train, combos, device=device)
+        store.ensure(teacher, corpus, train, needs.units, layers=needs.cached_layers, device=device)
         teacher.to("cpu")
     return store
 

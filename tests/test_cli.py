@@ -36,6 +36,12 @@ def bad_space(tmp_path):
     return str(path)
 
 
+def space_with_objectives(tmp_path, objectives: str):
+    path = tmp_path / "objectives.yaml"
+    path.write_text(Path(SPACE).read_text() + f"objectives: {objectives}\n")
+    return str(path)
+
+
 def a_file(tmp_path):
     path = tmp_path / "plain-file"
     path.write_text("x")
@@ -58,6 +64,22 @@ CASES = [
      "a search named 'mine' already exists"),
     ("nothing to resume", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--resume"],
      "--resume: no search to resume in"),
+    ("unknown objective", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                     "--objectives", "overall_score:max,flops:min"],
+     "--objectives: unknown objective 'flops' \\(choose from overall_score, params, macs_per_second\\)"),
+    ("objectives without overall_score", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                                    "--objectives", "params:min"],
+     "--objectives: the objectives must include overall_score"),
+    ("bad objective mode", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                      "--objectives", "overall_score:max,params:least"],
+     "--objectives: objective params: mode must be max or min"),
+    ("too many objectives in the space file",
+     lambda t: ["search", "--space", space_with_objectives(
+         t, "{overall_score: max, params: min, macs_per_second: min, pr_per: min}"), "--workdir", str(t / "w")],
+     "objectives.yaml: objectives: 1 to 3 objectives, found 4"),
+    ("export objectives without pareto", lambda t: ["export", "--workdir", str(t / "w"), "--out", str(t / "o"),
+                                                    "--objectives", "overall_score:max,params:min"],
+     "--objectives chooses what --pareto compares: pass --pareto with it"),
     ("missing train config", lambda t: ["train", "--config", str(t / "none.yaml"), "--workdir", str(t / "w")],
      "config file .*none.yaml does not exist"),
     ("train config without train section", lambda t: ["train", "--config", a_file(t), "--workdir", str(t / "w")],

@@ -36,10 +36,34 @@ def with_param(name, spec):
 
 
 def test_shipped_spaces_are_valid():
-    for path in sorted((REPO / "search_spaces").glob("*.yaml")):
+    paths = sorted((REPO / "search_spaces").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"dice", "kd", "star", "arm", "distil", "all"}
+    for path in paths:
         for smoke in (False, True):
             space = load_space(path, smoke=smoke)
-            assert space.params and space.target_combos()
+            assert space.params
+            needs = space.teacher_needs(4)
+            assert needs.units or needs.features or needs.logits
+
+
+def test_all_yaml_samples_every_method_with_its_own_knobs():
+    space = load_space(REPO / "search_spaces" / "all.yaml")
+    assert space.methods() == ["dicehubert", "kd", "star", "armhubert", "distilhubert"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = {}
+    for _ in range(60):
+        values = space.sample(study.ask())
+        config = space.config(values)
+        seen.setdefault(config.method, []).append(values)
+        knobs = {k.split(".")[0] for k in values} - {"method", "optim", "student", "mask", "targets"}
+        # every method-specific knob sampled belongs to the sampled method
+        assert knobs <= {"dicehubert": {"nomask_weight", "feat_weight"}, "kd": {"kd"}, "star": {"star"},
+                         "armhubert": {"arm"}, "distilhubert": {"distil"}}[config.method], values
+        if config.method == "kd":
+            assert config.student.arch == "lstm"
+    assert set(seen) == set(space.methods())
+    needs = space.teacher_needs(4)
+    assert needs.logits and needs.features == (0, 1, 2, 3, 4) and (4, 100) in needs.units
 
 
 def test_conditional_parameter_only_when_its_condition_holds(tmp_path):

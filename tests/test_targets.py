@@ -72,7 +72,7 @@ def test_store_builds_once_and_trials_read_aligned_targets(tiny_corpus, tmp_path
     batch = data.load(indices, 15.6, np.random.default_rng(0))
     assert batch.wave.shape[1] % 320 == 0
     assert batch.labels.shape == (len(indices), conv_frames(batch.wave.shape[1], data.conv_layers))
-    assert batch.features.shape[:2] == batch.labels.shape and data.centroids.shape == (8, PRESETS["tiny-teacher"].embed_dim)
+    assert batch.features[2].shape[:2] == batch.labels.shape and data.centroids.shape == (8, PRESETS["tiny-teacher"].embed_dim)
 
 
 def test_batches_split_evenly_across_workers(tiny_corpus, tmp_path):

@@ -99,7 +99,7 @@ def test_not_a_state_dict(tmp_path):
 
 
 def test_raydistill_checkpoint_as_teacher(tmp_path):
-    config = TrainConfig.from_dict({"student": "tiny-teacher"})
+    config = TrainConfig.from_dict({"student": "tiny-teacher", "targets": {"num_clusters": 12}})
     module = MaskedPredictor(config.student, 12, config.final_dim)
     save_student(tmp_path / "student.pt", config, module, {"spec": "mfcc39"})
     teacher = load_teacher(f"raydistill:{tmp_path / 'student.pt'}")

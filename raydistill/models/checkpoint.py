@@ -1,8 +1,8 @@
 """Student checkpoints: ``{"config", "state_dict", "teacher"}``, enough to rebuild the model alone.
 
 ``config`` is the run's :class:`~raydistill.config.TrainConfig` as a dict, ``state_dict``
-the :class:`~raydistill.models.hubert.MaskedPredictor` weights (encoder + prediction head),
-``teacher`` a description of the targets' teacher. Files are read with
+the weights of what the method trained (the student in ``model.*``, its training-only
+heads beside it), ``teacher`` a description of the teacher (``Teacher.describe()``). Files are read with
 ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain values only.
 """
 
@@ -11,16 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
-from raydistill.models.hubert import MaskedPredictor
 
 STUDENT_FILE = "student.pt"  # {config, state_dict, teacher}: all that export and evaluate need
 STATE_FILE = "trainer_state.pt"  # optimizer, scheduler, step: only to resume training
 
 
-def save_student(path: Path, config: TrainConfig, module: MaskedPredictor, teacher: dict) -> None:
+def save_student(path: Path, config: TrainConfig, module: nn.Module, teacher: dict) -> None:
     torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher}, path)
 
 
@@ -44,16 +44,21 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_student(path: str | Path) -> tuple[TrainConfig, MaskedPredictor, dict]:
-    """Rebuild a student from its checkpoint: (config, module in eval mode, teacher description)."""
+def load_student(path: str | Path) -> tuple[TrainConfig, nn.Module, dict]:
+    """Rebuild a student from its checkpoint: (config, module in eval mode, teacher description).
+
+    The module is what the method trained (``.model`` is the student, the rest its
+    training-only heads), built from the config and the teacher's shape in the checkpoint.
+    """
+    from raydistill.methods import TeacherInfo, get_method  # methods build on this module
+
     ckpt = read_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"], where=str(path))
-    labels = ckpt["state_dict"].get("head.label_embs")
-    if labels is None:
-        raise UserError(f"{path}: no prediction head (head.label_embs) in its state_dict")
-    module = MaskedPredictor(config.student, labels.shape[0], config.final_dim)
+    teacher = dict(ckpt.get("teacher") or {})
+    info = TeacherInfo.of(teacher) if "num_layers" in teacher else TeacherInfo(0, 0)
+    module = get_method(config.method).build(config, info)
     load_weights(module, ckpt["state_dict"], f"{path}: weights do not match its config")
-    return config, module.eval(), dict(ckpt.get("teacher") or {})
+    return config, module.eval(), teacher
 
 
 def state_mismatch(expected: dict, found: dict) -> str | None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-import torch
-
+from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
 from raydistill.evaluate.upstream import FBankUpstream
-from raydistill.models.hubert import HubertConfig, HubertModel, HubertUpstream, count_params
+from raydistill.methods import TeacherInfo, student_model
+from raydistill.models.hubert import HubertUpstream, count_params
 from raydistill.prepare import Workdir
 from raydistill.search.trial import full_metrics
 from raydistill.teacher.sources import Teacher
@@ -32,7 +32,11 @@ class Baselines:
         self.budget, self.device, self.seed = budget, device, seed
 
     def log(self, name: str, *, student: Optional[dict] = None) -> dict:
-        """Score (or read the cached score of) one reference and log it to MLflow."""
+        """Score (or read the cached score of) one reference and log it to MLflow.
+
+        ``student`` (random_init): the run configuration (``TrainConfig.to_dict()``) whose
+        student is scored at its random initialisation.
+        """
         what = {"teacher": self.teacher.key, "fbank": "fbank-240", "random_init": student}[name]
         key = stable_hash([name, what, self.corpus.key, self.budget, self.seed])
         cache = self.workdir.cache / "baselines" / f"{name}-{key}.json"
@@ -52,9 +56,9 @@ class Baselines:
 
     def _upstream(self, name: str, student: Optional[dict]):
         if name == "teacher":
-            return HubertUpstream(self.teacher.model, name="teacher").to(self.device), count_params(self.teacher.model.encoder)
+            return HubertUpstream(self.teacher.model, name="teacher").to(self.device), count_params(self.teacher.model)
         if name == "fbank":
             return FBankUpstream(), 0
-        torch.manual_seed(self.seed)
-        model = HubertModel(HubertConfig(**student))
-        return HubertUpstream(model, name="random_init").to(self.device), count_params(model.encoder)
+        config = TrainConfig.from_dict(student, where="random_init")
+        model = student_model(config, TeacherInfo.of(self.teacher.describe()), seed=self.seed)
+        return HubertUpstream(model, name="random_init").to(self.device), count_params(model)

@@ -6,9 +6,19 @@ searcher's metric is the end-of-trial ``overall_score`` and the cheap per-rung
 ``probe_score`` goes to Optuna as intermediate values: a stopped trial ends without the
 final metric, which ``OptunaSearch`` then records as PRUNED, and TPE ranks it by its
 intermediate values instead of treating it as a finished result.
+
+Multi-objective (``metric`` and ``mode`` lists, e.g. ``overall_score`` max and ``params``
+min): Optuna takes no intermediate values for multi-objective trials (``Trial.report``
+raises), so nothing is reported per rung. Ray would tell a stopped trial as COMPLETE with
+``[None, params]``, which Optuna rejects (the trial then stays RUNNING in the study forever);
+here a trial whose last result lacks an objective is told as PRUNED (FAIL if it errored or
+an objective is not a finite number). TPE puts pruned trials after every complete one, so
+only finished trials shape its Pareto ranking. Single-objective behaviour is unchanged.
 """
 
 from __future__ import annotations
+
+import math
 
 from ray.tune.search.optuna import OptunaSearch
 
@@ -18,7 +28,31 @@ class ProbeAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._intermediate = intermediate_metric
 
+    @property
+    def multi_objective(self) -> bool:
+        return isinstance(self.metric, list)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.multi_objective:
+            return  # Optuna: Trial.report is not supported for multi-objective optimization
         if trial_id in self._completed_trials or self._intermediate not in result:
             return
         self._ot_trials[trial_id].report(float(result[self._intermediate]), int(result["training_iteration"]))
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        if not self.multi_objective or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        from optuna.trial import TrialState
+
+        values = [(result or {}).get(name) for name in self.metric]
+        if all(_finite(v) for v in values):
+            self._ot_study.tell(self._ot_trials[trial_id], [float(v) for v in values], state=TrialState.COMPLETE)
+        else:
+            broken = error or any(v is not None and not _finite(v) for v in values)
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL if broken else TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -7,7 +7,9 @@ Order of work, cheapest checks first so bad input fails in seconds:
 3. reference runs: the teacher and FBank, scored like every trial;
 4. the trials: each one a Ray Train run of the distillation loop (``search/trial.py``);
    ASHA compares the cheap ``probe_score`` at every rung, Optuna learns from the final
-   ``overall_score`` (trials ASHA stopped are told to Optuna as pruned);
+   ``overall_score`` (trials ASHA stopped are told to Optuna as pruned); with several
+   objectives (``overall_score`` and the student's ``params`` / ``macs_per_second``),
+   Optuna's multi-objective TPE learns their Pareto front (``search/objectives.py``);
 5. trials that ASHA stopped get the full evaluation from their last checkpoint, so every
    trial carries the same scores; then the random-init reference of the best architecture;
 6. a summary: best trial, the teacher and random-init scores beside it, how to open MLflow.
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
-from raydistill.models.hubert import HubertModel, count_params
+from raydistill.methods import TeacherInfo, student_model
+from raydistill.models.hubert import count_params
 from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.space import SearchSpace, load_space
 from raydistill.search.trial import DRIVER_MEMORY, trial_config, trial_driver
 from raydistill.utils import log, stable_hash
@@ -52,12 +56,14 @@ class SearchOptions:
     grace_period: int = 1  # ASHA: evaluations before a trial may be stopped
     reduction_factor: int = 2
     max_failures: int = 1  # Train worker restarts per trial
+    objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
 
 
 def run_search(opts: SearchOptions) -> dict:
     started = time.monotonic()
     workdir = Workdir(opts.workdir).check_writable()
     space = load_space(opts.space, smoke=opts.smoke)
+    objectives = resolve_objectives(opts.objectives, space.objectives)
     if opts.trials < 1:
         raise UserError(f"--trials must be >= 1, found {opts.trials}")
     search_id = _search_id(workdir, opts)
@@ -65,12 +71,14 @@ def run_search(opts: SearchOptions) -> dict:
 
     uri = opts.mlflow_uri or workdir.mlflow_uri
     tracker = SearchTracker(uri, opts.experiment, search_id, artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
+    if opts.resume:
+        objectives = _resumed_objectives(tracker, objectives, explicit=opts.objectives is not None)
     ray = connect(opts.address)
     device = default_device()
 
     corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke)
     teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device)
-    store = ensure_targets(teacher, corpus, workdir, space.target_combos(), device=device)
+    store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers), device=device)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": "full"}
     prep_seconds = time.monotonic() - started
 
@@ -78,24 +86,25 @@ def run_search(opts: SearchOptions) -> dict:
         "space": str(opts.space), "method": space.method, "trials": opts.trials, "smoke": opts.smoke,
         "teacher": teacher.spec, "teacher_key": teacher.key, "corpus_spec": opts.corpus or "embedded",
         "corpus": str(corpus.root), "corpus_key": corpus.key,
-        "workers": opts.workers, "seed": opts.seed,
+        "workers": opts.workers, "seed": opts.seed, "objectives": format_objectives(objectives),
     }, space_file=Path(opts.space))
     try:
         from raydistill.search.baselines import Baselines
         from raydistill.search.posteval import evaluate_stopped_trials
 
         baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
-        summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri,
+        summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri, "objectives": objectives,
                    "teacher": baselines.log("teacher"), "fbank": baselines.log("fbank")}
         setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
+        setup["method_bases"] = space.method_bases
         tune_started = time.monotonic()
-        results = _tune(opts, space, setup, tracker, workdir, search_id)
+        results = _tune(opts, space, setup, tracker, workdir, search_id, objectives)
         tune_seconds = time.monotonic() - tune_started
         evaluate_stopped_trials(tracker, results, setup)
         best = best_trial(tracker, search_id)
         if best is not None and best.get("config_json"):
             summary["best"] = best
-            summary["random_init"] = baselines.log("random_init", student=json.loads(best["config_json"])["student"])
+            summary["random_init"] = baselines.log("random_init", student=json.loads(best["config_json"]))
     except BaseException:
         tracker.end_search({}, status="KILLED")  # --resume continues it
         raise
@@ -126,6 +135,33 @@ def _search_id(workdir: Workdir, opts: SearchOptions) -> str:
     if (results / name).exists():
         raise UserError(f"a search named {name!r} already exists in {results}: "
                         "use --resume to continue it or --name to start another")
+    return name
+
+
+def _resumed_objectives(tracker, objectives: dict, *, explicit: bool) -> dict:
+    """A resumed search keeps the objectives logged on its parent run (its searcher is restored
+    with them); asking for other ones with --objectives is an error."""
+    from raydistill.tracking.mlflow import KIND, SEARCH_ID, find_run
+
+    run = find_run(tracker.client, tracker.experiment, {KIND: "search", SEARCH_ID: tracker.search_id})
+    if run is None:
+        return objectives
+    logged = parse_objectives(run.data.params.get("objectives"), f"search {tracker.search_id}: objectives")
+    if explicit and logged != objectives:
+        raise UserError(f"--resume: search {tracker.search_id} optimises {format_objectives(logged)}; "
+                        "a resumed search keeps its objectives (drop --objectives)")
+    return logged
+
+
+def student_name(config) -> str:
+    """A short, readable name of a trial's student and targets (MLflow run names)."""
+    s = config.student
+    if getattr(s, "arch", "hubert") == "lstm":
+        return f"lstm{s.num_layers}x{s.hidden}"
+    name = f"d{s.embed_dim}-f{s.ffn_dim}-L{s.num_layers}"
+    if config.method == "dicehubert":
+        t = config.targets
+        name += f"-{t.labels}-l{t.teacher_layer}k{t.num_clusters}"
     return name
 
 
@@ -177,7 +213,8 @@ def _max_concurrent(opts: SearchOptions, setup: dict, resources: dict) -> int:
     return max(1, min(fit, opts.trials))
 
 
-def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir: Workdir, search_id: str):
+def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir: Workdir, search_id: str,
+          objectives: dict):
     import optuna
     import ray
     from ray import tune
@@ -188,11 +225,10 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
 
     def describe(values: dict) -> tuple[str, dict, dict]:
         config = trial_config(setup, values)
-        s, t = config.student, config.targets
-        name = (f"{config.method}-d{s.embed_dim}-f{s.ffn_dim}-L{s.num_layers}-{t.labels}"
-                f"-l{t.teacher_layer}k{t.num_clusters}-{stable_hash(values, 6)}")
-        model = HubertModel(s)
-        extra = {"params": count_params(model.encoder), "config_json": json.dumps(config.to_dict(), sort_keys=True)}
+        name = f"{config.method}-{student_name(config)}-{stable_hash(values, 6)}"
+        model = student_model(config, TeacherInfo.of(setup["teacher"]))
+        extra = {"method": config.method, "params": count_params(model),
+                 "config_json": json.dumps(config.to_dict(), sort_keys=True)}
         return name, extra, config.to_dict()
 
     # The searcher's metric (overall_score) arrives only with a trial's last result, by design:
@@ -211,12 +247,29 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
                                    resume_errored=True, restart_errored=False)
     else:
         max_t = space.base_config().num_evals
+        # Several objectives: metric and mode lists make OptunaSearch create a multi-objective
+        # study, sampled by the same TPESampler (Optuna's MOTPE: complete trials split by
+        # non-domination rank, ties by hypervolume). Chosen over NSGA-II, whose populations of
+        # 50 would leave a search of 8-30 trials random throughout; TPE learns from its first
+        # few trials, handles the define-by-run conditional space and keeps the constant liar
+        # for concurrent trials. The Pareto set is exported from MLflow (`export --pareto`).
+        names, modes = list(objectives), list(objectives.values())
+        multi = len(names) > 1
         searcher = ProbeAwareOptunaSearch(
-            space=space.sample_for_ray, metric="overall_score", mode="max", intermediate_metric="probe_score",
+            space=space.sample_for_ray, metric=names if multi else names[0], mode=modes if multi else modes[0],
+            intermediate_metric="probe_score",
             # TPE's default 10 random start-up trials would make a short search all random.
             sampler=optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=max(2, min(10, opts.trials // 3))),
             storage=optuna.storages.RDBStorage(workdir.optuna_uri), study_name=search_id,
+            # a space whose method is a parameter (all.yaml) runs every method once first
+            points_to_evaluate=space.initial_points(opts.trials) or None,
         )
+        # ASHA compares only probe_score and works the same whatever the searcher's objectives,
+        # so it stays on for multi-objective searches too (Optuna gets no intermediate values
+        # there; trials ASHA stopped are told to it as pruned, search/optuna.py). It favours
+        # students that score well early, small ones included only if they do; every stopped
+        # trial is still scored in full from its last checkpoint afterwards, so it is a
+        # candidate of the Pareto export with that (truncated-training) score.
         scheduler = ASHAScheduler(metric="probe_score", mode="max", time_attr="training_iteration",
                                   max_t=max_t, grace_period=min(opts.grace_period, max_t),
                                   reduction_factor=opts.reduction_factor)
@@ -267,5 +320,9 @@ def print_summary(summary: dict, uri: str) -> None:
         f"'{summary['experiment']}'):  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
         f"export the best configuration:  raydistill export --mlflow-uri {uri} --experiment {summary['experiment']} --out exported",
     ]
+    objectives = summary.get("objectives") or {}
+    if len(objectives) > 1:
+        lines.append(f"export the Pareto set ({format_objectives(objectives)}):  raydistill export --mlflow-uri {uri} "
+                     f"--experiment {summary['experiment']} --search {summary['search_id']} --pareto --out exported")
     print("\n".join(lines), flush=True)
 

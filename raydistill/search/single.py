@@ -17,7 +17,8 @@ from typing import Optional
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import STUDENT_FILE
-from raydistill.models.hubert import HubertModel, count_params
+from raydistill.methods import TeacherInfo, student_model, teacher_needs
+from raydistill.models.hubert import count_params
 from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
 from raydistill.utils import log, read_yaml, stable_hash
 
@@ -68,8 +69,8 @@ def run_train(opts: TrainOptions) -> dict:
     device = default_device()
     corpus = resolve_corpus(opts.corpus or doc.get("corpus"), workdir, smoke=smoke)
     teacher = resolve_teacher(opts.teacher or doc.get("teacher", "embedded"), workdir, corpus, smoke=smoke, device=device)
-    store = ensure_targets(teacher, corpus, workdir, [(config.targets.teacher_layer, config.targets.num_clusters)],
-                           device=device)
+    info = TeacherInfo.of(teacher.describe())
+    store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device)
     run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])
     setup = make_setup(opts, f"train-{run_id_hash}", {}, corpus, store, teacher,
                        {"probe": "smoke", "full": "smoke"} if smoke else {"probe": "probe", "full": "full"},
@@ -77,7 +78,7 @@ def run_train(opts: TrainOptions) -> dict:
     run = client.create_run(exp, run_name=f"train-{config.method}-{run_id_hash}",
                             tags={KIND: "train", "raydistill.config_file": str(opts.config)})
     run_id = run.info.run_id
-    client.log_param(run_id, "params", count_params(HubertModel(config.student).encoder))
+    client.log_param(run_id, "params", count_params(student_model(config, info)))
     log_dict_artifact(client, run_id, {k: v for k, v in doc.items() if k != "train"} | {"train": config.to_dict()},
                       "config.yaml")
     log(f"training {config.method} ({config.optim.max_steps} steps) on Ray Train, MLflow run {run_id}")
@@ -95,5 +96,5 @@ def run_train(opts: TrainOptions) -> dict:
     client.set_terminated(run_id)
     summary = {"run_id": run_id, "mlflow_uri": uri, "wall_seconds": round(time.monotonic() - started, 1), **metrics}
     baselines = Baselines(workdir, corpus, teacher, None, setup["budgets"]["full"], device=device)
-    summary["random_init_overall_score"] = baselines.log("random_init", student=config.student.to_dict())["overall_score"]
+    summary["random_init_overall_score"] = baselines.log("random_init", student=config.to_dict())["overall_score"]
     return summary

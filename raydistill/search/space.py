@@ -14,9 +14,18 @@ Format (YAML)::
       student.num_layers: {type: int, low: 2, high: 6}
       targets.labels:  {type: categorical, choices: [hard, soft]}
       targets.temperature: {type: float, low: 0.5, high: 10, log: true, when: {targets.labels: soft}}
+    objectives: {overall_score: max, params: min}   # optional (default: overall_score: max)
 
 ``when`` makes a parameter conditional: it is sampled only if every named (earlier)
-parameter took one of the listed values; otherwise the base value applies. The whole file
+parameter took one of the listed values; otherwise the base value applies.
+
+``objectives`` (optional) makes the search multi-objective: ``overall_score`` with the
+student's ``params`` and/or ``macs_per_second`` (``search/objectives.py``; ``raydistill search
+--objectives`` overrides it).
+
+The method itself may be a parameter (``method: {type: categorical, choices: [...]}``, see
+``search_spaces/all.yaml``); ``methods:`` then gives each method's own base, merged over
+``base`` when a trial runs that method (e.g. the BiLSTM student of ``kd``). The whole file
 is validated before anything starts (:func:`load_space`): unknown keys, empty or inverted
 ranges, conditions on unknown parameters, and values the configuration would reject
 (every choice and both ends of every range are tried) are :class:`UserError`\\ s that
@@ -35,9 +44,11 @@ from typing import Any, Optional
 
 from raydistill.config import METHODS, TrainConfig
 from raydistill.errors import UserError
+from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
+from raydistill.targets.store import TeacherNeeds
 from raydistill.utils import read_yaml
 
-TOP_KEYS = {"method", "description", "base", "smoke", "params"}
+TOP_KEYS = {"method", "description", "base", "methods", "smoke", "params", "objectives"}
 PARAM_KEYS = {
     "float": {"type", "low", "high", "log", "step", "when"},
     "int": {"type", "low", "high", "log", "step", "when"},
@@ -86,14 +97,33 @@ class SearchSpace:
     description: str
     base: dict  # nested TrainConfig dict (smoke already merged when asked)
     params: tuple[Param, ...]
+    method_bases: dict = dataclasses.field(default_factory=dict)  # method -> base overrides
+    # {metric: max|min}, in order (search/objectives.py); more than one: multi-objective search
+    objectives: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+
+    def methods(self) -> list[str]:
+        """Every method a trial may run."""
+        param = next((p for p in self.params if p.name == "method"), None)
+        return list(param.choices) if param is not None else [self.method]
+
+    def initial_points(self, trials: int) -> list[dict]:
+        """Partial first trials (Optuna enqueued): every method once when the method is a
+        parameter and the search has room for them; the sampler fills in the other knobs."""
+        methods = self.methods()
+        if not any(p.name == "method" for p in self.params) or trials < len(methods):
+            return []
+        return [{"method": m} for m in methods]
+
+    def base_for(self, method: str) -> dict:
+        """The base configuration of a trial running ``method``."""
+        return merge(merge(self.base, self.method_bases.get(method, {})), {"method": method})
 
     def sample(self, trial) -> dict[str, Any]:
         """Optuna define-by-run: sample the parameters whose conditions hold; flat {name: value}."""
         values: dict[str, Any] = {}
         for p in self.params:
-            if p.when and not all(values.get(k, _MISSING) in allowed for k, allowed in p.when.items()):
-                continue
-            values[p.name] = p.suggest(trial)
+            if _active(p, values):
+                values[p.name] = p.suggest(trial)
         return values
 
     def sample_for_ray(self, trial) -> None:
@@ -101,24 +131,48 @@ class SearchSpace:
         self.sample(trial)
 
     def config(self, values: dict[str, Any]) -> TrainConfig:
-        """The full TrainConfig of a trial: base with the sampled values applied."""
-        d = copy.deepcopy(self.base)
+        """The full TrainConfig of a trial: its method's base with the sampled values applied."""
+        return TrainConfig.from_dict(self.config_dict(values), where=f"{self.path} (trial values {values})")
+
+    def config_dict(self, values: dict[str, Any]) -> dict:
+        d = self.base_for(values.get("method", self.method))
         for name, value in values.items():
             set_path(d, name, value)
-        return TrainConfig.from_dict(d, where=f"{self.path} (trial values {values})")
+        return d
 
     def base_config(self) -> TrainConfig:
         return TrainConfig.from_dict(copy.deepcopy(self.base), where=f"{self.path}: base")
 
     def target_combos(self) -> list[tuple[int, int]]:
-        """Every (teacher layer, K) a trial may ask for: all of them are computed before trial 1."""
-        base = self.base_config().targets
+        """Every (teacher layer, K) a DiceHuBERT trial may ask for: all computed before trial 1."""
+        if "dicehubert" not in self.methods():
+            return []
+        base = TrainConfig.from_dict(self.base_for("dicehubert"), where=f"{self.path}: base").targets
         layers = self._finite("targets.teacher_layer", base.teacher_layer)
         ks = self._finite("targets.num_clusters", base.num_clusters)
         combos = sorted(itertools.product(layers, ks))
         if len(combos) > MAX_TARGET_COMBOS:
             raise UserError(f"{self.path}: {len(combos)} (teacher_layer, num_clusters) pairs; at most {MAX_TARGET_COMBOS}")
         return combos
+
+    def teacher_needs(self, teacher_layers: int) -> TeacherNeeds:
+        """What the search computes from the teacher before trial 1, for every trial it may run:
+        DiceHuBERT's units for every (layer, K); the pre-training logits if ``kd`` may run;
+        every layer's features if a feature-based method (or soft labels, or L_feat) may.
+        Trials that need the teacher live (masked input, attention maps) load it themselves."""
+        methods = self.methods()
+        names = {p.name for p in self.params}
+        dice_features = "dicehubert" in methods and (
+            "targets.labels" in names or "feat_weight" in names
+            or self.config(self._values_for("dicehubert")).targets.labels == "soft"
+            or self.config(self._values_for("dicehubert")).feat_weight > 0)
+        features = dice_features or any(m in methods for m in ("star", "armhubert", "distilhubert"))
+        return TeacherNeeds(units=tuple(self.target_combos()),
+                            features=tuple(range(teacher_layers + 1)) if features else (),
+                            logits="kd" in methods)
+
+    def _values_for(self, method: str) -> dict:
+        return {"method": method} if any(p.name == "method" for p in self.params) else {}
 
     def _finite(self, name: str, base_value: int) -> list[int]:
         param = next((p for p in self.params if p.name == name), None)
@@ -155,16 +209,16 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def _config_field(path: str) -> bool:
-    """Whether a dotted path names a field of TrainConfig (e.g. ``student.embed_dim``)."""
-    cls: Any = TrainConfig
+    """Whether a dotted path names a field of TrainConfig (e.g. ``student.embed_dim``; the
+    student may be any of its architectures, e.g. ``student.hidden`` of the BiLSTM)."""
+    classes: list[Any] = [TrainConfig]
     for part in path.split("."):
-        if not dataclasses.is_dataclass(cls):
+        hints = [typing.get_type_hints(c) for c in classes if dataclasses.is_dataclass(c)]
+        found = [h[part] for h in hints if part in h]
+        if not found:
             return False
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            return False
-        cls = hints[part]
-    return not dataclasses.is_dataclass(cls)
+        classes = [m for hint in found for m in (typing.get_args(hint) or (hint,))]
+    return not all(dataclasses.is_dataclass(c) for c in classes)
 
 
 def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
@@ -179,12 +233,18 @@ def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
     method = raw.get("method", "dicehubert")
     if method not in METHODS:
         raise UserError(f"{where}: unknown method {method!r} (choose from {', '.join(METHODS)})")
-    for section in ("base", "smoke"):
-        if not isinstance(raw.get(section, {}), dict):
+    for section in ("base", "smoke", "methods"):
+        if not isinstance(raw.get(section) or {}, dict):
             raise UserError(f"{where}: {section} must be a mapping")
     base = merge({"method": method}, raw.get("base") or {})
     if smoke:
         base = merge(base, raw.get("smoke") or {})
+    method_bases = raw.get("methods") or {}
+    for name, overrides in method_bases.items():
+        if name not in METHODS:
+            raise UserError(f"{where}: methods.{name}: unknown method (choose from {', '.join(METHODS)})")
+        if not isinstance(overrides, dict):
+            raise UserError(f"{where}: methods.{name} must be a mapping of base overrides")
     TrainConfig.from_dict(copy.deepcopy(base), where=f"{where}: base")  # key and value check
 
     params_raw = raw.get("params") or {}
@@ -193,7 +253,11 @@ def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
     params: list[Param] = []
     for name, spec in params_raw.items():
         params.append(_parse_param(name, spec, params, where))
-    space = SearchSpace(where, method, str(raw.get("description", "")), base, tuple(params))
+    objectives = parse_objectives(raw.get("objectives"), f"{where}: objectives")
+    space = SearchSpace(where, method, str(raw.get("description", "")), base, tuple(params), method_bases,
+                        objectives)
+    for name in space.methods():
+        TrainConfig.from_dict(space.base_for(name), where=f"{where}: base of method {name}")
     _check_values(space)
     space.target_combos()
     return space
@@ -261,13 +325,20 @@ def _parse_when(when: Any, earlier: list[Param], at: str) -> Optional[dict[str, 
     return out
 
 
+def _active(p: Param, values: dict) -> bool:
+    return not p.when or all(values.get(k, _MISSING) in allowed for k, allowed in p.when.items())
+
+
 def _check_values(space: SearchSpace) -> None:
     """Build configs at every choice and range end (and every combination, when few) so a
-    value the configuration rejects fails now, not in trial 7 an hour from now."""
+    value the configuration rejects fails now, not in trial 7 an hour from now. A
+    conditional parameter is tried with its conditions met (their first allowed values)."""
     for p in space.params:
         for value in p.values_to_check():
+            values = {k: allowed[0] for k, allowed in (p.when or {}).items()}
+            values[p.name] = value
             try:
-                space.config({p.name: value})
+                space.config(values)
             except UserError as e:
                 raise UserError(f"{space.path}: params.{p.name} = {value!r} is not a valid setting: {_reason(e)}") from None
     grids = [[(p.name, v) for v in p.values_to_check()] for p in space.params]
@@ -276,7 +347,10 @@ def _check_values(space: SearchSpace) -> None:
         combos *= len(g)
     if 1 < combos <= 512:
         for combo in itertools.product(*grids):
-            values = dict(combo)
+            values: dict = {}
+            for p, (name, value) in zip(space.params, combo):
+                if _active(p, values):
+                    values[name] = value
             try:
                 space.config(values)
             except UserError as e:

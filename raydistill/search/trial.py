@@ -20,9 +20,11 @@ from typing import Any
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+from raydistill.methods import TeacherInfo, teacher_needs
 from raydistill.models.hubert import HubertModel, HubertUpstream
 from raydistill.search.space import merge, set_path
 from raydistill.targets.store import TargetStore
+from raydistill.teacher.sources import load_teacher
 from raydistill.train.data import TrainData
 from raydistill.train.loop import train
 
@@ -55,10 +57,22 @@ def full_metrics(scores: dict) -> dict:
 
 def trial_config(setup: dict, values: dict) -> TrainConfig:
     """Base configuration + this trial's sampled values."""
-    d = merge(setup["base"], {})
+    method = values.get("method", setup["base"].get("method"))
+    d = merge(merge(setup["base"], setup.get("method_bases", {}).get(method, {})), {"method": method})
     for name, value in values.items():
         set_path(d, name, value)
     return TrainConfig.from_dict(d, where="trial")
+
+
+def student_size(config: TrainConfig, teacher: dict) -> dict:
+    """The student's size, reported with every result of a trial (the objectives a multi-objective
+    search may minimise): ``params``, its parameters at inference (training-only heads left out),
+    and ``macs_per_second``, its multiply-accumulates per second of 16 kHz audio. ``teacher`` is
+    the teacher's description (``setup["teacher"]``): some students are shaped by it."""
+    from raydistill.methods import describe
+
+    sizes = describe(config, TeacherInfo.of(teacher))
+    return {"params": int(sizes["params"]), "macs_per_second": float(sizes["macs_per_second"])}
 
 
 def train_worker(loop_config: dict) -> None:
@@ -71,20 +85,25 @@ def train_worker(loop_config: dict) -> None:
     config = TrainConfig.from_dict(loop_config["config"], where="trial")
     torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
     corpus = Corpus.load(setup["corpus_dir"])
-    data = TrainData(corpus, TargetStore(Path(setup["targets_dir"])), config.targets, config.student.conv_layers)
+    needs = teacher_needs(config, TeacherInfo.of(setup["teacher"]))
+    data = TrainData(corpus, TargetStore(Path(setup["targets_dir"])), needs, config.student.conv_layers)
+    # methods that run the teacher in the loop (masked input, attention maps) load it here
+    live_teacher = load_teacher(setup["teacher"]["source"]) if needs.live else None
     device = ray.train.torch.get_device()
     rank = ray.train.get_context().get_world_rank()
     evaluate = make_evaluator(corpus, setup["budgets"], seed=setup["eval_seed"], device=device) if rank == 0 else None
+    size = student_size(config, setup["teacher"])  # once per trial; objectives of a multi-objective search
 
     def report(metrics: dict, checkpoint_dir) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report({**metrics, **size}, checkpoint=checkpoint)
 
     restored = ray.train.get_checkpoint()
     with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as local:
         with restored.as_directory() if restored else contextlib.nullcontext(None) as resume:
             train(config, data, report=report, checkpoint_dir=Path(local), evaluate=evaluate,
-                  resume=Path(resume) if resume else None, teacher=setup["teacher"], device=device)
+                  resume=Path(resume) if resume else None, teacher=setup["teacher"], live_teacher=live_teacher,
+                  device=device)
 
 
 def make_trainer(setup: dict, config: TrainConfig, name: str, callbacks=()):

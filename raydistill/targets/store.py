@@ -7,6 +7,7 @@ Layout of one store (one source of features × one corpus)::
     <root>/layer<L>/k<K>/centroids.npy  float32 [K, D]
     <root>/layer<L>/k<K>/labels.npy     int32 [total_frames]: nearest centroid (hard labels)
     <root>/layer<L>/k<K>/info.json      inertia, fit time, seed
+    <root>/logits/features.npy        float32 [total_frames, C]: the teacher's pre-training logits
 
 ``<root>`` is named after the key (source, corpus), so a store is valid for exactly one
 teacher and one corpus; layer and K are directories inside it. Every directory is written
@@ -31,6 +32,33 @@ from torch import Tensor
 from raydistill.corpus.manifest import Corpus, Utterance
 from raydistill.targets.kmeans import assign, fit_kmeans
 from raydistill.utils import Progress, atomic_dir, atomic_write_text, log
+
+
+LOGITS = -1  # pseudo-layer: the teacher's pre-training head logits (cos/0.1 over its C units)
+
+
+@dataclass(frozen=True)
+class TeacherNeeds:
+    """What trials read from the teacher: k-means units, cached features, logits, or the live model."""
+
+    units: tuple[tuple[int, int], ...] = ()  # (layer, K) pairs of k-means labels
+    features: tuple[int, ...] = ()  # hidden-state indices whose features are cached (and read)
+    logits: bool = False  # the pre-training head's logits
+    live: bool = False  # trials run the teacher themselves (masked input, attention maps, live mode)
+
+    def __or__(self, other: "TeacherNeeds") -> "TeacherNeeds":
+        return TeacherNeeds(
+            units=tuple(sorted(set(self.units) | set(other.units))),
+            features=tuple(sorted(set(self.features) | set(other.features))),
+            logits=self.logits or other.logits,
+            live=self.live or other.live,
+        )
+
+    @property
+    def cached_layers(self) -> tuple[int, ...]:
+        """Every array the cache must hold (units need their layer's features for k-means)."""
+        layers = set(self.features) | {layer for layer, _ in self.units}
+        return tuple(sorted(layers)) + ((LOGITS,) if self.logits else ())
 
 
 class FeatureSource(Protocol):
@@ -60,13 +88,14 @@ class TargetStore:
         return {u: (o, n) for u, o, n in zip(idx["ids"], idx["offsets"], idx["frames"])}
 
     def has_layer(self, layer: int) -> bool:
-        return (self.root / f"layer{layer}" / "features.npy").is_file()
+        return (self._layer_dir(layer) / "features.npy").is_file()
 
     def has_kmeans(self, layer: int, k: int) -> bool:
         return (self._kdir(layer, k) / "labels.npy").is_file()
 
     def features(self, layer: int) -> np.ndarray:
-        return np.load(self.root / f"layer{layer}" / "features.npy", mmap_mode="r")
+        """[total_frames, D] memory-mapped (``LOGITS``: the teacher's logits)."""
+        return np.load(self._layer_dir(layer) / "features.npy", mmap_mode="r")
 
     def labels(self, layer: int, k: int) -> np.ndarray:
         return np.load(self._kdir(layer, k) / "labels.npy", mmap_mode="r")
@@ -74,8 +103,11 @@ class TargetStore:
     def centroids(self, layer: int, k: int) -> np.ndarray:
         return np.load(self._kdir(layer, k) / "centroids.npy")
 
+    def _layer_dir(self, layer: int) -> Path:
+        return self.root / ("logits" if layer == LOGITS else f"layer{layer}")
+
     def _kdir(self, layer: int, k: int) -> Path:
-        return self.root / f"layer{layer}" / f"k{k}"
+        return self._layer_dir(layer) / f"k{k}"
 
     # ---------------------------------------------------------------- building
     def ensure(
@@ -85,16 +117,19 @@ class TargetStore:
         utterances: Sequence[Utterance],
         layers_and_ks: Sequence[tuple[int, int]],
         *,
+        layers: Sequence[int] = (),
         seed: int = 0,
         device: str = "cpu",
     ) -> "TargetStore":
-        """Compute whatever of ``layers_and_ks`` is missing: one pass of the source over the
-        audio for all missing layers, then one k-means per missing (layer, K)."""
+        """Compute whatever is missing: one pass of the source over the audio for all missing
+        layers (those of ``layers_and_ks`` plus ``layers``, which may include ``LOGITS``),
+        then one k-means per missing (layer, K)."""
         if (self.root / "index.json").is_file():
             ids = self.index["ids"]
             if ids != [u.id for u in utterances]:
                 raise RuntimeError(f"target cache {self.root} was built for other utterances")
-        missing_layers = sorted({layer for layer, _ in layers_and_ks if not self.has_layer(layer)})
+        wanted = {layer for layer, _ in layers_and_ks} | set(layers)
+        missing_layers = sorted(layer for layer in wanted if not self.has_layer(layer))
         if missing_layers:
             self._extract(source, corpus, utterances, missing_layers, device)
         for layer, k in sorted(set(layers_and_ks)):
@@ -111,9 +146,10 @@ class TargetStore:
         frames = np.array([source.frames(u.num_samples) for u in utterances], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(frames)])
         started = time.monotonic()
-        progress = Progress(f"teacher features (layers {', '.join(map(str, layers))})", len(utterances), " utts")
+        names = ", ".join("logits" if layer == LOGITS else str(layer) for layer in layers)
+        progress = Progress(f"teacher features (layers {names})", len(utterances), " utts")
         with contextlib.ExitStack() as stack:
-            tmp = {layer: stack.enter_context(atomic_dir(self.root / f"layer{layer}")) for layer in layers}
+            tmp = {layer: stack.enter_context(atomic_dir(self._layer_dir(layer))) for layer in layers}
             out: dict[int, np.ndarray] = {}
             for i, utt in enumerate(utterances):
                 wave = torch.from_numpy(corpus.load_audio(utt))[None].to(device)
@@ -123,8 +159,10 @@ class TargetStore:
                 for layer in layers:
                     x = feats[layer][0].float().cpu().numpy()
                     if layer not in out:
+                        # features in float16 (k-means and feature targets); logits exact, float32
+                        dtype = np.float32 if layer == LOGITS else np.float16
                         out[layer] = np.lib.format.open_memmap(
-                            tmp[layer] / "features.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), x.shape[1])
+                            tmp[layer] / "features.npy", mode="w+", dtype=dtype, shape=(int(offsets[-1]), x.shape[1])
                         )
                     out[layer][offsets[i] : offsets[i + 1]] = x
                 progress.update()
@@ -140,7 +178,7 @@ class TargetStore:
                 "corpus": corpus.key,
             }
             atomic_write_text(self.root / "index.json", json.dumps(index))
-        log(f"features of layers {layers}: {int(offsets[-1])} frames in {time.monotonic() - started:.1f}s")
+        log(f"features of layers {names}: {int(offsets[-1])} frames in {time.monotonic() - started:.1f}s")
 
     def _kmeans(self, layer: int, k: int, seed: int) -> None:
         started = time.monotonic()

@@ -26,6 +26,7 @@ from torch import Tensor
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import load_torch_file, load_weights
 from raydistill.models.hubert import PRESETS, HubertConfig, HubertModel, PredictionHead
+from raydistill.targets.store import LOGITS
 from raydistill.utils import file_hash, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
@@ -39,11 +40,13 @@ class Teacher:
     spec: str
     key: str  # content hash: names the caches built from this teacher
     head: Optional[PredictionHead] = None  # pre-training head, when the file has one
+    source: str = ""  # a spec that loads this teacher anywhere (trials); default: ``spec``
 
     def __post_init__(self):
         self.model.eval().requires_grad_(False)
         if self.head is not None:
             self.head.eval().requires_grad_(False)
+        self.source = self.source or self.spec
 
     @property
     def num_layers(self) -> int:
@@ -60,13 +63,29 @@ class Teacher:
 
     @torch.inference_mode()
     def layer_features(self, wave: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
+        """``layers`` are hidden-state indices; ``LOGITS`` (-1) asks for the pre-training head's logits."""
         out = self.model(wave, lengths)
         frame_lengths = out.lengths if out.lengths is not None else torch.full((wave.shape[0],), out.states[0].shape[1])
-        return {layer: out.states[layer] for layer in layers}, frame_lengths
+        feats = {layer: out.states[layer] for layer in layers if layer != LOGITS}
+        if LOGITS in layers:
+            feats[LOGITS] = self.logits(out.states[-1])
+        return feats, frame_lengths
+
+    def logits(self, last: Tensor) -> Tensor:
+        """Pre-training logits [..., C] of last-layer states [..., D] (cos/0.1, fairseq ``compute_nce``)."""
+        if self.head is None:
+            raise UserError(f"teacher {self.spec} has no pre-training head: logit distillation (kd) "
+                            "needs a checkpoint with final_proj and label embeddings")
+        return self.head(last)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes if self.head is not None else 0
 
     def describe(self) -> dict:
         cfg = self.model.cfg
-        return {"spec": self.spec, "key": self.key, "num_layers": cfg.num_layers, "embed_dim": cfg.embed_dim}
+        return {"spec": self.spec, "key": self.key, "source": self.source, "num_layers": cfg.num_layers,
+                "embed_dim": cfg.embed_dim, "num_classes": self.num_classes}
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -96,7 +115,11 @@ def _load_raydistill(path: Path, spec: str) -> Teacher:
     from raydistill.models.checkpoint import load_student
 
     _, module, _ = load_student(path)
-    return Teacher(model=module.model, head=module.head, spec=spec, key=file_hash(path))
+    if not isinstance(module.model, HubertModel):
+        raise UserError(f"{path}: a teacher must be a HuBERT, this checkpoint holds a {type(module.model).__name__}")
+    head = getattr(module, "head", None)  # a HuBERT pre-training head, if the method trained one
+    return Teacher(model=module.model, head=head if isinstance(head, PredictionHead) else None, spec=spec,
+                   key=file_hash(path))
 
 
 # --------------------------------------------------------------------------- torchaudio

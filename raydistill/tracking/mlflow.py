@@ -32,6 +32,7 @@ TRIAL_METRICS = (
     "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds",
     "eval_seconds", "probe_score", "probe_pr_per", "probe_sid_acc",
     "overall_score", "pr_per", "pr_per_dev", "sid_acc", "sid_acc_dev",
+    "params", "macs_per_second",  # the student's size: objectives of a multi-objective search
 )
 
 

@@ -18,21 +18,26 @@ from torch import Tensor
 from raydistill.config import TargetConfig
 from raydistill.corpus.manifest import Corpus, Utterance
 from raydistill.models.hubert import ConvLayers, conv_frames
-from raydistill.targets.store import TargetStore
+from raydistill.targets.store import LOGITS, TargetStore, TeacherNeeds
 
 
 @dataclass
 class Batch:
     wave: Tensor  # [B, S] equal-length crops
-    labels: Tensor  # [B, T] int64 hard unit ids
-    features: Optional[Tensor]  # [B, T, D] teacher features (soft labels only), else None
+    labels: Optional[Tensor]  # [B, T] int64 hard unit ids (methods that need units), else None
+    features: dict[int, Tensor]  # {layer: [B, T, D]} cached teacher features (LOGITS: logits)
     seconds: float  # audio seconds in the batch
 
 
 class TrainData:
-    """The training split with its cached targets for one (teacher layer, K)."""
+    """The training split with the cached teacher targets a run reads.
 
-    def __init__(self, corpus: Corpus, store: TargetStore, targets: TargetConfig, conv_layers: ConvLayers):
+    ``needs`` says which: the k-means units of (at most) one (layer, K), features of some
+    layers, the teacher's logits. A :class:`TargetConfig` stands for DiceHuBERT's needs
+    (its units, plus its layer's features for soft labels).
+    """
+
+    def __init__(self, corpus: Corpus, store: TargetStore, needs: TeacherNeeds | TargetConfig, conv_layers: ConvLayers):
         self.corpus = corpus
         by_id = {u.id: u for u in corpus.utterances}
         slices = store.utterance_slices()
@@ -48,13 +53,17 @@ class TrainData:
                     f"but the cached targets have {frames}: student and teacher must share the frame rate"
                 )
         self.conv_layers = conv_layers
-        self.labels = store.labels(targets.teacher_layer, targets.num_clusters)
-        self.num_classes = targets.num_clusters
-        self.soft = targets.labels == "soft"
-        self.features = store.features(targets.teacher_layer) if self.soft else None
-        self.centroids = (
-            torch.from_numpy(store.centroids(targets.teacher_layer, targets.num_clusters)) if self.soft else None
-        )
+        if isinstance(needs, TargetConfig):
+            needs = TeacherNeeds(units=((needs.teacher_layer, needs.num_clusters),),
+                                 features=(needs.teacher_layer,) if needs.labels == "soft" else ())
+        if len(needs.units) > 1:
+            raise ValueError(f"a run reads the units of one (layer, K), found {list(needs.units)}")
+        self.needs = needs
+        self.labels = store.labels(*needs.units[0]) if needs.units else None
+        self.num_classes = needs.units[0][1] if needs.units else 0
+        self.centroids = torch.from_numpy(store.centroids(*needs.units[0])) if needs.units else None
+        layers = needs.features + ((LOGITS,) if needs.logits else ())
+        self.features = {layer: store.features(layer) for layer in layers}
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -100,20 +109,22 @@ class TrainData:
         length = min(min(self.utterances[i].num_samples for i in indices), int(max_seconds * 16_000))
         length -= length % stride  # whole frames only
         frames = conv_frames(length, self.conv_layers)
-        waves, labels, feats = [], [], []
+        waves, labels = [], []
+        feats: dict[int, list[Tensor]] = {layer: [] for layer in self.features}
         for i in indices:
             utt = self.utterances[i]
             wave = self.corpus.load_audio(utt)
             start = stride * int(rng.integers(0, (len(wave) - length) // stride + 1))
             waves.append(torch.from_numpy(wave[start : start + length]))
             offset = self.slices[i][0] + start // stride
-            labels.append(torch.from_numpy(np.asarray(self.labels[offset : offset + frames], dtype=np.int64)))
-            if self.features is not None:
-                feats.append(torch.from_numpy(np.asarray(self.features[offset : offset + frames], dtype=np.float32)))
+            if self.labels is not None:
+                labels.append(torch.from_numpy(np.asarray(self.labels[offset : offset + frames], dtype=np.int64)))
+            for layer, array in self.features.items():
+                feats[layer].append(torch.from_numpy(np.array(array[offset : offset + frames], dtype=np.float32)))
         return Batch(
             wave=torch.stack(waves),
-            labels=torch.stack(labels),
-            features=torch.stack(feats) if feats else None,
+            labels=torch.stack(labels) if labels else None,
+            features={layer: torch.stack(rows) for layer, rows in feats.items()},
             seconds=len(indices) * length / 16_000,
         )
 

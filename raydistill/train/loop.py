@@ -6,8 +6,9 @@ model in DDP) and on a GPU. It talks to the outside world only through two callb
 ``report(metrics, checkpoint_dir_or_None)`` at every evaluation point, and
 ``evaluate(model, final) -> metrics`` which scores the frozen student.
 
-Masked prediction (HuBERT / DiceHuBERT): spans of frames are replaced by the mask
-embedding; the student predicts the teacher's k-means unit of each masked frame.
+What is distilled, and how, is the method's business (``raydistill/methods/``): the loop
+builds the method's student, samples the mask when the method masks, runs the student and
+minimises the method's loss.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import torch.distributed as dist
 from torch import nn
 
 from raydistill.config import TrainConfig
-from raydistill.losses import masked_prediction_loss, soft_unit_labels, unit_accuracy
+from raydistill.methods import StepContext, TeacherInfo, get_method
 from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, save_student
-from raydistill.models.hubert import HubertModel, MaskedPredictor, compute_span_mask
+from raydistill.models.hubert import HubertModel
+from raydistill.teacher.sources import Teacher
 from raydistill.train.data import TrainData
+from raydistill.train.masking import sample_mask
 
 Report = Callable[[dict, Optional[Path]], None]
 Evaluate = Callable[[HubertModel, bool], dict]
@@ -50,29 +53,38 @@ def train(
     evaluate: Optional[Evaluate] = None,
     resume: Optional[Path] = None,
     teacher: Optional[dict] = None,
+    live_teacher: Optional[Teacher] = None,
     device: str | torch.device = "cpu",
 ) -> dict:
     """Train a student; return the last metrics.
 
     Args:
-        config: the run's configuration.
-        data: training split with its cached targets.
+        config: the run's configuration (``config.method`` picks the method).
+        data: training split with its cached teacher targets.
         report: called at every evaluation point with the metrics and (rank 0) a directory
             holding ``student.pt`` and ``trainer_state.pt``.
         checkpoint_dir: where rank 0 writes checkpoints (overwritten at each evaluation).
         evaluate: scores the frozen student; ``final`` is True at the last step. Rank 0 only.
         resume: a checkpoint directory to continue from (same config).
-        teacher: description of the targets' teacher, stored in the checkpoint.
+        teacher: description of the teacher (``Teacher.describe()``), stored in the checkpoint;
+            its ``num_layers``/``embed_dim``/``num_classes`` size the method's heads.
+        live_teacher: the teacher itself, for methods that run it inside the loop.
         device: where to train.
     """
     device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     opt = config.optim
+    method = get_method(config.method)
+    info = TeacherInfo.of(teacher) if teacher and "num_layers" in teacher else TeacherInfo(0, 0)
     torch.manual_seed(config.seed)  # identical init on every rank
-    module = MaskedPredictor(config.student, data.num_classes, config.final_dim).to(device)
+    module = method.build(config, info).to(device)
+    if resume is None and live_teacher is not None:
+        method.init_from_teacher(module, live_teacher, config)
+    if live_teacher is not None:
+        live_teacher.to(device)
     optimizer = torch.optim.AdamW(
-        module.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay,
-        fused=device.type == "cuda",
+        [p for p in module.parameters() if p.requires_grad], lr=opt.lr, betas=opt.betas, eps=opt.eps,
+        weight_decay=opt.weight_decay, fused=device.type == "cuda",
     )
     warmup = max(1, int(opt.warmup_frac * opt.max_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, opt.max_steps))
@@ -83,7 +95,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
-    trained = nn.parallel.DistributedDataParallel(module) if world > 1 else module
+    layer_drop = getattr(config.student, "layer_drop", 0.0) > 0  # dropped layers get no gradient
+    trained = nn.parallel.DistributedDataParallel(module, find_unused_parameters=layer_drop) if world > 1 else module
     centroids = data.centroids.to(device) if data.centroids is not None else None
     checkpoint_dir = Path(checkpoint_dir)
     mask_rng = torch.Generator().manual_seed(config.seed * 1000 + rank + 7919 * step)
@@ -96,27 +109,15 @@ def train(
         started = time.perf_counter()
         batch = next(batches)
         wave = batch.wave.to(device, non_blocking=True)
-        frames = batch.labels.shape[1]
-        mask = compute_span_mask([frames] * wave.shape[0], frames, config.mask.prob, config.mask.length,
-                                 min_masks=config.mask.min_masks, generator=mask_rng).to(device)
-        out = trained(wave, mask, opt.feature_grad_mult)
-        last = out.states[-1]
-        extra: dict[str, float] = {}
-        labels = batch.labels.to(device)
-        features = batch.features.to(device) if data.soft else None
-        logits, targets = _predict(module.head, last, mask, labels, features, centroids, config.targets.temperature)
-        loss_sum = masked_prediction_loss(logits, targets)
-        # Normalise by the masked frames of *all* ranks: DDP averages gradients over ranks,
-        # so each rank scales its sum by world / global count to get the global mean.
-        count = mask.sum().float()
-        loss = loss_sum * world / _all_reduced(count, world) + config.feature_pen_weight * out.features_pen
-        if config.nomask_weight > 0:
-            nomask_logits, nomask_targets = _predict(module.head, last, ~mask, labels, features, centroids,
-                                                     config.targets.temperature)
-            nomask_sum = masked_prediction_loss(nomask_logits, nomask_targets)
-            nomask_count = (~mask).sum().float()
-            loss = loss + config.nomask_weight * nomask_sum * world / _all_reduced(nomask_count, world)
-            extra["nomask_loss"] = (nomask_sum / nomask_count).item()
+        mask = None
+        if method.masks(config):
+            frames = module.model.frames(wave.shape[1])
+            prob = config.mask.prob_at(step, opt.max_steps)
+            mask = sample_mask(config.mask, [frames] * wave.shape[0], frames, prob=prob, generator=mask_rng).to(device)
+        out = method.forward(trained, wave, mask, config)
+        ctx = StepContext(config, step, batch, teacher_info=info, teacher=live_teacher, centroids=centroids,
+                          device=device, world=world)
+        loss, extra = method.loss(module, out, mask, ctx)
         if not torch.isfinite(loss):
             raise Diverged(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -125,11 +126,8 @@ def train(
         optimizer.step()
         scheduler.step()
         step += 1
-        window.add(
-            loss=loss.item(), masked_loss=(loss_sum / count).item(),
-            unit_acc=(unit_accuracy(logits.detach(), targets) / count).item(), grad_norm=float(grad_norm),
-            audio_seconds=batch.seconds, seconds=time.perf_counter() - started, **extra,
-        )
+        window.add(loss=loss.item(), grad_norm=float(grad_norm), audio_seconds=batch.seconds,
+                   seconds=time.perf_counter() - started, **extra)
         if step % config.eval_every == 0 or step == opt.max_steps:
             metrics = window.summary(step, scheduler.get_last_lr()[0])
             final = step == opt.max_steps
@@ -146,21 +144,6 @@ def train(
                 dist.barrier()
             report(metrics, ckpt)
     return metrics
-
-
-def _predict(head, hidden, select, labels, features, centroids, temperature):
-    """Logits and targets of the selected frames: hard unit ids, or soft labels from teacher features."""
-    logits = head(hidden[select])
-    if features is None:
-        return logits, labels[select]
-    return logits, soft_unit_labels(features[select], centroids, temperature)
-
-
-def _all_reduced(count: torch.Tensor, world: int) -> torch.Tensor:
-    total = count.detach().clone()
-    if world > 1:
-        dist.all_reduce(total)
-    return total
 
 
 def _checkpoint(directory: Path, config, module, optimizer, scheduler, step, teacher) -> Path:

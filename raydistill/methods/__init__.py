@@ -1,0 +1,49 @@
+"""The distillation methods, by the name a config's ``method:`` uses."""
+
+from __future__ import annotations
+
+from raydistill.methods.arm import ArmHubert
+from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, layer_map
+from raydistill.methods.dice import DiceHubert, HubertPretrain
+from raydistill.methods.distil import DistilHubert
+from raydistill.methods.kd import LogitKD
+from raydistill.methods.star import Star
+
+REGISTRY: dict[str, Method] = {m.name: m for m in (DiceHubert(), LogitKD(), Star(), ArmHubert(), DistilHubert(),
+                                                    HubertPretrain())}
+
+
+def get_method(name: str) -> Method:
+    return REGISTRY[name]
+
+
+__all__ = ["REGISTRY", "Method", "StepContext", "Student", "TeacherInfo", "describe", "get_method", "layer_map",
+           "student_model", "teacher_needs"]
+
+
+def teacher_needs(config, teacher: TeacherInfo):
+    """What a run of ``config`` reads from the teacher (``TeacherNeeds``)."""
+    return get_method(config.method).needs(config, teacher)
+
+
+def student_model(config, teacher: TeacherInfo, seed: int | None = None):
+    """The student of ``config`` as the method builds it (random init), without training heads."""
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return get_method(config.method).build(config, teacher).model
+
+
+def describe(config, teacher: TeacherInfo, *, macs: bool = True) -> dict:
+    """Sizes of a configuration's student: ``params`` (what inference keeps), ``params_train``
+    (with the training-only heads) and ``macs_per_second`` (per second of 16 kHz audio)."""
+    from raydistill.models.hubert import count_params
+
+    module = get_method(config.method).build(config, teacher)
+    out = {"method": config.method, "params": count_params(module.model), "params_train": count_params(module)}
+    if macs:
+        from raydistill.models.macs import macs_per_second
+
+        out["macs_per_second"] = macs_per_second(module.model)
+    return out

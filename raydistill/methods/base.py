@@ -1,0 +1,138 @@
+"""What every distillation method provides, and what a training step hands it.
+
+A method is a small object with five functions (see :class:`Method`): what it needs from the
+teacher (so the search computes it once, before any trial), how it builds the student and
+its training-only heads, whether it masks the student's input, how it runs the student, and
+its loss. The training loop (``train/loop.py``) knows nothing else about methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from raydistill.config import TrainConfig
+from raydistill.targets.store import LOGITS, TeacherNeeds
+from raydistill.teacher.sources import Teacher
+from raydistill.train.data import Batch
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """The teacher's shape, which sizes the students' heads and maps their layers."""
+
+    num_layers: int
+    embed_dim: int
+    num_classes: int = 0  # units of its pre-training head (0: no head)
+
+    @classmethod
+    def of(cls, description: dict) -> "TeacherInfo":
+        """From ``Teacher.describe()`` (also stored in every student checkpoint)."""
+        return cls(int(description["num_layers"]), int(description["embed_dim"]), int(description.get("num_classes", 0)))
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer matched to each student layer 1..L_s: ``round(l · L_t / L_s)`` (identity at equal depth)."""
+    return [max(1, round(layer * teacher_layers / student_layers)) for layer in range(1, student_layers + 1)]
+
+
+class Student(nn.Module):
+    """A student (``.model``: what is evaluated and exported) plus training-only heads."""
+
+    def __init__(self, model: nn.Module, **heads: nn.Module):
+        super().__init__()
+        self.model = model
+        for name, head in heads.items():
+            setattr(self, name, head)
+
+    def forward(self, wave: Tensor, mask: Optional[Tensor] = None, feature_grad_mult: float = 1.0,
+                need_attention: bool = False):
+        return self.model(wave, None, mask=mask, feature_grad_mult=feature_grad_mult, need_attention=need_attention)
+
+
+class StepContext:
+    """One training step as a method sees it: config, step, DDP-correct means and the teacher.
+
+    Teacher outputs come from the cache (features computed once per search on whole
+    utterances) or from the live teacher on this batch's crops, as ``teacher_features``
+    asks; masked input and attention maps always come from the live teacher.
+    """
+
+    def __init__(self, config: TrainConfig, step: int, batch: Batch, *, teacher_info: TeacherInfo,
+                 teacher: Optional[Teacher], centroids: Optional[Tensor], device: torch.device, world: int):
+        self.config, self.step, self.batch, self.device, self.world = config, step, batch, device, world
+        self.teacher_info = teacher_info
+        self.centroids = centroids  # [K, D] of the run's units (DiceHuBERT soft labels)
+        self._teacher = teacher
+        self._runs: dict = {}
+
+    def mean(self, total: Tensor, count: Tensor | float) -> Tensor:
+        """``total / count`` over all ranks: each rank scales its sum by world / global count,
+        and DDP's gradient averaging over ranks completes the global mean."""
+        count = torch.as_tensor(count, dtype=torch.float32, device=total.device).detach().clone()
+        if self.world > 1:
+            dist.all_reduce(count)
+        return total * self.world / count.clamp(min=1.0)
+
+    def live(self, mask: Optional[Tensor] = None, attention: bool = False):
+        """The live teacher's output on this batch (once per step per input)."""
+        key = (mask is not None, attention)
+        if key not in self._runs:
+            if self._teacher is None:
+                raise RuntimeError("this method needs the live teacher, but the run has none")
+            with torch.no_grad():
+                self._runs[key] = self._teacher.model(self.batch.wave.to(self.device), None, mask=mask,
+                                                      need_attention=attention)
+        return self._runs[key]
+
+    def teacher_states(self, layers: list[int]) -> dict[int, Tensor]:
+        """Teacher hidden states [B, T, D] of unmasked input for the given layers."""
+        if self.config.teacher_features == "cached":
+            return {layer: self.batch.features[layer].to(self.device) for layer in layers}
+        states = self.live().states
+        return {layer: states[layer] for layer in layers}
+
+    def teacher_logits(self) -> Tensor:
+        """Teacher pre-training logits [B, T, C] of unmasked input."""
+        if self.config.teacher_features == "cached":
+            return self.batch.features[LOGITS].to(self.device)
+        return self._teacher.logits(self.live().states[-1])
+
+
+class Method:
+    """Base class: override what differs. ``name`` is the ``method:`` value of a config."""
+
+    name = ""
+
+    def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
+        raise NotImplementedError
+
+    def build(self, config: TrainConfig, teacher: TeacherInfo) -> nn.Module:
+        """The student with its training-only heads; ``.model`` is the student itself."""
+        raise NotImplementedError
+
+    def masks(self, config: TrainConfig) -> bool:
+        """Whether the student's input is masked (the loop samples the mask)."""
+        return False
+
+    def forward(self, trained: nn.Module, wave: Tensor, mask: Optional[Tensor], config: TrainConfig):
+        """Run the (possibly DDP-wrapped) student; returns its ``HubertOutput``."""
+        return trained(wave, mask, config.optim.feature_grad_mult)
+
+    def loss(self, module: nn.Module, out, mask: Optional[Tensor], ctx: StepContext) -> tuple[Tensor, dict]:
+        """(loss to minimise, metrics as floats) for one step."""
+        raise NotImplementedError
+
+    def init_from_teacher(self, module: nn.Module, teacher: nn.Module, config: TrainConfig) -> None:
+        """Copy teacher weights into a fresh student, for methods that start from the teacher."""
+
+
+def frozen_mask_emb(model: nn.Module) -> nn.Module:
+    """Methods that never mask leave the mask embedding untrained (and DDP must not wait for it)."""
+    if hasattr(model, "mask_emb"):
+        model.mask_emb.requires_grad_(False)
+    return model

@@ -1,0 +1,81 @@
+"""The papers' students as run presets: method + exact architecture + the teacher they assume.
+
+``raydistill describe --preset NAME`` sizes them (METHODS.md §7 lists the paper counts the
+tests hold them to); ``student: {preset: ...}`` in a config reuses the architectures.
+Counting convention: fairseq's (the student's ``mask_emb`` included, no feature projection
+when the CNN already ends in the model width); ``params`` leaves out training-only heads,
+``params_train`` keeps them.
+"""
+
+from __future__ import annotations
+
+from raydistill.errors import UserError
+from raydistill.methods import TeacherInfo
+
+# The teachers the papers distil (pre-training head: 500 k-means units).
+TEACHERS = {
+    "hubert-base": TeacherInfo(num_layers=12, embed_dim=768, num_classes=500),
+    "hubert-large": TeacherInfo(num_layers=24, embed_dim=1024, num_classes=500),
+    "tiny-teacher": TeacherInfo(num_layers=4, embed_dim=192, num_classes=100),  # the embedded default
+}
+
+_BASE = {"preset": "hubert-base"}
+
+
+def _thin_cnn(d: int) -> list:
+    return [[128, 10, 5], [256, 1, 1]] + [[256, 3, 2]] * 4 + [[d, 1, 1]] + [[d, 2, 2]] * 2
+
+
+# name -> (teacher, run config). Paper sizes in the comments (METHODS.md §7).
+PRESETS: dict[str, tuple[str, dict]] = {
+    # 94,371,712 encoder + mask_emb; 94,697,600 with the pre-training head over 504 rows (94.70M)
+    "hubert-base": ("hubert-base", {"method": "dicehubert", "student": _BASE,
+                                    "targets": {"teacher_layer": 9, "num_clusters": 504}}),
+    # 2 teacher-width layers initialised from the teacher, heads for layers 4, 8, 12 (23.49M)
+    "distilhubert": ("hubert-base", {"method": "distilhubert",
+                                     "student": {**_BASE, "num_layers": 2, "layer_drop": 0.0},
+                                     "distil": {"teacher_layers": [4, 8, 12]}}),
+    # DiceHuBERT (Table 2): narrow D/2 26M, D/4 9M, shallow L/6 23M, L/4 30M (truncated)
+    "dicehubert-narrow-d2": ("hubert-base", {"method": "dicehubert",
+                                             "student": {**_BASE, "embed_dim": 384, "ffn_dim": 1536},
+                                             "targets": {"teacher_layer": 9, "num_clusters": 500}}),
+    "dicehubert-narrow-d4": ("hubert-base", {"method": "dicehubert",
+                                             "student": {**_BASE, "embed_dim": 192, "ffn_dim": 768},
+                                             "targets": {"teacher_layer": 9, "num_clusters": 500}}),
+    "dicehubert-shallow-l6": ("hubert-base", {"method": "dicehubert", "student": {**_BASE, "num_layers": 2},
+                                              "targets": {"teacher_layer": 9, "num_clusters": 500}}),
+    "dicehubert-shallow-l4": ("hubert-base", {"method": "dicehubert", "student": {**_BASE, "num_layers": 3},
+                                              "targets": {"teacher_layer": 9, "num_clusters": 500}}),
+    # Recycle-and-Distill (§5.2), 12 projection heads counted as the paper does
+    "maskhubert": ("hubert-base", {"method": "armhubert", "student": {"preset": "maskhubert"},
+                                   "mask": {"selection": "uniform", "prob": 0.8},
+                                   "optim": {"lr": 5.0e-4}}),  # 26.64M
+    "armhubert": ("hubert-base", {"method": "armhubert",
+                                  "student": {"preset": "armhubert", "reuse_mode": "reference_code",
+                                              "layer_grad_scale": True},
+                                  "mask": {"selection": "uniform", "prob": 0.8},
+                                  "optim": {"lr": 5.0e-3}}),  # 26.45M
+    "armhubert-s": ("hubert-base", {"method": "armhubert",
+                                    "student": {"preset": "armhubert-s", "reuse_mode": "reference_code",
+                                                "layer_grad_scale": True},
+                                    "mask": {"selection": "uniform", "prob": 0.8},
+                                    "optim": {"lr": 5.0e-3}}),  # 22.39M
+    # STaR (§4.3): widths inferred from the exact counts [U]; thin CNN, 12 layers, no heads
+    "starhubert": ("hubert-base", {"method": "star", "student": {
+        **_BASE, "conv_layers": _thin_cnn(432), "embed_dim": 432, "ffn_dim": 976, "project_features": False,
+        "layer_drop": 0.0}}),  # 22.31M
+    "starhubert-l": ("hubert-base", {"method": "star", "student": {
+        **_BASE, "conv_layers": _thin_cnn(480), "embed_dim": 480, "ffn_dim": 1024, "project_features": False,
+        "layer_drop": 0.0}}),  # 26.63M
+    # KD/DKD (§2.4): HuBERT CNN + 4 x BiLSTM-384 on its 512-d output; classifier over 500 units
+    "lstm-kd": ("hubert-large", {"method": "kd", "student": {"arch": "lstm", "hidden": 384, "num_layers": 4},
+                                 "kd": {"mode": "dkd", "alpha": 1.0, "beta": 4.0, "temperature": 1.0}}),
+}
+
+
+def preset(name: str) -> tuple[TeacherInfo, dict]:
+    """(teacher shape, run config dict) of a named preset; unknown names are a :class:`UserError`."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    teacher, config = PRESETS[name]
+    return TEACHERS[teacher], config

@@ -1,0 +1,74 @@
+"""Every method's search space in a real smoke search (local Ray, Ray Train trials, Optuna,
+MLflow), each trial leaving one MLflow run with its knobs and scores; all.yaml runs every
+method; an exported configuration of a non-default method reruns."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raydistill.cli import main
+from raydistill.models.checkpoint import load_student
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+# space file -> (method, a knob of that method that every trial logs)
+SPACES = {
+    "kd": ("kd", "kd.mode"),
+    "star": ("star", "star.norm"),
+    "arm": ("armhubert", "student.reuse_pattern"),
+    "distil": ("distilhubert", "distil.cos_weight"),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(ray_cluster, tmp_path_factory):
+    return tmp_path_factory.mktemp("methods") / "runs"
+
+
+def trial_runs(workdir, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("raydistill.kind") == "trial"]
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_method_space_smoke_search(space, workdir):
+    method, knob = SPACES[space]
+    code = main(["search", "--space", str(REPO / "search_spaces" / f"{space}.yaml"), "--smoke", "--trials", "2",
+                 "--workdir", str(workdir), "--experiment", space, "--name", f"smoke-{space}"])
+    assert code == 0
+    trials = trial_runs(workdir, space)
+    assert len(trials) == 2 and len({t.data.tags["raydistill.trial_id"] for t in trials}) == 2
+    for trial in trials:
+        assert trial.data.params["method"] == method and knob in trial.data.params
+        assert int(trial.data.params["params"]) > 0
+        assert {"overall_score", "pr_per", "sid_acc", "loss"} <= set(trial.data.metrics)
+
+
+def test_all_methods_from_one_space_and_an_export_reruns(workdir, tmp_path, capsys):
+    code = main(["search", "--space", str(REPO / "search_spaces" / "all.yaml"), "--smoke", "--trials", "5",
+                 "--workdir", str(workdir), "--experiment", "all", "--name", "smoke-all"])
+    assert code == 0
+    trials = trial_runs(workdir, "all")
+    assert sorted(t.data.params["method"] for t in trials) == sorted(
+        ["dicehubert", "kd", "star", "armhubert", "distilhubert"])  # every method once, first
+    assert all("overall_score" in t.data.metrics for t in trials)
+    out = tmp_path / "exported"
+    assert main(["export", "--workdir", str(workdir), "--experiment", "all", "--out", str(out), "--top", "5"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    # rerun the exported configuration of a method other than the default one
+    assert sorted(e["method"] for e in board) == sorted(t.data.params["method"] for t in trials)
+    entry = next(e for e in board if e["method"] != "dicehubert")
+    config_file = out / entry["config"]
+    assert config_file.is_file()
+    capsys.readouterr()
+    assert main(["train", "--config", str(config_file), "--workdir", str(workdir), "--experiment", "all"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert 0 < summary["overall_score"] <= 100
+    config, module, _ = load_student(out / "student.pt")
+    assert config.method in {t.data.params["method"] for t in trials}
