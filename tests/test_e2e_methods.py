@@ -39,8 +39,10 @@ def trial_runs(workdir, experiment):
 @pytest.mark.parametrize("space", sorted(SPACES))
 def test_method_space_smoke_search(space, workdir):
     method, knob = SPACES[space]
+    # the STaR search is multi-objective (score up, parameters down): exported as a Pareto set below
+    objectives = ["--objectives", "overall_score:max,params:min"] if space == "star" else []
     code = main(["search", "--space", str(REPO / "search_spaces" / f"{space}.yaml"), "--smoke", "--trials", "2",
-                 "--workdir", str(workdir), "--experiment", space, "--name", f"smoke-{space}"])
+                 "--workdir", str(workdir), "--experiment", space, "--name", f"smoke-{space}", *objectives])
     assert code == 0
     trials = trial_runs(workdir, space)
     assert len(trials) == 2 and len({t.data.tags["raydistill.trial_id"] for t in trials}) == 2
@@ -48,6 +50,19 @@ def test_method_space_smoke_search(space, workdir):
         assert trial.data.params["method"] == method and knob in trial.data.params
         assert int(trial.data.params["params"]) > 0
         assert {"overall_score", "pr_per", "sid_acc", "loss"} <= set(trial.data.metrics)
+
+
+def test_multi_objective_search_exports_its_pareto_set(workdir, tmp_path):
+    from raydistill.export import pareto_front
+
+    trials = [t for t in trial_runs(workdir, "star") if "overall_score" in t.data.metrics]
+    out = tmp_path / "pareto"
+    assert main(["export", "--workdir", str(workdir), "--experiment", "star", "--out", str(out), "--pareto"]) == 0
+    doc = json.loads((out / "pareto.json").read_text())
+    points = [(t.data.metrics["overall_score"], float(t.data.params["params"])) for t in trials]
+    expected = {trials[i].info.run_id for i in pareto_front(points, ["max", "min"])}
+    assert {t["run_id"] for t in doc["trials"]} == expected
+    assert all((out / t["config"]).is_file() for t in doc["trials"])
 
 
 def test_all_methods_from_one_space_and_an_export_reruns(workdir, tmp_path, capsys):
