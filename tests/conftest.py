@@ -32,3 +32,11 @@ def ray_cluster():
         ray.init(num_cpus=2, dashboard_host="127.0.0.1", include_dashboard=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_corpus(tmp_path_factory):
+    """The --smoke corpus (184 utterances, 4 unseen speakers): every evaluation task has data."""
+    from raydistill.corpus.synth import CorpusConfig, build_corpus
+
+    return build_corpus(CorpusConfig.smoke(), tmp_path_factory.mktemp("corpus") / "smoke", progress=False)

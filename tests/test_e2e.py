@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from raydistill.cli import main
+from raydistill.evaluate.suite import OVERALL_SCORE_METRICS, overall_score, superb_score
 from raydistill.models.checkpoint import load_student
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,8 @@ def runs_by_kind(workdir):
 
 def test_one_child_run_per_trial_with_params_metrics_and_curve(searched):
     client, kinds = runs_by_kind(searched)
+    baselines = {r.data.tags["raydistill.baseline"]: r.data.metrics for r in kinds["baseline"]}
+    fbank, teacher = baselines["fbank"], baselines["teacher"]
     (parent,) = kinds["search"]
     trials = kinds["trial"]
     assert len(trials) == 3
@@ -49,9 +52,12 @@ def test_one_child_run_per_trial_with_params_metrics_and_curve(searched):
         assert ("targets.temperature" in params) == (params["targets.labels"] == "soft")
         assert int(params["params"]) > 0
         metrics = trial.data.metrics
-        assert {"overall_score", "pr_per", "sid_acc", "probe_score", "loss"} <= set(metrics)
+        # every task of the suite, its dev metric, both aggregates
+        assert {"overall_score", "superb_score", "probe_score", "loss", *OVERALL_SCORE_METRICS} <= set(metrics)
+        assert {f"{k}_dev" for k in OVERALL_SCORE_METRICS} <= set(metrics)
         assert 0 <= metrics["pr_per"] and 0 <= metrics["sid_acc"] <= 100
-        assert abs(metrics["overall_score"] - (100 - metrics["pr_per"] + metrics["sid_acc"]) / 2) < 1e-6
+        assert metrics["overall_score"] == pytest.approx(overall_score(metrics))
+        assert metrics["superb_score"] == pytest.approx(superb_score(metrics, fbank, teacher))
         curve = client.get_metric_history(trial.info.run_id, "loss")
         assert len(curve) >= 1 and all(m.step > 0 for m in curve)
     assert any(t.data.tags["raydistill.status"] == "completed" for t in trials)
@@ -62,7 +68,10 @@ def test_baselines_beside_the_trials(searched):
     names = {r.data.tags["raydistill.baseline"]: r for r in kinds["baseline"]}
     assert set(names) == {"teacher", "random_init", "fbank"}
     for run in names.values():
-        assert "overall_score" in run.data.metrics
+        assert {"overall_score", "superb_score", *OVERALL_SCORE_METRICS} <= set(run.data.metrics)
+    # the two ends of the SUPERB score's scale
+    assert names["teacher"].data.metrics["superb_score"] == pytest.approx(1000.0)
+    assert names["fbank"].data.metrics["superb_score"] == pytest.approx(0.0)
 
 
 def test_export_and_rerun(searched, tmp_path, capsys):

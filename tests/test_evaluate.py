@@ -30,6 +30,7 @@ from raydistill.evaluate import (
     train_pr_probe,
     train_sid_probe,
 )
+from raydistill.evaluate.suite import TASKS
 from raydistill.evaluate.upstream import length_batches
 
 PHONES = ["a", "e", "i", "o", "u", "m"]
@@ -367,7 +368,12 @@ def test_evaluate_upstream_smoke_is_deterministic(corpus):
     assert a["pr_layer_weights"] == [1.0]
     assert (other_seed["pr_per_dev"], other_seed["sid_acc_dev"]) != (a["pr_per_dev"], a["sid_acc_dev"])
     assert a["pr_per"] < 50.0 and a["sid_acc"] > 80.0, a
-    assert a["overall_score"] == pytest.approx((100 - a["pr_per"] + a["sid_acc"]) / 2)
+    # the tone corpus has sentences (ASR runs) but no keywords, intents or 2 unseen speakers
+    assert not any(k.startswith(("ks_", "ic_", "asv_", "qbe_")) for k in a)
+    assert a["overall_score"] == pytest.approx((100 - a["pr_per"] + a["sid_acc"] + 100 - a["asr_wer"]) / 3)
+    pr_sid = evaluate_upstream(fbank, corpus, EvalBudget.smoke().with_tasks(["pr", "sid"]), seed=0)
+    assert "asr_wer" not in pr_sid and pr_sid["pr_per"] == a["pr_per"] and pr_sid["sid_acc"] == a["sid_acc"]
+    assert pr_sid["overall_score"] == pytest.approx((100 - a["pr_per"] + a["sid_acc"]) / 2)
     assert a["sid_speakers"] == 6 and a["train_utts"] == a["pr_train_utts"] == 48
     # unseen speakers (4 of 28 dev/test utterances) are left out of SID, silence out of both
     assert a["test_utts"] == a["pr_test_utts"] == 16 and 8 <= a["sid_test_utts"] < 16
@@ -379,3 +385,6 @@ def test_budget_validation_and_presets():
         EvalBudget.named("huge")
     with pytest.raises(Exception, match="pr_steps must be > 0"):
         EvalBudget(**{**EvalBudget.smoke().__dict__, "pr_steps": 0})
+    with pytest.raises(Exception, match="unknown tasks \\['sd'\\]"):
+        EvalBudget.full().with_tasks(["pr", "sd"])
+    assert EvalBudget.probe().tasks == ("pr", "sid") and set(EvalBudget.full().tasks) == set(TASKS)

@@ -15,7 +15,7 @@ give equal numbers and the caller's global RNG is left untouched.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -74,12 +74,13 @@ class PRHead(nn.Module):
 
 
 class SIDHead(nn.Module):
-    """Speaker identification probe on mean-pooled states.
+    """Utterance-level probe on mean-pooled states (SID, KS, IC).
 
     SUPERB's head is Linear(D, 256) → mean-pool over valid frames → Linear(256, C). Everything
     before the pooling is linear (weighted sum, projector), so pooling each state first gives
     the same logits (:meth:`forward_frames` is the SUPERB order; the tests check they agree)
-    and training runs on one [L, D] vector per utterance.
+    and training runs on one [L, D] vector per utterance. IC's head is the same with C = the
+    sum of its slots' sizes (s3prl ``fluent_commands``).
     """
 
     def __init__(self, num_states: int, dim: int, num_classes: int, hidden: int = 256):
@@ -100,6 +101,56 @@ class SIDHead(nn.Module):
         return self.out(pooled)
 
 
+class ASRHead(nn.Module):
+    """ASR probe (s3prl ``asr``, scaled down): weighted sum → Linear(D, H) → BiLSTM(H) ×
+    ``layers`` → Linear(2H, V + 1), character CTC (blank 0). SUPERB: H = 1024, 2 layers.
+
+    The bidirectional layer is two unidirectional LSTMs, the backward one run on each
+    utterance reversed within its own length: exactly a BiLSTM over packed sequences, without
+    packing (whose CPU kernels are 10–20× slower than padded ones, measured here).
+    """
+
+    def __init__(self, num_states: int, dim: int, vocab: int, hidden: int = 128, layers: int = 1):
+        super().__init__()
+        self.featurizer = WeightedSum(num_states)
+        self.projector = nn.Linear(dim, hidden)
+        self.forward_rnn = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True)
+        self.backward_rnn = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True)
+        self.out = nn.Linear(2 * hidden, vocab + 1)
+
+    def utterances(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[T_i, L, D] per utterance -> log-probabilities [T_i, V + 1] each."""
+        device = self.out.weight.device
+        lengths = [f.shape[0] for f in features]
+        x = self.projector(self.featurizer(torch.cat(list(features)).to(device, torch.float32))).split(lengths)
+        forward, _ = self.forward_rnn(nn.utils.rnn.pad_sequence(list(x), batch_first=True))
+        backward, _ = self.backward_rnn(nn.utils.rnn.pad_sequence([u.flip(0) for u in x], batch_first=True))
+        return [self.out(torch.cat([forward[i, :n], backward[i, :n].flip(0)], -1)).log_softmax(-1)
+                for i, n in enumerate(lengths)]
+
+
+class DevSelection:
+    """SUPERB's model selection: the head state with the best dev metric so far (the earliest on
+    ties), and the curve of every check. ``lower_is_better`` for error rates."""
+
+    def __init__(self, head: nn.Module, *, lower_is_better: bool):
+        self.sign = 1.0 if lower_is_better else -1.0
+        self.value, self.step = float("inf") if lower_is_better else -1.0, 0
+        self.state = copy.deepcopy(head.state_dict())
+        self.curve: list[list[float]] = []
+
+    def check(self, step: int, value: float, head: nn.Module) -> None:
+        self.curve.append([step, value])
+        if self.sign * value < self.sign * self.value:
+            self.value, self.step, self.state = value, step, copy.deepcopy(head.state_dict())
+
+    def restore(self, head: nn.Module) -> dict:
+        """Load the selected state into ``head``; returns its dev value, step, layer weights, curve."""
+        head.load_state_dict(self.state)
+        return {"dev": self.value, "best_step": self.step, "layer_weights": head.featurizer.layer_weights(),
+                "dev_curve": self.curve}
+
+
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
     """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
     prev = list(range(len(hyp) + 1))
@@ -117,20 +168,85 @@ def ctc_greedy_decode(logits: torch.Tensor, blank: int = BLANK) -> list[int]:
     return [i for i in best if i != blank]
 
 
+def _identity(ids: list[int]) -> list:
+    return ids
+
+
 @torch.no_grad()
-def _per(
-    head: PRHead, features: Sequence[torch.Tensor], labels: Sequence[Sequence[int]], batch_size: int
-) -> float:
-    """PER in %: total edit distance / total reference phones (s3prl ``ctc/metric.py``)."""
+def _error_rate(head: nn.Module, features: Sequence[torch.Tensor], labels: Sequence[Sequence[int]],
+                batch_size: int, units: Callable[[list[int]], list] = _identity) -> float:
+    """Error rate in %: total edit distance / total reference units (s3prl ``ctc/metric.py``).
+
+    ``units`` maps a label-id sequence to what is compared: phones as they are (PER), or the
+    words the characters spell (WER).
+    """
     if not features:
         return float("nan")
     errors = total = 0
     for start in range(0, len(features), batch_size):
         logps = head.utterances(features[start : start + batch_size])
         for logp, ref in zip(logps, labels[start : start + batch_size]):
-            errors += edit_distance(ref, ctc_greedy_decode(logp))
-            total += len(ref)
+            ref_units = units(list(ref))
+            errors += edit_distance(ref_units, units(ctc_greedy_decode(logp)))
+            total += len(ref_units)
     return 100.0 * errors / max(total, 1)
+
+
+def _to_tensors(train, dev, test) -> dict:
+    return {
+        name: ([torch.from_numpy(np.asarray(f)) for f in feats], [list(y) for y in labels])
+        for name, (feats, labels) in (("train", train), ("dev", dev), ("test", test))
+    }
+
+
+def _train_ctc(
+    make_head: Callable[[int, int], nn.Module],
+    tensors: dict,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    eval_every: int,
+    seed: int,
+    device: str | torch.device,
+    units: Callable[[list[int]], list] = _identity,
+) -> dict:
+    """The CTC probe loop shared by PR and ASR: seeded batches, Adam, gradient norm clipped to
+    1 (s3prl), dev error every ``eval_every`` steps, test error of the best dev head."""
+    x_train, y_train = tensors["train"]
+    if not x_train or not tensors["dev"][0]:
+        raise ValueError("a CTC probe needs train and dev utterances with labels")
+    if x_train[0].ndim != 3:
+        raise ValueError(f"expected features [T, L, D], found shape {tuple(x_train[0].shape)}")
+    _, num_states, dim = x_train[0].shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        head = make_head(num_states, dim).to(device)
+        opt = torch.optim.Adam(head.parameters(), lr=lr)
+        selection = DevSelection(head, lower_is_better=True)
+        order: list[int] = []
+        for step in range(1, steps + 1):
+            if len(order) < batch_size:
+                order += torch.randperm(len(x_train), generator=gen).tolist()
+            batch, order = order[:batch_size], order[batch_size:]
+            logps = head.utterances([x_train[i] for i in batch])
+            loss = F.ctc_loss(
+                nn.utils.rnn.pad_sequence(logps),  # [T_max, B, V + 1]
+                torch.tensor([p for i in batch for p in y_train[i]], device=device),
+                torch.tensor([len(lp) for lp in logps]),
+                torch.tensor([len(y_train[i]) for i in batch]),
+                blank=BLANK, zero_infinity=True,
+            )
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+            if step % eval_every == 0 or step == steps:
+                selection.check(step, _error_rate(head, *tensors["dev"], batch_size=batch_size, units=units), head)
+        out = selection.restore(head)
+        return {"error": _error_rate(head, *tensors["test"], batch_size=batch_size, units=units),
+                "error_dev": out.pop("dev"), **out}
 
 
 def train_pr_probe(
@@ -162,77 +278,86 @@ def train_pr_probe(
         ``per`` (test, %), ``per_dev`` (best dev, %), ``best_step``, ``layer_weights`` (the
         softmax weights of the selected head), ``dev_curve`` ([step, dev PER] per check).
     """
-    tensors = {
-        name: ([torch.from_numpy(np.asarray(f)) for f in feats], [list(y) for y in labels])
-        for name, (feats, labels) in (("train", train), ("dev", dev), ("test", test))
-    }
-    x_train, y_train = tensors["train"]
-    if not x_train or not tensors["dev"][0]:
-        raise ValueError("the PR probe needs train and dev utterances with phones")
-    if x_train[0].ndim != 3:
-        raise ValueError(f"expected features [T, L, D], found shape {tuple(x_train[0].shape)}")
-    _, num_states, dim = x_train[0].shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        head = PRHead(num_states, dim, num_phones).to(device)
-        opt = torch.optim.Adam(head.parameters(), lr=lr)
-        best = (float("inf"), 0, copy.deepcopy(head.state_dict()))
-        curve = []
-        order: list[int] = []
-        for step in range(1, steps + 1):
-            if len(order) < batch_size:
-                order += torch.randperm(len(x_train), generator=gen).tolist()
-            batch, order = order[:batch_size], order[batch_size:]
-            logps = head.utterances([x_train[i] for i in batch])
-            loss = F.ctc_loss(
-                nn.utils.rnn.pad_sequence(logps),  # [T_max, B, V + 1]
-                torch.tensor([p for i in batch for p in y_train[i]], device=device),
-                torch.tensor([len(lp) for lp in logps]),
-                torch.tensor([len(y_train[i]) for i in batch]),
-                blank=BLANK, zero_infinity=True,
-            )
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            opt.step()
-            if step % eval_every == 0 or step == steps:
-                per_dev = _per(head, *tensors["dev"], batch_size=batch_size)
-                curve.append([step, per_dev])
-                if per_dev < best[0]:
-                    best = (per_dev, step, copy.deepcopy(head.state_dict()))
-        head.load_state_dict(best[2])
-        return {
-            "per": _per(head, *tensors["test"], batch_size=batch_size),
-            "per_dev": best[0],
-            "best_step": best[1],
-            "layer_weights": head.featurizer.layer_weights(),
-            "dev_curve": curve,
-        }
+    out = _train_ctc(lambda states, dim: PRHead(states, dim, num_phones), _to_tensors(train, dev, test),
+                     steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed, device=device)
+    return {"per": out.pop("error"), "per_dev": out.pop("error_dev"), **out}
+
+
+# ASR characters (s3prl ``asr/char.dict``): letters, apostrophe, "|" between words; 0 is the blank.
+CHARS = "|'abcdefghijklmnopqrstuvwxyz"
+WORD_SEPARATOR = 1
+
+
+def text_to_chars(text: str) -> list[int]:
+    """Lower-case text -> character ids in 1..len(CHARS) (other characters are dropped)."""
+    ids = {c: i + 1 for i, c in enumerate(CHARS)}
+    return [ids["|" if c == " " else c] for c in " ".join(text.lower().split()) if c in ids or c == " "]
+
+
+def chars_to_words(ids: list[int]) -> list[str]:
+    return "".join(CHARS[i - 1] for i in ids).replace("|", " ").split()
+
+
+def train_asr_probe(
+    train: tuple[Sequence[np.ndarray], Sequence[str]],
+    dev: tuple[Sequence[np.ndarray], Sequence[str]],
+    test: tuple[Sequence[np.ndarray], Sequence[str]],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    eval_every: int,
+    hidden: int = 128,
+    layers: int = 1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train the ASR probe (:class:`ASRHead`, character CTC), select on dev WER, report test WER.
+
+    Args:
+        train, dev, test: (features [T, L, D], transcripts) per split.
+
+    Returns:
+        ``wer`` (test, %), ``wer_dev`` (best dev, %), ``best_step``, ``layer_weights``, ``dev_curve``.
+    """
+    tensors = _to_tensors(*(
+        (feats, [text_to_chars(t) for t in texts]) for feats, texts in (train, dev, test)
+    ))
+    out = _train_ctc(lambda states, dim: ASRHead(states, dim, len(CHARS), hidden, layers), tensors,
+                     steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed,
+                     device=device, units=chars_to_words)
+    return {"wer": out.pop("error"), "wer_dev": out.pop("error_dev"), **out}
 
 
 @torch.no_grad()
-def _accuracy(head: SIDHead, x: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (head(x).argmax(-1) == y).float().mean().item()
+def _accuracy(head: SIDHead, x: torch.Tensor, y: torch.Tensor, slots: Sequence[int]) -> float:
+    """% of utterances whose every slot is right (one slot: plain accuracy)."""
+    logits = head(x).split(list(slots), dim=-1)
+    right = torch.stack([lg.argmax(-1) == y[:, k] for k, lg in enumerate(logits)], dim=-1).all(-1)
+    return 100.0 * right.float().mean().item()
 
 
-def train_sid_probe(
-    train: tuple[np.ndarray, Sequence[int]],
-    dev: tuple[np.ndarray, Sequence[int]],
-    test: tuple[np.ndarray, Sequence[int]],
+def train_utterance_probe(
+    train: tuple[np.ndarray, Sequence],
+    dev: tuple[np.ndarray, Sequence],
+    test: tuple[np.ndarray, Sequence],
     *,
-    num_classes: int,
+    slots: Sequence[int],
     steps: int,
     lr: float,
     eval_every: int,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> dict:
-    """Train the SID probe full-batch on pooled features, select on dev accuracy, report test.
+    """Train an utterance-level probe (:class:`SIDHead`) full-batch on pooled features, select
+    on dev accuracy, report test accuracy.
 
     Args:
-        train, dev, test: (pooled features [N, L, D], speaker ids in 0..C-1) per split.
-        num_classes: C, the number of (seen) speakers.
+        train, dev, test: (pooled features [N, L, D], labels) per split; a label is a class id
+            (one slot) or a sequence of one id per slot.
+        slots: the number of classes of each slot: ``[C]`` for SID and KS, IC's three slot
+            sizes for intents (cross-entropy summed over slots; an utterance is right only
+            if all its slots are, s3prl ``fluent_commands``).
         steps: full-batch Adam steps.
         lr: Adam learning rate.
         eval_every: dev accuracy is computed every this many steps and after the last one.
@@ -242,36 +367,35 @@ def train_sid_probe(
         ``acc`` (test, %), ``acc_dev`` (best dev, %), ``best_step``, ``layer_weights`` (the
         softmax weights of the selected head), ``dev_curve`` ([step, dev accuracy] per check).
     """
-    (x_train, y_train), (x_dev, y_dev), (x_test, y_test) = (
-        (torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device),
-         torch.as_tensor(list(y), dtype=torch.long, device=device))
-        for x, y in (train, dev, test)
-    )
+    slots = list(slots)
+
+    def as_tensors(x, y):
+        y = torch.as_tensor([[v] if len(slots) == 1 and np.ndim(v) == 0 else list(v) for v in y], dtype=torch.long)
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device), y.reshape(-1, len(slots)).to(device)
+
+    (x_train, y_train), (x_dev, y_dev), (x_test, y_test) = (as_tensors(x, y) for x, y in (train, dev, test))
     if len(x_train) == 0 or len(x_dev) == 0:
-        raise ValueError("the SID probe needs train and dev utterances")
+        raise ValueError("an utterance probe needs train and dev utterances")
     if x_train.ndim != 3:
         raise ValueError(f"expected pooled features [N, L, D], found shape {tuple(x_train.shape)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = SIDHead(x_train.shape[1], x_train.shape[2], num_classes).to(device)
+        head = SIDHead(x_train.shape[1], x_train.shape[2], sum(slots)).to(device)
         opt = torch.optim.Adam(head.parameters(), lr=lr)
-        best = (-1.0, 0, copy.deepcopy(head.state_dict()))
-        curve = []
+        selection = DevSelection(head, lower_is_better=False)
         for step in range(1, steps + 1):
-            loss = F.cross_entropy(head(x_train), y_train)
+            logits = head(x_train).split(slots, dim=-1)
+            loss = sum(F.cross_entropy(lg, y_train[:, k]) for k, lg in enumerate(logits))
             opt.zero_grad()
             loss.backward()
             opt.step()
             if step % eval_every == 0 or step == steps:
-                acc_dev = _accuracy(head, x_dev, y_dev)
-                curve.append([step, acc_dev])
-                if acc_dev > best[0]:
-                    best = (acc_dev, step, copy.deepcopy(head.state_dict()))
-        head.load_state_dict(best[2])
-        return {
-            "acc": _accuracy(head, x_test, y_test) if len(x_test) else float("nan"),
-            "acc_dev": best[0],
-            "best_step": best[1],
-            "layer_weights": head.featurizer.layer_weights(),
-            "dev_curve": curve,
-        }
+                selection.check(step, _accuracy(head, x_dev, y_dev, slots), head)
+        out = selection.restore(head)
+        return {"acc": _accuracy(head, x_test, y_test, slots) if len(x_test) else float("nan"),
+                "acc_dev": out.pop("dev"), **out}
+
+
+def train_sid_probe(train, dev, test, *, num_classes: int, **kwargs) -> dict:
+    """Speaker identification: :func:`train_utterance_probe` with one slot of ``num_classes``."""
+    return train_utterance_probe(train, dev, test, slots=[num_classes], **kwargs)

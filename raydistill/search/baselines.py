@@ -3,7 +3,8 @@
 Each is scored with exactly the trials' full evaluation, computed once per (corpus,
 teacher or architecture, budget, seed), cached under ``<workdir>/cache/baselines`` and
 logged to MLflow as a ``raydistill.kind=baseline`` run, so the comparison view shows how
-far distillation got (above random init) and how far it has to go (the teacher).
+far distillation got (above random init) and how far it has to go (the teacher). FBank and
+the teacher are also the two ends of every ``superb_score`` (0 and 1000).
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from typing import Optional
 
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
-from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
 from raydistill.evaluate.upstream import FBankUpstream
 from raydistill.methods import TeacherInfo, student_model
 from raydistill.models.hubert import HubertUpstream, count_params
 from raydistill.prepare import Workdir
-from raydistill.search.trial import full_metrics
 from raydistill.teacher.sources import Teacher
 from raydistill.utils import atomic_write_text, log, stable_hash
 
@@ -31,24 +31,34 @@ class Baselines:
         self.workdir, self.corpus, self.teacher, self.tracker = workdir, corpus, teacher, tracker
         self.budget, self.device, self.seed = budget, device, seed
 
-    def log(self, name: str, *, student: Optional[dict] = None) -> dict:
-        """Score (or read the cached score of) one reference and log it to MLflow.
+    def references(self) -> dict:
+        """The FBank and teacher scores (``superb_score``'s 0 and 1000), computed once per corpus."""
+        return {name: self.score(name)[1] for name in ("fbank", "teacher")}
 
-        ``student`` (random_init): the run configuration (``TrainConfig.to_dict()``) whose
-        student is scored at its random initialisation.
-        """
+    def score(self, name: str, student: Optional[dict] = None) -> tuple[str, dict]:
+        """(key, metrics) of one reference, from the cache or computed (then cached)."""
         what = {"teacher": self.teacher.key, "fbank": "fbank-240", "random_init": student}[name]
         key = stable_hash([name, what, self.corpus.key, self.budget, self.seed])
         cache = self.workdir.cache / "baselines" / f"{name}-{key}.json"
         if cache.is_file():
-            metrics = json.loads(cache.read_text())
-        else:
-            log(f"scoring the {name} reference ({self.budget} evaluation)")
-            upstream, params = self._upstream(name, student)
-            scores = evaluate_upstream(upstream, self.corpus, EvalBudget.named(self.budget),
-                                       seed=self.seed, device=self.device)
-            metrics = {**full_metrics(scores), "params": params}
-            atomic_write_text(cache, json.dumps(metrics))
+            return key, json.loads(cache.read_text())
+        log(f"scoring the {name} reference ({self.budget} evaluation)")
+        upstream, params = self._upstream(name, student)
+        scores = evaluate_upstream(upstream, self.corpus, EvalBudget.named(self.budget),
+                                   seed=self.seed, device=self.device)
+        metrics = {**score_metrics(scores), "params": params}
+        atomic_write_text(cache, json.dumps(metrics))
+        return key, metrics
+
+    def log(self, name: str, *, student: Optional[dict] = None) -> dict:
+        """Score (or read the cached score of) one reference, add its ``superb_score``, and log
+        it to MLflow.
+
+        ``student`` (random_init): the run configuration (``TrainConfig.to_dict()``) whose
+        student is scored at its random initialisation.
+        """
+        key, metrics = self.score(name, student)
+        metrics = {**metrics, **score_metrics(metrics, self.references())}
         if self.tracker is not None:
             self.tracker.log_baseline(name, key, metrics, {"corpus": self.corpus.key, "budget": self.budget,
                                                            "teacher": self.teacher.spec, "params": metrics["params"]})

@@ -16,10 +16,9 @@ def _evaluate(checkpoint_dir: str, setup: dict) -> dict:
     import torch
 
     from raydistill.corpus.manifest import Corpus
-    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
     from raydistill.models.checkpoint import STUDENT_FILE, load_student
     from raydistill.models.hubert import HubertUpstream
-    from raydistill.search.trial import full_metrics
 
     torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
     device = "cuda" if setup["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
@@ -27,7 +26,7 @@ def _evaluate(checkpoint_dir: str, setup: dict) -> dict:
     corpus = Corpus.load(setup["corpus_dir"])
     scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
                                EvalBudget.named(setup["budgets"]["full"]), seed=setup["eval_seed"], device=device)
-    return full_metrics(scores)
+    return score_metrics(scores, setup.get("references"))
 
 
 def evaluate_stopped_trials(tracker, results, setup: dict) -> int:

@@ -97,6 +97,7 @@ def run_search(opts: SearchOptions) -> dict:
                    "teacher": baselines.log("teacher"), "fbank": baselines.log("fbank")}
         setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
         setup["method_bases"] = space.method_bases
+        setup["references"] = baselines.references()
         tune_started = time.monotonic()
         results = _tune(opts, space, setup, tracker, workdir, search_id, objectives)
         tune_seconds = time.monotonic() - tune_started

@@ -75,6 +75,8 @@ def run_train(opts: TrainOptions) -> dict:
     setup = make_setup(opts, f"train-{run_id_hash}", {}, corpus, store, teacher,
                        {"probe": "smoke", "full": "smoke"} if smoke else {"probe": "probe", "full": "full"},
                        workdir, ray)
+    baselines = Baselines(workdir, corpus, teacher, None, setup["budgets"]["full"], device=device)
+    setup["references"] = baselines.references()  # superb_score's FBank (0) and teacher (1000)
     run = client.create_run(exp, run_name=f"train-{config.method}-{run_id_hash}",
                             tags={KIND: "train", "raydistill.config_file": str(opts.config)})
     run_id = run.info.run_id
@@ -95,6 +97,5 @@ def run_train(opts: TrainOptions) -> dict:
             client.log_artifact(run_id, str(Path(d) / STUDENT_FILE), artifact_path="student")
     client.set_terminated(run_id)
     summary = {"run_id": run_id, "mlflow_uri": uri, "wall_seconds": round(time.monotonic() - started, 1), **metrics}
-    baselines = Baselines(workdir, corpus, teacher, None, setup["budgets"]["full"], device=device)
     summary["random_init_overall_score"] = baselines.log("random_init", student=config.to_dict())["overall_score"]
     return summary

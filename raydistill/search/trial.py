@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
-from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+from raydistill.evaluate.suite import PROBE_TASKS, EvalBudget, evaluate_upstream, score_metrics
 from raydistill.methods import TeacherInfo, teacher_needs
 from raydistill.models.hubert import HubertModel, HubertUpstream
 from raydistill.search.space import merge, set_path
@@ -31,10 +31,13 @@ from raydistill.train.loop import train
 DRIVER_MEMORY = 256 * 1024**2  # bytes reserved for each trial's driver process (no CPU)
 
 
-def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device: Any):
+def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device: Any,
+                   references: Optional[dict] = None):
     """``evaluate(model, final)`` for the loop: the cheap ``probe`` suite at every rung
-    (``probe_score``, what ASHA compares), plus the ``full`` suite at the end (``overall_score``)."""
-    probe, full = EvalBudget.named(budgets["probe"]), EvalBudget.named(budgets["full"])
+    (``probe_score``, what ASHA compares), plus the ``full`` suite at the end (``overall_score``,
+    every task's metric, and ``superb_score`` against the ``references``' FBank and teacher)."""
+    probe = EvalBudget.named(budgets["probe"]).with_tasks(PROBE_TASKS)
+    full = EvalBudget.named(budgets["full"])
 
     def evaluate(model: HubertModel, final: bool) -> dict:
         upstream = HubertUpstream(model, name="student")
@@ -43,16 +46,11 @@ def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device
         metrics = {f"probe_{k}": scores[k] for k in ("pr_per", "sid_acc") if k in scores}
         metrics["probe_score"] = scores["overall_score"]
         if final:
-            metrics.update(full_metrics(evaluate_upstream(upstream, corpus, full, seed=seed, device=device)))
+            metrics.update(score_metrics(evaluate_upstream(upstream, corpus, full, seed=seed, device=device),
+                                         references))
         return metrics
 
     return evaluate
-
-
-def full_metrics(scores: dict) -> dict:
-    """The end-of-trial metrics logged for every trial (and every baseline)."""
-    keep = ("overall_score", "pr_per", "pr_per_dev", "sid_acc", "sid_acc_dev", "eval_seconds")
-    return {k: float(scores[k]) for k in keep if k in scores}
 
 
 def trial_config(setup: dict, values: dict) -> TrainConfig:
@@ -91,7 +89,8 @@ def train_worker(loop_config: dict) -> None:
     live_teacher = load_teacher(setup["teacher"]["source"]) if needs.live else None
     device = ray.train.torch.get_device()
     rank = ray.train.get_context().get_world_rank()
-    evaluate = make_evaluator(corpus, setup["budgets"], seed=setup["eval_seed"], device=device) if rank == 0 else None
+    evaluate = make_evaluator(corpus, setup["budgets"], seed=setup["eval_seed"], device=device,
+                              references=setup.get("references")) if rank == 0 else None
     size = student_size(config, setup["teacher"])  # once per trial; objectives of a multi-objective search
 
     def report(metrics: dict, checkpoint_dir) -> None:

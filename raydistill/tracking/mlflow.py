@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from raydistill.errors import UserError
+from raydistill.evaluate.suite import SCORE_METRICS
 
 KIND, SEARCH_ID, TRIAL_ID, BASELINE, STATUS, KEY = (
     "raydistill.kind", "raydistill.search_id", "raydistill.trial_id", "raydistill.baseline",
@@ -30,8 +31,8 @@ RUN_NAME = "mlflow.runName"
 # Training-curve and score metrics a trial result may carry (Tune adds many internal keys).
 TRIAL_METRICS = (
     "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds",
-    "eval_seconds", "probe_score", "probe_pr_per", "probe_sid_acc",
-    "overall_score", "pr_per", "pr_per_dev", "sid_acc", "sid_acc_dev",
+    "probe_score", "probe_pr_per", "probe_sid_acc",
+    *SCORE_METRICS,  # every task's test and dev metric, overall_score, superb_score, eval_seconds
     "params", "macs_per_second",  # the student's size: objectives of a multi-objective search
 )
 
