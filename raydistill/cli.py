@@ -96,11 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a student checkpoint SUPERB-style (prints JSON)")
     p.add_argument("--checkpoint", type=Path, required=True, help="a student.pt file")
-    p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full")
+    p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full",
+                   help="budget: probe (PR + SID, fast), full (every task), smoke (tiny)")
+    p.add_argument("--tasks", metavar="TASK,...",
+                   help="only these tasks, from pr,sid,ks,ic,asr,asv,qbe (default: the suite's)")
     p.add_argument("--corpus", help="corpus directory (default: the embedded corpus in --workdir)")
     p.add_argument("--workdir", type=Path, default=Path("runs"))
     p.add_argument("--smoke", action="store_true", help="use the smoke corpus")
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("compare", help="teacher vs a student vs its random init vs FBank, over several seeds (JSON)",
+                       description="Score the teacher, a distilled student, the same student at random "
+                                   "initialisation and FBank features at several evaluation seeds, and check "
+                                   "that they rank in that order with gaps larger than the seed spread.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a distilled student.pt (e.g. from export)")
+    p.add_argument("--teacher", default=None, help="the teacher (default: the one the checkpoint names)")
+    p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full")
+    p.add_argument("--tasks", metavar="TASK,...", help="only these tasks (default: the suite's)")
+    p.add_argument("--seeds", default="0,1,2", help="evaluation seeds (default 0,1,2)")
+    p.add_argument("--corpus", help="corpus directory (default: the embedded corpus in --workdir)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"))
+    p.add_argument("--smoke", action="store_true", help="use the smoke corpus and teacher")
+
+    p = sub.add_parser("convert", help="a student as an s3prl upstream or a Hugging Face HubertModel",
+                       description="Write a student checkpoint as an s3prl upstream folder (expert.py, hubconf.py, "
+                                   "student.pt: all hidden states at a 20 ms stride) or, for HuBERT-shaped "
+                                   "students without attention reuse, as a transformers HubertModel directory "
+                                   "(config.json + model.safetensors).")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a student.pt file")
+    p.add_argument("--to", choices=("s3prl", "hf"), required=True, help="the format")
+    p.add_argument("--out", type=Path, required=True, help="the directory to write (must not exist)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     p = sub.add_parser("corpus", help="build or import a corpus")
     csub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
@@ -180,6 +206,10 @@ def _dispatch(args) -> Optional[dict]:
             address=args.address, smoke=args.smoke, corpus=args.corpus, teacher=args.teacher, workers=args.workers,
             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, seed=args.seed,
         ))
+    if args.command == "convert":
+        from raydistill.convert import convert
+
+        return {"out": str(convert(args.checkpoint, args.out, args.to, force=args.force)), "format": args.to}
     if args.command == "export":
         from raydistill.export import export
         from raydistill.prepare import Workdir
@@ -197,6 +227,8 @@ def _dispatch(args) -> Optional[dict]:
                       pareto=args.pareto, objectives=args.objectives)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "compare":
+        return _compare(args)
     if args.command == "corpus":
         return _corpus(args)
     if args.command == "teacher":
@@ -223,17 +255,56 @@ def _describe(args) -> dict:
     return {"name": name, **describe(built, teacher)}
 
 
+def _budget(args):
+    from raydistill.evaluate.suite import EvalBudget
+
+    budget = EvalBudget.named(args.suite)
+    if args.tasks:
+        budget = budget.with_tasks(t.strip() for t in args.tasks.split(",") if t.strip())
+    return budget
+
+
+def _compare(args) -> dict:
+    from raydistill.evaluate.compare import compare_upstreams
+    from raydistill.evaluate.upstream import FBankUpstream
+    from raydistill.methods import TeacherInfo, student_model
+    from raydistill.models.checkpoint import load_student
+    from raydistill.models.hubert import HubertUpstream
+    from raydistill.prepare import Workdir, default_device, resolve_corpus, resolve_teacher
+
+    budget = _budget(args)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, found {args.seeds!r}") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
+    config, module, teacher_info = load_student(args.checkpoint)
+    workdir = Workdir(args.workdir)
+    corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke)
+    device = default_device()
+    spec = args.teacher or teacher_info.get("spec") or "embedded"
+    teacher = resolve_teacher(spec, workdir, corpus, smoke=args.smoke, device=device)
+    random_init = student_model(config, TeacherInfo.of(teacher.describe()), seed=0)
+    upstreams = [HubertUpstream(teacher.model, name="teacher"), HubertUpstream(module.model, name="student"),
+                 HubertUpstream(random_init, name="random_init"), FBankUpstream()]
+    result = compare_upstreams([u.to(device) if hasattr(u, "to") else u for u in upstreams], corpus, budget, seeds,
+                               device=device)
+    return {"checkpoint": str(args.checkpoint), "corpus": str(corpus.root), **result}
+
+
 def _evaluate(args) -> dict:
-    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream
+    from raydistill.evaluate.suite import evaluate_upstream
     from raydistill.models.checkpoint import load_student
     from raydistill.models.hubert import HubertUpstream
     from raydistill.prepare import Workdir, default_device, resolve_corpus
 
+    budget = _budget(args)
     config, module, teacher = load_student(args.checkpoint)
     corpus = resolve_corpus(args.corpus, Workdir(args.workdir), smoke=args.smoke)
     device = default_device()
     scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
-                               EvalBudget.named(args.suite), seed=args.seed, device=device)
+                               budget, seed=args.seed, device=device)
     return {"checkpoint": str(args.checkpoint), "suite": args.suite, "corpus": str(corpus.root), **scores}
 
 
