@@ -301,11 +301,15 @@ def best_trial(tracker, search_id: str) -> Optional[dict]:
 
 
 def print_summary(summary: dict, uri: str) -> None:
+    names = {"pr_per": "PER", "asr_wer": "WER", "ks_acc": "KS", "qbe_map": "QbE", "sid_acc": "SID",
+             "asv_eer": "EER", "ic_acc": "IC"}
+
     def fmt(d: Optional[dict]) -> str:
         if not d:
             return "n/a"
-        return (f"overall {d.get('overall_score', float('nan')):.2f}  PER {d.get('pr_per', float('nan')):.2f}  "
-                f"SID {d.get('sid_acc', float('nan')):.2f}")
+        tasks = "  ".join(f"{name} {d[key]:.1f}" for key, name in names.items() if key in d)
+        return (f"overall {d.get('overall_score', float('nan')):.2f}  superb {d.get('superb_score', float('nan')):.0f}"
+                f"  |  {tasks}")
 
     best = summary.get("best")
     lines = [
