@@ -172,6 +172,9 @@ def test_superb_score_maps_fbank_to_0_and_the_reference_to_1000():
     assert superb_score(better, fbank, ref) == pytest.approx(1000.0 * (1 + 1 + 1.5) / 3)
     tie = {**ref, "sid_acc": 10.0}  # no scale on SID: left out
     assert superb_score(half, fbank, tie) == pytest.approx(500.0)
+    worse = {**ref, "asv_eer": 40.0}  # the reference loses to FBank on ASV: no scale either
+    assert superb_score(half, fbank, worse) == pytest.approx(500.0)
+    assert superb_score({**half, "asv_eer": 35.0}, fbank, worse) == pytest.approx(500.0)
     out = score_metrics({**half, "overall_score": 1.0, "extra": 2.0}, {"fbank": fbank, "teacher": ref})
     assert out["superb_score"] == pytest.approx(500.0) and "extra" not in out
 

@@ -181,12 +181,16 @@ def score_metrics(scores: dict, references: Optional[dict] = None) -> dict:
 def superb_score(metrics: dict, fbank: dict, reference: dict) -> float:
     """SUPERB score (SUPERB.md §3.2): every task's metric mapped linearly so that FBank scores 0
     and the reference (here: the teacher, on the same corpus and budget) 1000, then averaged over
-    the tasks present in all three; works for error rates and accuracies alike. A task on which
-    FBank and the reference tie is left out (no scale). NaN if no task is left."""
+    the tasks present in all three. Metrics are compared as scores (error rates as 100 − x), and
+    a task on which the reference does not beat FBank is left out: its scale would be empty or
+    reversed (SUPERB's reference is the best model per task, so this never happens there). NaN
+    if no task is left."""
     parts = []
-    for key in OVERALL_SCORE_METRICS:
-        if key in metrics and key in fbank and key in reference and reference[key] != fbank[key]:
-            parts.append((metrics[key] - fbank[key]) / (reference[key] - fbank[key]))
+    for key, kind in OVERALL_SCORE_METRICS.items():
+        if key in metrics and key in fbank and key in reference:
+            x, f, r = (_AS_SCORE[kind](d[key]) for d in (metrics, fbank, reference))
+            if r > f:
+                parts.append((x - f) / (r - f))
     return 1000.0 * float(np.mean(parts)) if parts else float("nan")
 
 
