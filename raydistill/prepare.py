@@ -71,6 +71,19 @@ class Workdir:
         return self
 
 
+def check_corpus(spec: Optional[str]) -> None:
+    """A UserError unless ``spec`` is the embedded corpus or a corpus directory (cheap: run it
+    before anything is written or started)."""
+    if spec in (None, "embedded"):
+        return
+    path = Path(spec)
+    if not (path / MANIFEST).is_file():
+        raise UserError(
+            f"{path} is not a raydistill corpus (no {MANIFEST}); "
+            "for a LibriSpeech-layout directory run `raydistill corpus librispeech` first"
+        )
+
+
 def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False) -> Corpus:
     """``None``/``embedded``: synthesise (once) the embedded corpus; otherwise a corpus directory."""
     if spec in (None, "embedded"):
@@ -79,13 +92,8 @@ def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False
         config = CorpusConfig.smoke() if smoke else CorpusConfig.default()
         name = "espeak-smoke" if smoke else "espeak-default"
         return build_corpus(config, workdir.corpora / name)
-    path = Path(spec)
-    if not (path / MANIFEST).is_file():
-        raise UserError(
-            f"{path} is not a raydistill corpus (no {MANIFEST}); "
-            "for a LibriSpeech-layout directory run `raydistill corpus librispeech` first"
-        )
-    return Corpus.load(path)
+    check_corpus(spec)
+    return Corpus.load(Path(spec))
 
 
 def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool = False, device: str = "cpu") -> Teacher:

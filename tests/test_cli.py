@@ -42,6 +42,25 @@ def space_with_objectives(tmp_path, objectives: str):
     return str(path)
 
 
+def space_with_reuse(tmp_path, pattern: str):
+    path = tmp_path / "reuse.yaml"
+    text = (REPO / "search_spaces" / "arm.yaml").read_text()
+    path.write_text(text.replace("choices: [none, 2by2, 4by1]}", f"choices: [none, 2by2, 4by1, {pattern}]}}", 1))
+    return str(path)
+
+
+def wrong_shapes_teacher(tmp_path):
+    import torch
+
+    from raydistill.models.hubert import HubertConfig, HubertModel, hubert_conv
+
+    path = tmp_path / "teacher.pt"  # a real HuBERT state dict, but 2 x 32 wide, named hubert-base
+    small = HubertConfig(conv_layers=hubert_conv(16), embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64,
+                         pos_conv_kernel=8)
+    torch.save(HubertModel(small).encoder.state_dict(), path)
+    return f"torchaudio:{path}#hubert-base"
+
+
 def a_file(tmp_path):
     path = tmp_path / "plain-file"
     path.write_text("x")
@@ -94,6 +113,15 @@ CASES = [
     ("bad teacher spec", lambda t: ["teacher", "info", "wav2vec:/x"], "bad teacher 'wav2vec:/x'"),
     ("missing teacher file", lambda t: ["teacher", "info", f"torchaudio:{t / 'x.pt'}"], "teacher file .*x.pt does not exist"),
     ("corpus dir that is not a corpus", lambda t: ["corpus", "info", str(t)], "no corpus at"),
+    ("unreachable Ray address", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                          "--address", "127.0.0.1:9"], "cannot connect to the Ray cluster at 127.0.0.1:9"),
+    ("reuse pattern longer than the student", lambda t: ["search", "--space", space_with_reuse(t, "3by4"),
+                                                        "--workdir", str(t / "w")],
+     "reuse pattern 3by4 covers 12 layers but the student has 4"),
+    ("missing corpus", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                  "--corpus", str(t / "none")], "none is not a raydistill corpus"),
+    ("teacher with wrong shapes", lambda t: ["teacher", "info", wrong_shapes_teacher(t)],
+     "does not match the hubert-base layout"),
 ]
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, student_model
 from raydistill.models.hubert import count_params
-from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.prepare import Workdir, check_corpus, default_device, ensure_targets, resolve_corpus, resolve_teacher
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.space import SearchSpace, load_space
 from raydistill.search.trial import DRIVER_MEMORY, trial_config, trial_driver
@@ -67,6 +67,8 @@ def run_search(opts: SearchOptions) -> dict:
     if opts.trials < 1:
         raise UserError(f"--trials must be >= 1, found {opts.trials}")
     search_id = _search_id(workdir, opts)
+    check_address(opts.address)  # before anything is written
+    check_corpus(opts.corpus)
     from raydistill.tracking.mlflow import SearchTracker
 
     uri = opts.mlflow_uri or workdir.mlflow_uri
@@ -166,12 +168,31 @@ def student_name(config) -> str:
     return name
 
 
+def check_address(address: Optional[str], timeout: float = 5.0) -> None:
+    """A UserError unless something listens at the Ray address (``host:port`` or
+    ``ray://host:port``; ``auto`` and addresses without a port are left to Ray): Ray itself
+    retries an unreachable GCS for minutes before it gives up."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except OSError:
+        raise UserError(f"cannot connect to the Ray cluster at {address}: nothing answers there") from None
+
+
 def connect(address: Optional[str]):
     """Join the given Ray cluster, or start a local one (dashboard on 127.0.0.1 only)."""
     import ray
 
     if ray.is_initialized():
         return ray
+    check_address(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True)

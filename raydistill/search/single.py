@@ -19,7 +19,7 @@ from raydistill.errors import UserError
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.methods import TeacherInfo, student_model, teacher_needs
 from raydistill.models.hubert import count_params
-from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.prepare import Workdir, check_corpus, default_device, ensure_targets, resolve_corpus, resolve_teacher
 from raydistill.utils import log, read_yaml, stable_hash
 
 CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source"}
@@ -53,7 +53,7 @@ def read_config_file(path: Path) -> dict:
 
 def run_train(opts: TrainOptions) -> dict:
     from raydistill.search.baselines import Baselines
-    from raydistill.search.run import connect, make_setup
+    from raydistill.search.run import check_address, connect, make_setup
     from raydistill.search.trial import make_trainer
     from raydistill.tracking.mlflow import KIND, client_for, experiment_id, log_dict_artifact, log_metrics, numeric
 
@@ -62,6 +62,8 @@ def run_train(opts: TrainOptions) -> dict:
     doc = read_config_file(opts.config)
     config = TrainConfig.from_dict(doc["train"], where=f"{opts.config}: train")
     smoke = bool(doc.get("smoke", False)) if opts.smoke is None else opts.smoke
+    check_corpus(opts.corpus or doc.get("corpus"))  # before anything is written
+    check_address(opts.address)
     uri = opts.mlflow_uri or workdir.mlflow_uri
     client = client_for(uri)
     exp = experiment_id(client, opts.experiment, None if opts.mlflow_uri else workdir.mlflow_artifacts)
