@@ -217,3 +217,11 @@ def test_describe_cli_prints_the_sizes(capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "kd" and out["params_train"] == out["params"] + 32 * 100 + 100
     assert main(["describe", "--preset", "nope"]) == 2
+
+
+@pytest.mark.parametrize("name", ["distilhubert", "kd"])
+def test_an_exploding_learning_rate_stops_the_run_as_diverged(name, tiny_corpus, store, teacher, tmp_path):
+    from raydistill.train.loop import Diverged
+
+    with pytest.raises(Diverged, match=r"loss became (nan|inf) at step \d"):
+        _run(name, tiny_corpus, store, teacher, tmp_path, lr=1e30, max_steps=8, warmup_frac=0.0)

@@ -97,8 +97,8 @@ class EvalBudget:
             name="smoke", train_utts=48, dev_utts=16, test_utts=16,
             pr_steps=60, pr_batch_size=8, pr_lr=5e-3, pr_eval_every=20,
             sid_steps=60, sid_lr=1e-3, sid_eval_every=10,
-            asr_steps=20, asr_batch_size=4, asr_eval_every=10, asr_hidden=32,
-            asv_steps=20, asv_batch_size=8, asv_eval_every=10,
+            asr_steps=10, asr_batch_size=4, asr_eval_every=10, asr_hidden=32,
+            asv_steps=10, asv_batch_size=8, asv_eval_every=10,
         )
 
     @classmethod
