@@ -7,7 +7,8 @@ through one ``MlflowClient`` on the driver; trials never talk to MLflow.
 
 Tags: ``raydistill.kind`` = ``search`` | ``trial`` | ``baseline`` | ``train``;
 ``raydistill.baseline`` = ``teacher`` | ``random_init`` | ``fbank``;
-``raydistill.status`` = ``completed`` | ``stopped`` (by ASHA) | ``error``.
+``raydistill.status`` = ``completed`` | ``stopped`` (by ASHA) | ``diverged`` (loss NaN/inf;
+the reason in ``raydistill.error``) | ``error``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 # Training-curve and score metrics a trial result may carry (Tune adds many internal keys).
 TRIAL_METRICS = (
-    "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds",
+    "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds", "world_size",
     "probe_score", "probe_pr_per", "probe_sid_acc",
     *SCORE_METRICS,  # every task's test and dev metric, overall_score, superb_score, eval_seconds
     "params", "macs_per_second",  # the student's size: objectives of a multi-objective search
@@ -149,7 +150,7 @@ class SearchTracker:
         student = Path(checkpoint or "") / "student.pt"
         if checkpoint and student.is_file():
             self.client.log_artifact(run_id, str(student), artifact_path="student")
-        self.client.set_terminated(run_id, status="FAILED" if status == "error" else "FINISHED")
+        self.client.set_terminated(run_id, status="FAILED" if status in ("error", "diverged") else "FINISHED")
 
     # ------------------------------------------------------------------ baselines
     def log_baseline(self, name: str, key: str, metrics: dict, params: dict) -> str:

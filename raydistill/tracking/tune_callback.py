@@ -42,11 +42,20 @@ class MlflowTrialCallback(Callback):
         self.tracker.finish_trial(self._run(trial), status, checkpoint=result.get("checkpoint_path"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = ""
-        if getattr(trial, "error_file", None):
-            try:
-                error = open(trial.error_file).read().strip().splitlines()[-1]
-            except OSError:
-                pass
+        status, error = trial_error(getattr(trial, "error_file", None))
         result = trial.last_result or {}
-        self.tracker.finish_trial(self._run(trial), "error", checkpoint=result.get("checkpoint_path"), error=error)
+        self.tracker.finish_trial(self._run(trial), status, checkpoint=result.get("checkpoint_path"), error=error)
+
+
+def trial_error(error_file) -> tuple[str, str]:
+    """(status, reason) of a failed trial from its error file: ``diverged`` with the loop's
+    message when the loss became NaN/inf (Ray wraps it in a controller error, so the line is
+    searched for), otherwise ``error`` with the last line."""
+    try:
+        lines = open(error_file).read().strip().splitlines() if error_file else []
+    except OSError:
+        lines = []
+    diverged = [line for line in lines if "Diverged" in line and "loss became" in line]
+    if diverged:
+        return "diverged", diverged[-1].strip()
+    return "error", lines[-1] if lines else ""

@@ -129,7 +129,7 @@ def train(
         window.add(loss=loss.item(), grad_norm=float(grad_norm), audio_seconds=batch.seconds,
                    seconds=time.perf_counter() - started, **extra)
         if step % config.eval_every == 0 or step == opt.max_steps:
-            metrics = window.summary(step, scheduler.get_last_lr()[0])
+            metrics = {**window.summary(step, scheduler.get_last_lr()[0]), "world_size": world}
             final = step == opt.max_steps
             ckpt = None
             if rank == 0:

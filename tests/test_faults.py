@@ -1,0 +1,100 @@
+"""Scale and faults: the DDP loss normalisation, a trial on two Ray Train workers, and a diverging
+trial that is recorded in MLflow while the search goes on."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from raydistill.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rank_mean(rank: int, world: int, port: int, out):
+    from raydistill.methods.base import StepContext
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        ctx = StepContext.__new__(StepContext)
+        ctx.world = world
+        total = torch.tensor([3.0, 10.0][rank])  # rank 0: 3 over 2 frames; rank 1: 10 over 8 frames
+        count = [2, 8][rank]
+        out.put((rank, float(ctx.mean(total, count))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_means_average_to_the_global_mean():
+    """Each rank scales its sum by world / global count; DDP's gradient averaging over ranks then
+    gives the global per-frame mean, not the mean of per-rank means."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank_mean, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    values = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sum(values.values()) / 2 == pytest.approx((3.0 + 10.0) / (2 + 8))  # not (3/2 + 10/8) / 2
+
+
+def trial_runs(workdir, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    return {r.data.tags.get("raydistill.kind"): [x for x in runs if x.data.tags.get("raydistill.kind") ==
+                                                  r.data.tags.get("raydistill.kind")] for r in runs}
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_path):
+    space = yaml.safe_load((REPO / "search_spaces" / "all.yaml").read_text())
+    space["params"] = {"method": {"type": "categorical", "choices": ["dicehubert", "distilhubert"]}}
+    space["methods"] = {m: space["methods"][m] for m in ("dicehubert", "distilhubert")}
+    space["methods"]["distilhubert"]["optim"] = {"lr": 1.0e30}  # explodes at once
+    path = tmp_path / "diverge.yaml"
+    path.write_text(yaml.safe_dump(space))
+    workdir = tmp_path / "runs"
+    code = main(["search", "--space", str(path), "--smoke", "--trials", "2", "--workdir", str(workdir),
+                 "--experiment", "faults", "--name", "diverge"])
+    assert code == 0
+    trials = {t.data.params["method"]: t for t in trial_runs(workdir, "faults")["trial"]}
+    assert set(trials) == {"dicehubert", "distilhubert"}  # one run each, none duplicated
+    diverged = trials["distilhubert"]
+    assert diverged.data.tags["raydistill.status"] == "diverged"
+    assert "loss became" in diverged.data.tags["raydistill.error"]
+    assert diverged.info.status == "FAILED"
+    healthy = trials["dicehubert"]
+    assert healthy.data.tags["raydistill.status"] in ("completed", "stopped")
+    assert "overall_score" in healthy.data.metrics
+
+
+@pytest.mark.slow
+def test_a_trial_on_two_ddp_workers(ray_cluster, tmp_path, capsys):
+    space = yaml.safe_load((REPO / "search_spaces" / "dice.yaml").read_text())
+    train = {**space["base"], **space["smoke"], "method": "dicehubert"}
+    train["optim"] = {**space["base"]["optim"], **space["smoke"]["optim"]}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"train": train, "smoke": True}))
+    capsys.readouterr()
+    code = main(["train", "--config", str(config), "--workdir", str(tmp_path / "runs"), "--experiment", "ddp",
+                 "--workers", "2", "--cpus-per-worker", "1"])
+    assert code == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out)
+    assert 0 < summary["overall_score"] <= 100 and summary["world_size"] == 2
