@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="budget: probe (PR + SID, fast), full (every task), smoke (tiny)")
     p.add_argument("--tasks", metavar="TASK,...",
                    help="only these tasks, from pr,sid,ks,ic,asr,asv,qbe (default: the suite's)")
+    p.add_argument("--lr-grid", metavar="SCALE,...",
+                   help="tune every head's learning rate on dev over lr × these scales, as SUPERB does "
+                        "(e.g. 0.3,1,3; default: the suite's fixed learning rates)")
     p.add_argument("--corpus", help="corpus directory (default: the embedded corpus in --workdir)")
     p.add_argument("--workdir", type=Path, default=Path("runs"))
     p.add_argument("--smoke", action="store_true", help="use the smoke corpus")
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="the teacher (default: the one the checkpoint names)")
     p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full")
     p.add_argument("--tasks", metavar="TASK,...", help="only these tasks (default: the suite's)")
+    p.add_argument("--lr-grid", metavar="SCALE,...", help="tune each head's learning rate on dev over lr × scales")
     p.add_argument("--seeds", default="0,1,2", help="evaluation seeds (default 0,1,2)")
     p.add_argument("--corpus", help="corpus directory (default: the embedded corpus in --workdir)")
     p.add_argument("--workdir", type=Path, default=Path("runs"))
@@ -261,6 +265,12 @@ def _budget(args):
     budget = EvalBudget.named(args.suite)
     if args.tasks:
         budget = budget.with_tasks(t.strip() for t in args.tasks.split(",") if t.strip())
+    if args.lr_grid:
+        try:
+            scales = [float(x) for x in args.lr_grid.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--lr-grid must be comma-separated numbers, found {args.lr_grid!r}") from None
+        budget = budget.with_lr_scales(scales)
     return budget
 
 

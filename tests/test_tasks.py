@@ -244,3 +244,18 @@ def test_compare_reports_seed_spread_and_the_order(smoke_corpus):
     (gap,) = result["gaps"]
     assert gap["gap"] == pytest.approx(clean["mean"]["overall_score"] - noisy["mean"]["overall_score"])
     assert result["ordered"] == (gap["gap"] > gap["spread"])
+
+
+def test_learning_rate_is_tuned_on_dev(smoke_corpus):
+    fbank = FBankUpstream(cmvn=False)
+    budget = EvalBudget.smoke().with_tasks(["sid", "ks"])
+    fixed = evaluate_upstream(fbank, smoke_corpus, budget, seed=0)
+    tuned = evaluate_upstream(fbank, smoke_corpus, budget.with_lr_scales([1e-6, 1.0]), seed=0)
+    for task in ("sid", "ks"):  # a 1e-6 × lr head cannot learn in 60 steps: dev picks the other
+        assert tuned[f"{task}_lr"] == fixed[f"{task}_lr"] == budget.sid_lr
+        assert tuned[f"{task}_acc"] == fixed[f"{task}_acc"]
+    frozen = evaluate_upstream(fbank, smoke_corpus, budget.with_lr_scales([1e-6]), seed=0)
+    assert frozen["sid_lr"] == pytest.approx(1e-6 * budget.sid_lr)
+    assert frozen["sid_acc_dev"] <= fixed["sid_acc_dev"]
+    with pytest.raises(Exception, match="lr_scales must be positive"):
+        budget.with_lr_scales([0.0])
