@@ -259,3 +259,19 @@ def test_learning_rate_is_tuned_on_dev(smoke_corpus):
     assert frozen["sid_acc_dev"] <= fixed["sid_acc_dev"]
     with pytest.raises(Exception, match="lr_scales must be positive"):
         budget.with_lr_scales([0.0])
+
+
+def test_compare_cli_prints_one_json_document(smoke_corpus, tmp_path, capsys):
+    from test_convert import student
+
+    path, _ = student(tmp_path)
+    capsys.readouterr()
+    assert main(["compare", "--checkpoint", str(path), "--teacher", f"raydistill:{path}", "--corpus",
+                 str(smoke_corpus.root), "--suite", "smoke", "--tasks", "ks", "--seeds", "0,1"]) == 0
+    out = json.loads(capsys.readouterr().out)  # progress went to stderr
+    assert [u["name"] for u in out["upstreams"]] == ["teacher", "student", "random_init", "fbank"]
+    assert all(len(u["scores"]) == 2 for u in out["upstreams"]) and len(out["gaps"]) == 3
+    # the "teacher" here is the student itself: same scores, so not strictly ordered
+    teacher, same = out["upstreams"][:2]
+    assert teacher["mean"] == same["mean"] and out["ordered"] is False
+    assert main(["compare", "--checkpoint", str(path), "--seeds", "a,b"]) == 2

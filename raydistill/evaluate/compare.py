@@ -15,6 +15,7 @@ import numpy as np
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import OVERALL_SCORE_METRICS, EvalBudget, evaluate_upstream, score_metrics
 from raydistill.evaluate.upstream import Upstream
+from raydistill.utils import log
 
 
 def compare_upstreams(upstreams: Sequence[Upstream], corpus: Corpus, budget: EvalBudget, seeds: Sequence[int], *,
@@ -33,7 +34,7 @@ def compare_upstreams(upstreams: Sequence[Upstream], corpus: Corpus, budget: Eva
         for seed in seeds:
             start = time.perf_counter()
             if progress:
-                print(f"[raydistill] scoring {upstream.name} (seed {seed}, {budget.name} suite)", flush=True)
+                log(f"scoring {upstream.name} (seed {seed}, {budget.name} suite)")
             scores.append(score_metrics(evaluate_upstream(upstream, corpus, budget, seed=seed, device=device)))
             seconds.append(time.perf_counter() - start)
         keys = [k for k in (metric, "overall_score", *OVERALL_SCORE_METRICS) if all(k in s for s in scores)]
