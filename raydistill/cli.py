@@ -18,7 +18,7 @@ from raydistill.errors import UserError
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
-  raydistill search --space search_spaces/dice.yaml          # a real search, ~1 h on 2 CPU cores
+  raydistill search --space search_spaces/dice.yaml          # a real search: 21 min on 2 CPU cores with caches, ~35 min the first time
   raydistill search --space search_spaces/dice.yaml --smoke  # the same, tiny (a few minutes)
   raydistill export --experiment raydistill --out exported   # best configs + student checkpoint
   raydistill train --config exported/best.yaml               # rerun an exported configuration
