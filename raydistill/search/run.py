@@ -187,12 +187,13 @@ def check_address(address: Optional[str], timeout: float = 5.0) -> None:
 
 
 def connect(address: Optional[str]):
-    """Join the given Ray cluster, or start a local one (dashboard on 127.0.0.1 only)."""
+    """Join the given Ray cluster, or start a local one (dashboard on 127.0.0.1 only).
+
+    Callers run :func:`check_address` first, before they write anything."""
     import ray
 
     if ray.is_initialized():
         return ray
-    check_address(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True)
