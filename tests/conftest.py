@@ -25,13 +25,21 @@ def tiny_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def _ray_session():
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, dashboard_host="127.0.0.1", include_dashboard=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(_ray_session):
+    """The session's local cluster, started on first use (and again after a test of
+    test_cluster.py stopped it: two Ray clusters on one machine must never run at once)."""
+    ray = _ray_session
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, dashboard_host="127.0.0.1", include_dashboard=True)
+    return ray
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ RUN_NAME = "mlflow.runName"
 # Training-curve and score metrics a trial result may carry (Tune adds many internal keys).
 TRIAL_METRICS = (
     "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds", "world_size",
+    "resumed_from_step",
     "probe_score", "probe_pr_per", "probe_sid_acc",
     *SCORE_METRICS,  # every task's test and dev metric, overall_score, superb_score, eval_seconds
     "params", "macs_per_second",  # the student's size: objectives of a multi-objective search
@@ -151,6 +152,20 @@ class SearchTracker:
         if checkpoint and student.is_file():
             self.client.log_artifact(run_id, str(student), artifact_path="student")
         self.client.set_terminated(run_id, status="FAILED" if status in ("error", "diverged") else "FINISHED")
+
+    def close_lost_trials(self) -> int:
+        """Once the tuner is done no trial can still run: a trial run left RUNNING belonged to a
+        driver that was killed before Tune saved that trial (so the resumed search could not
+        continue it). It is marked ``lost`` and KILLED, so every run is accounted for once."""
+        runs = self.client.search_runs(
+            [self.experiment], max_results=10_000,
+            filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{self.search_id}' "
+                          "and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self.client.set_tag(run.info.run_id, STATUS, "lost")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(runs)
 
     # ------------------------------------------------------------------ baselines
     def log_baseline(self, name: str, key: str, metrics: dict, params: dict) -> str:

@@ -1,0 +1,297 @@
+"""A real multi-node Ray cluster on this machine: a head (`ray start --head`, no CPUs, the
+dashboard for job submission) and two one-CPU worker nodes, each its own `ray start --block`
+process group, so killing a group is a node dying (raylet and its workers at once).
+
+Against it: a smoke search submitted with `ray job submit`; a search whose driver is killed
+and continued with `--resume`; a search during which the node running a trial is killed.
+Every check ends in MLflow: exactly one child run per trial, none missing, none duplicated.
+
+The session's local cluster (conftest) is stopped first: two Ray clusters on one machine
+must never run at once. All three searches share one workdir, so the corpus and the smoke
+teacher are built once.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+# Ray >= 2.59 turns on token authentication for `ray start --head`: every process that talks
+# to the cluster (nodes, `ray job`, drivers) must agree on the mode.
+ENV = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every process, from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            table[int(stat.parent.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    table, found = _processes(), set()
+    frontier = set(pids)
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+class Nodes:
+    """A head and worker nodes started with `ray start --block`, one process group each."""
+
+    def __init__(self, workers: int = 2):
+        self.temp = tempfile.mkdtemp(prefix="rdray", dir="/tmp")  # short: Ray's socket paths
+        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        self.head, self.workers = None, []
+        try:
+            self.head = self._start(0, ["--head", "--port", str(self.port), "--num-cpus", "0",
+                                        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
+                                        "--include-dashboard", "true", "--disable-usage-stats"])
+            _wait(self._listening, 120, "the Ray head")
+            for _ in range(workers):  # one at a time: nodes starting together race for ports
+                self.add_worker()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, index: int, args) -> subprocess.Popen:
+        # Every node on this machine gets its own ports (Ray's defaults would collide).
+        ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+        explicit = [x for flag in ports for x in (flag, str(_free_port()))]
+        low = 20_000 + 1_000 * index
+        explicit += ["--min-worker-port", str(low), "--max-worker-port", str(low + 999)]
+        return subprocess.Popen([RAY, "start", "--block", "--temp-dir", self.temp, *explicit, *args], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def add_worker(self) -> subprocess.Popen:
+        """A one-CPU worker node, returned once the cluster counts its CPU."""
+        before = self.cpus()
+        node = self._start(len(self.workers) + 1, ["--address", self.address, "--num-cpus", "1"])
+        self.workers.append(node)
+        _wait(lambda: self.cpus() > before, 180, "a new worker node")
+        return node
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def cpus(self) -> float:
+        out = subprocess.run([RAY, "status", "--address", self.address], env=ENV, capture_output=True, text=True)
+        line = next((x for x in out.stdout.splitlines() if x.strip().endswith("CPU")), "")
+        return float(line.split("/")[-1].split()[0]) if "/" in line else 0.0
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """The node dies at once: SIGKILL to its `ray start`, raylet, agents and every worker
+        process under them (Ray puts workers in process groups of their own)."""
+        group = {pid for pid, (_, pgid) in _processes().items() if pgid == node.pid}
+        for pid in group | _descendants(group):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        node.wait()
+
+    def node_of(self, pid: int) -> subprocess.Popen:
+        """The node whose process tree holds ``pid``."""
+        table = _processes()
+        while pid > 1:
+            for node in [self.head, *self.workers]:
+                if table.get(pid, (0, 0))[1] == node.pid:
+                    return node
+            pid = table.get(pid, (1, 0))[0]
+        raise LookupError("process not under any node of this cluster")
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            if node is not None and node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
+        current = Path("/tmp/ray/ray_current_cluster")  # stale, it would mislead a later `ray.init`
+        if current.is_file() and self.address.split(":")[1] in current.read_text():
+            current.unlink()
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # the session's local cluster; the next module's ray_cluster restarts it
+    cluster = Nodes(workers=2)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    """dice.yaml with longer smoke trials: four checkpoints each, so a fault lands between two."""
+    raw = yaml.safe_load((REPO / "search_spaces" / "dice.yaml").read_text())
+    raw["smoke"] = {"optim": {"max_steps": 16, "batch_seconds": 12}, "eval_every": 4}
+    path = tmp_path_factory.mktemp("space") / "cluster.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The searches' shared workdir, its MLflow store created up front: the tests poll it while
+    a driver writes, and two processes creating one SQLite store at once race in its migrations."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("cluster") / "runs"
+    path.mkdir()
+    MlflowClient(f"sqlite:///{path / 'mlflow.db'}").search_experiments()
+    return path
+
+
+def search_cmd(space, workdir, experiment, name, *extra):
+    """A smoke search; ASHA may stop a trial only at its last evaluation, so a fault injected
+    after any checkpoint finds the trial still running."""
+    return [sys.executable, "-m", "raydistill", "search", "--space", str(space), "--smoke", "--grace-period", "4",
+            "--workdir", str(workdir), "--experiment", experiment, "--name", name, *extra]
+
+
+def runs_of(workdir, experiment, kind="trial"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, []
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`raydistill.kind` = '{kind}'",
+                              max_results=1000)
+    return client, runs
+
+
+def assert_once_per_trial(workdir, experiment, trials: int):
+    """Exactly ``trials`` child runs, one per Tune trial id, all ended (none left RUNNING)."""
+    client, runs = runs_of(workdir, experiment)
+    ids = [r.data.tags["raydistill.trial_id"] for r in runs]
+    assert len(ids) == trials and len(set(ids)) == trials, ids
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    assert all(r.data.tags["raydistill.status"] in ("completed", "stopped") for r in runs)
+    assert all("overall_score" in r.data.metrics for r in runs)  # stopped ones scored from their checkpoint
+    _, searches = runs_of(workdir, experiment, kind="search")
+    assert len(searches) == 1 and searches[0].info.status == "FINISHED"
+    return client, runs
+
+
+def resumed_steps(client, run) -> list[float]:
+    return [m.value for m in client.get_metric_history(run.info.run_id, "resumed_from_step")]
+
+
+def test_a_search_submitted_with_ray_job_submit(nodes, space, workdir):
+    entrypoint = search_cmd(space, workdir, "jobs", "submitted", "--trials", "2")
+    started = time.monotonic()
+    out = subprocess.run([RAY, "job", "submit", "--address", nodes.dashboard, "--submission-id", "raydistill-smoke",
+                          "--", *entrypoint], env=ENV, capture_output=True, text=True, timeout=900)
+    print(f"ray job submit: {time.monotonic() - started:.0f} s")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "succeeded" in out.stdout
+    status = subprocess.run([RAY, "job", "status", "--address", nodes.dashboard, "raydistill-smoke"], env=ENV,
+                            capture_output=True, text=True)
+    assert "succeeded" in status.stdout  # `ray job status`: "Job 'raydistill-smoke' succeeded"
+    assert_once_per_trial(workdir, "jobs", 2)
+
+
+def _running_trial_with_checkpoint(workdir, experiment):
+    """A trial run that has reported (so has a checkpoint) and is still running, or None."""
+    _, runs = runs_of(workdir, experiment)
+    return next((r for r in runs if r.info.status == "RUNNING" and "loss" in r.data.metrics), None)
+
+
+def test_a_killed_driver_resumes_without_duplicate_runs(nodes, space, workdir, tmp_path):
+    args = ("--trials", "3", "--max-concurrent", "1", "--address", nodes.address)
+    log = tmp_path / "driver.log"
+    driver = subprocess.Popen(search_cmd(space, workdir, "resume", "resumed", *args), env=ENV,
+                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # kill it while the second trial runs, past its first checkpoint (so Tune has saved it)
+        def second_trial_mid_run():
+            assert driver.poll() is None, "the search ended before its driver could be killed: " + log.read_text()[-2000:]
+            _, runs = runs_of(workdir, "resume")
+            done = [r for r in runs if r.info.status == "FINISHED"]
+            return done and _running_trial_with_checkpoint(workdir, "resume")
+
+        victim = _wait(second_trial_mid_run, 600, "the second trial's first checkpoint", every=0.5)
+        assert driver.poll() is None
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    killed_at = time.monotonic()
+    out = subprocess.run(search_cmd(space, workdir, "resume", "resumed", "--resume", *args), env=ENV,
+                         capture_output=True, text=True, timeout=900)
+    print(f"resume after a driver kill: {time.monotonic() - killed_at:.0f} s to the end of the search")
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = assert_once_per_trial(workdir, "resume", 3)
+    (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]  # the same run, re-attached
+    assert max(resumed_steps(client, again)) > 0  # continued from its Train checkpoint
+
+
+def test_a_node_dies_and_the_interrupted_trial_restarts_from_its_checkpoint(nodes, space, workdir):
+    args = ("--trials", "2", "--max-concurrent", "1", "--address", nodes.address)
+    driver = subprocess.Popen(search_cmd(space, workdir, "nodekill", "nodekill", *args), env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def first_checkpoint():
+            assert driver.poll() is None, "the search ended before a node could be killed: " + driver.stdout.read()[-2000:]
+            return _running_trial_with_checkpoint(workdir, "nodekill")
+
+        victim = _wait(first_checkpoint, 600, "a trial's first checkpoint", every=0.5)
+        listed = subprocess.run([RAY, "list", "actors", "--address", nodes.dashboard, "--format", "json",
+                                 "-f", "class_name=RayTrainWorker", "-f", "state=ALIVE", "--detail"],
+                                env=ENV, capture_output=True, text=True)
+        (worker,) = json.loads(listed.stdout)
+        node = nodes.node_of(worker["pid"])
+        assert node is not nodes.head  # the head has no CPUs
+        nodes.kill(node)
+        killed_at = time.monotonic()
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    print(f"after the node kill: {time.monotonic() - killed_at:.0f} s to the end of the search")
+    assert driver.returncode == 0, output[-4000:]
+    client, runs = assert_once_per_trial(workdir, "nodekill", 2)
+    (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]
+    assert max(resumed_steps(client, again)) > 0  # restarted from its last checkpoint, not from step 0
