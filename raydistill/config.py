@@ -93,9 +93,14 @@ class OptimConfig:
     max_seconds: float = 15.6  # longer utterances are randomly cropped (on frame boundaries)
     grad_clip: float = 10.0
     feature_grad_mult: float = 0.1  # CNN gradients × 0.1, as HuBERT
+    # "auto": bf16 autocast on CUDA, fp32 elsewhere (CPU bf16 autocast is slower than fp32 on
+    # CPUs without bf16 matmul units); "bf16" / "fp32" force it.
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the student (dynamic shapes: batches vary in length)
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, found {self.lr}")
         if self.max_steps < 1:

@@ -88,3 +88,19 @@ def test_nan_loss_stops_training(data, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load", poisoned)
     with pytest.raises(Diverged, match="loss became nan at step 0"):
         train(CONFIG, data, report=lambda m, c: None, checkpoint_dir=tmp_path)
+
+
+def test_bf16_autocast_trains_and_reports(data, tmp_path):
+    """optim.precision: bf16 autocast (the GPU default) works on CPU too. (optim.compile is
+    measured by bench/step.py: inductor takes minutes to compile on 2 CPU cores.)"""
+    from raydistill.train.loop import autocast_dtype
+
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    config = dataclasses.replace(CONFIG, optim=dataclasses.replace(CONFIG.optim, precision="bf16"))
+    reports = []
+    train(config, data, report=lambda m, c: reports.append((m, c)), checkpoint_dir=tmp_path)
+    metrics, ckpt = reports[-1]
+    assert np.isfinite(metrics["loss"]) and metrics["resumed_from_step"] == 0
+    loaded, module, _ = load_student(ckpt / STUDENT_FILE)
+    assert loaded.optim.precision == "bf16"

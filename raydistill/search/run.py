@@ -57,6 +57,7 @@ class SearchOptions:
     reduction_factor: int = 2
     max_failures: int = 1  # Train worker restarts per trial
     objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
+    final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
 
 
 def run_search(opts: SearchOptions) -> dict:
@@ -66,6 +67,8 @@ def run_search(opts: SearchOptions) -> dict:
     objectives = resolve_objectives(opts.objectives, space.objectives)
     if opts.trials < 1:
         raise UserError(f"--trials must be >= 1, found {opts.trials}")
+    if opts.final_suite not in ("full", "probe"):
+        raise UserError(f"--final-suite must be full or probe, found {opts.final_suite!r}")
     search_id = _search_id(workdir, opts)
     check_address(opts.address)  # before anything is written
     check_corpus(opts.corpus)
@@ -81,7 +84,7 @@ def run_search(opts: SearchOptions) -> dict:
     corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke)
     teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device)
     store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers), device=device)
-    budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": "full"}
+    budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
     prep_seconds = time.monotonic() - started
 
     tracker.start_search(search_id, {
@@ -103,6 +106,9 @@ def run_search(opts: SearchOptions) -> dict:
         tune_started = time.monotonic()
         results = _tune(opts, space, setup, tracker, workdir, search_id, objectives)
         tune_seconds = time.monotonic() - tune_started
+        lost = tracker.close_lost_trials()
+        if lost:
+            log(f"{lost} trial run(s) of a killed driver were never restored by Tune: marked lost in MLflow")
         evaluate_stopped_trials(tracker, results, setup)
         best = best_trial(tracker, search_id)
         if best is not None and best.get("config_json"):

@@ -88,6 +88,10 @@ def train_worker(loop_config: dict) -> None:
     # methods that run the teacher in the loop (masked input, attention maps) load it here
     live_teacher = load_teacher(setup["teacher"]["source"]) if needs.live else None
     device = ray.train.torch.get_device()
+    if device.type == "cuda" and 0 < setup["gpus_per_worker"] < 1:
+        # Ray's GPU fractions are logical only: cap this process's share of the memory so
+        # students sharing a GPU cannot starve each other (an OOM stays in its own trial).
+        torch.cuda.set_per_process_memory_fraction(setup["gpus_per_worker"], device)
     rank = ray.train.get_context().get_world_rank()
     evaluate = make_evaluator(corpus, setup["budgets"], seed=setup["eval_seed"], device=device,
                               references=setup.get("references")) if rank == 0 else None

@@ -13,6 +13,9 @@ minimises the method's loss.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -42,6 +45,39 @@ def lr_lambda(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 when asked, or on CUDA by default ("auto"); None means full fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def prefetched(batches, device: torch.device):
+    """On CUDA: load the next batch (FLAC decoding, cropping, cache reads) in a thread while the
+    GPU runs this step, with its tensors in pinned memory so the copy to the GPU is asynchronous.
+    Elsewhere the batches pass through unchanged (the loading competes for the same cores)."""
+    if device.type != "cuda":
+        yield from batches
+        return
+
+    def load(out: list):
+        batch = next(batches)
+        out.append(dataclasses.replace(
+            batch, wave=batch.wave.pin_memory(),
+            labels=batch.labels.pin_memory() if batch.labels is not None else None,
+            features={k: v.pin_memory() for k, v in batch.features.items()}))
+
+    slot: list = []
+    thread = threading.Thread(target=load, args=(slot,), daemon=True)
+    thread.start()
+    while True:
+        thread.join()
+        batch = slot.pop()
+        thread = threading.Thread(target=load, args=(slot,), daemon=True)
+        thread.start()
+        yield batch
 
 
 def train(
@@ -95,13 +131,18 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+    resumed_from_step = step  # reported: a trial restarted after a fault shows where it picked up
+    amp = autocast_dtype(opt.precision, device)
+    if opt.compile:
+        module.model.compile(dynamic=True)  # in place: state_dict keys unchanged
     layer_drop = getattr(config.student, "layer_drop", 0.0) > 0  # dropped layers get no gradient
     trained = nn.parallel.DistributedDataParallel(module, find_unused_parameters=layer_drop) if world > 1 else module
     centroids = data.centroids.to(device) if data.centroids is not None else None
     checkpoint_dir = Path(checkpoint_dir)
     mask_rng = torch.Generator().manual_seed(config.seed * 1000 + rank + 7919 * step)
 
-    batches = data.iterate(opt.batch_seconds, opt.max_seconds, seed=config.seed, start_step=step, rank=rank, world=world)
+    batches = prefetched(data.iterate(opt.batch_seconds, opt.max_seconds, seed=config.seed, start_step=step,
+                                      rank=rank, world=world), device)
     window = _Window()
     metrics: dict = {}
     module.train()
@@ -114,10 +155,12 @@ def train(
             frames = module.model.frames(wave.shape[1])
             prob = config.mask.prob_at(step, opt.max_steps)
             mask = sample_mask(config.mask, [frames] * wave.shape[0], frames, prob=prob, generator=mask_rng).to(device)
-        out = method.forward(trained, wave, mask, config)
         ctx = StepContext(config, step, batch, teacher_info=info, teacher=live_teacher, centroids=centroids,
                           device=device, world=world)
-        loss, extra = method.loss(module, out, mask, ctx)
+        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            out = method.forward(trained, wave, mask, config)
+            loss, extra = method.loss(module, out, mask, ctx)
+        loss = loss.float()
         if not torch.isfinite(loss):
             raise Diverged(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -129,7 +172,8 @@ def train(
         window.add(loss=loss.item(), grad_norm=float(grad_norm), audio_seconds=batch.seconds,
                    seconds=time.perf_counter() - started, **extra)
         if step % config.eval_every == 0 or step == opt.max_steps:
-            metrics = {**window.summary(step, scheduler.get_last_lr()[0]), "world_size": world}
+            metrics = {**window.summary(step, scheduler.get_last_lr()[0]), "world_size": world,
+                       "resumed_from_step": resumed_from_step}
             final = step == opt.max_steps
             ckpt = None
             if rank == 0:
