@@ -169,6 +169,8 @@ def test_missing_espeak_is_a_user_error(tmp_path, monkeypatch):
         ({"speed": (0.1, 1.0)}, "speed"),
         ({"base_pitch": (0, 120)}, "base_pitch"),
         ({"workers": 0}, "workers"),
+        ({"flite_frac": 1.5}, "flite_frac"),
+        ({"speaker_speed": (1.3, 0.8)}, "speaker_speed"),
     ],
 )
 def test_bad_config_raises_value_error(change, message):
@@ -205,3 +207,30 @@ def test_default_plan_splits_and_balance():
     intents = Counter(_intent(u) for u in planned if u.intent)
     assert _spread(keywords, KEYWORD_CLASSES) <= 5  # at most one extra per (pool, split) group
     assert len(intents) == 31 and _spread(intents, INTENTS) <= 5
+
+
+def test_flite_speakers_and_per_speaker_warp(tmp_path):
+    """flite_frac voices a share of each pool with flite (its ARPAbet phones mapped to espeak-ng's
+    inventory); speaker_speed gives every speaker one resampling factor for all its utterances."""
+    import dataclasses
+
+    from raydistill.corpus.voices import ARPABET
+
+    config = dataclasses.replace(TINY, name="mixed", flite_frac=0.5, speaker_speed=(0.8, 1.25))
+    corpus = build_corpus(config, tmp_path / "mixed", progress=False)
+    flite = [u for u in corpus.utterances if u.meta["voice"].startswith("flite:")]
+    assert {u.speaker_pool for u in flite} == {"seen", "unseen"}
+    assert len({u.speaker for u in flite}) == 3 + 2  # half of 6 seen, half of 4 unseen
+    assert {u.speaker for u in flite} == {u.speaker for u in corpus.utterances if u.speaker.startswith("flite+")}
+    spoken = [u for u in flite if u.kind == "sentence"]
+    assert spoken and all(u.phones and set(u.phones) <= set(ARPABET.values()) for u in spoken)
+    assert all(sf.info(corpus.audio_path(u)).samplerate == 16000 for u in flite[:5])
+    # one factor per speaker: an utterance's speed is it times the per-utterance (0.95, 1.05)
+    by_speaker = {}
+    for u in corpus.utterances:
+        if u.kind != "silence":
+            by_speaker.setdefault(u.speaker, []).append(u.meta["speed"])
+    spans = [max(v) / min(v) for v in by_speaker.values()]
+    assert max(spans) < 1.05 / 0.95 + 0.01  # within a speaker: only the per-utterance spread
+    lows = sorted(min(v) for v in by_speaker.values())
+    assert lows[-1] / lows[0] > 1.1  # across speakers: the per-speaker factor

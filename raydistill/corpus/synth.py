@@ -51,7 +51,18 @@ from raydistill.corpus.text import (
     keyword_text,
     sentence,
 )
-from raydistill.corpus.voices import ESPEAK_SAMPLE_RATE, Voice, espeak_version, pick_voices, require_espeak, speak
+from raydistill.corpus.voices import (
+    ESPEAK_SAMPLE_RATE,
+    FLITE_VOICES,
+    Voice,
+    espeak_version,
+    flite_speak,
+    pick_flite_voices,
+    pick_voices,
+    require_espeak,
+    require_flite,
+    speak,
+)
 from raydistill.errors import UserError
 from raydistill.utils import Progress, atomic_dir, log
 
@@ -84,10 +95,16 @@ class CorpusConfig:
     noise: bool = True  # add white/pink/brown noise to speech (`_silence_` is noise regardless)
     snr_db: tuple[float, float] = (10.0, 30.0)
     speed: tuple[float, float] = (0.95, 1.05)  # speed perturbation by resampling (tempo and pitch)
+    # A speaker's own resampling factor, drawn once per speaker: it scales formants (a
+    # vocal-tract-length change), pitch and tempo together, on top of the per-utterance `speed`.
+    speaker_speed: tuple[float, float] = (1.0, 1.0)
+    # Share of the seen and of the unseen speakers voiced by flite instead of espeak-ng (its
+    # voices come from recordings of real speakers: less regular spectra than formant synthesis).
+    flite_frac: float = 0.0
     workers: int = 2  # synthesis threads, each driving one espeak-ng process at a time
 
     def __post_init__(self):
-        for name in ("base_pitch", "base_rate", "gain_db", "snr_db", "speed"):  # YAML gives lists
+        for name in ("base_pitch", "base_rate", "gain_db", "snr_db", "speed", "speaker_speed"):  # YAML gives lists
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _check(self.num_seen_speakers >= 1, "num_seen_speakers must be >= 1", self.num_seen_speakers)
         _check(self.num_unseen_speakers >= 0, "num_unseen_speakers must be >= 0", self.num_unseen_speakers)
@@ -109,6 +126,8 @@ class CorpusConfig:
         _check_range("gain_db", self.gain_db, -60, 6)
         _check_range("snr_db", self.snr_db, -20, 100)
         _check_range("speed", self.speed, 0.5, 2.0)
+        _check_range("speaker_speed", self.speaker_speed, 0.5, 2.0)
+        _check(0.0 <= self.flite_frac <= 1.0, "flite_frac must be in [0, 1]", self.flite_frac)
         _check(self.workers >= 1, "workers must be >= 1", self.workers)
 
     @classmethod
@@ -158,10 +177,11 @@ class _Job:
     utt_id: str
     kind: str
     text: str
+    engine: str  # "espeak" or "flite"
     voice: str
     pitch: int
     rate: int
-    speed_hz: int  # espeak-ng's 22.05 kHz output is read as if sampled at this rate
+    speed_hz: int  # the synthesiser's output (espeak-ng 22.05 kHz, flite 8/16 kHz) is read as if sampled at this rate
     gain_db: float
     noise: Optional[str]
     snr_db: Optional[float]
@@ -208,9 +228,24 @@ def utt_seed(seed: int, utt_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{utt_id}".encode()).digest()[:8], "little")
 
 
+def speakers(config: CorpusConfig) -> list[Voice]:
+    """The seen speakers, then the unseen ones; ``flite_frac`` of each pool voiced by flite."""
+    n_flite = [round(config.flite_frac * n) for n in (config.num_seen_speakers, config.num_unseen_speakers)]
+    espeak = pick_voices(config.num_speakers - sum(n_flite), config.seed, config.base_pitch, config.base_rate)
+    if not sum(n_flite):
+        return espeak
+    flite = pick_flite_voices(sum(n_flite), config.seed)
+    n_seen = config.num_seen_speakers - n_flite[0]
+    seen, unseen = espeak[:n_seen] + flite[: n_flite[0]], espeak[n_seen:] + flite[n_flite[0]:]
+    rng = random.Random(f"speakers:{config.seed}")
+    rng.shuffle(seen)
+    rng.shuffle(unseen)  # unseen speakers alternate dev/test: both get flite voices
+    return seen + unseen
+
+
 def plan(config: CorpusConfig) -> list[tuple[Utterance, _Job]]:
     """Every utterance of the corpus (``num_samples``/``phones`` still unknown) and its job."""
-    voices = pick_voices(config.num_speakers, config.seed, config.base_pitch, config.base_rate)
+    voices = speakers(config)
     stratify = _Stratifier(config.dev_frac, config.test_frac)
     handed_out: Counter = Counter()  # (pool, split, kind) -> labels given so far
     planned = []
@@ -250,19 +285,24 @@ def _plan_one(
         text = keyword_text(keyword, rng)
     else:
         text = sentence(rng)
-    pitch = min(max(voice.pitch + rng.randint(-config.pitch_jitter, config.pitch_jitter), 0), 99)
+    # espeak-ng: pitch in its 0-99 units, rate in words/min; flite: mean F0 in Hz, stretch in %
+    pitch = voice.pitch + rng.randint(-config.pitch_jitter, config.pitch_jitter)
+    pitch = min(max(pitch, 0), 99) if voice.engine == "espeak" else pitch
     rate = round(voice.rate * (1 + rng.uniform(-config.rate_jitter, config.rate_jitter)))
+    native_hz = ESPEAK_SAMPLE_RATE if voice.engine == "espeak" else FLITE_VOICES[voice.variant]
     # A multiple of 100 Hz keeps gcd(speed_hz, 16000) >= 100, so the resampling kernel is small.
-    speed_hz = 100 * round(ESPEAK_SAMPLE_RATE * rng.uniform(*config.speed) / 100)
+    speaker_factor = random.Random(utt_seed(config.seed, f"speaker:{voice.id}")).uniform(*config.speaker_speed)
+    speed_hz = 100 * round(native_hz * speaker_factor * rng.uniform(*config.speed) / 100)
     gain_db = round(rng.uniform(*config.gain_db), 2)
     noise = rng.choice(sorted(_NOISE_ALPHA)) if config.noise or kind == "silence" else None
     snr_db = round(rng.uniform(*config.snr_db), 2) if noise else None
-    job = _Job(utt_id, kind, text, voice.espeak_name, pitch, rate, speed_hz, gain_db, noise, snr_db, seed)
+    name = voice.espeak_name if voice.engine == "espeak" else voice.variant
+    job = _Job(utt_id, kind, text, voice.engine, name, pitch, rate, speed_hz, gain_db, noise, snr_db, seed)
     meta = {
-        "voice": voice.espeak_name,
+        "voice": voice.espeak_name if voice.engine == "espeak" else f"flite:{voice.variant}",
         "pitch": pitch,
         "rate": rate,
-        "speed": round(speed_hz / ESPEAK_SAMPLE_RATE, 4),
+        "speed": round(speed_hz / native_hz, 4),
         "gain_db": gain_db,
         "noise": noise,
         "snr_db": snr_db,  # for `_silence_`: relative to a nominal speech level at this gain
@@ -298,7 +338,10 @@ def _render(job: _Job, audio_dir: str) -> tuple[int, tuple[str, ...]]:
         speech_rms = _NOMINAL_SPEECH_RMS * 10 ** (job.gain_db / 20)
     else:
         wav = out.with_suffix(".wav")
-        phones = speak(job.text, job.voice, job.pitch, job.rate, wav)
+        if job.engine == "flite":
+            phones = flite_speak(job.text, job.voice, job.pitch, job.rate / 100, wav)
+        else:
+            phones = speak(job.text, job.voice, job.pitch, job.rate, wav)
         raw, _ = sf.read(wav, dtype="float32")
         wav.unlink()
         wave = _resampler(job.speed_hz)(torch.from_numpy(raw)).numpy()
@@ -387,6 +430,8 @@ def build_corpus(config: CorpusConfig, out_dir: str | Path, *, progress: bool = 
         log(f"corpus {config.name} already built in {out_dir}")
         return existing
     require_espeak()
+    if config.flite_frac > 0:
+        require_flite()
     planned = plan(config)
     jobs = [job for _, job in planned]
     start = time.monotonic()
@@ -407,7 +452,7 @@ def build_corpus(config: CorpusConfig, out_dir: str | Path, *, progress: bool = 
         ]
         info = {
             "name": config.name,
-            "source": "espeak-ng",
+            "source": "espeak-ng+flite" if config.flite_frac > 0 else "espeak-ng",
             "config": config.to_dict(),
             "espeak_ng_version": espeak_version(),
             "keyword_classes": list(KEYWORD_CLASSES),

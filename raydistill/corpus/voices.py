@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,11 @@ def list_variants() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Voice:
-    """One synthetic speaker: accent + variant at a base pitch (0–99) and rate (words/min)."""
+    """One synthetic speaker: accent + variant at a base pitch (0–99) and rate (words/min).
+
+    A flite speaker has ``accent == "flite"``, one of :data:`FLITE_VOICES` as ``variant``, its
+    mean F0 in Hz as ``pitch`` and its duration stretch in percent as ``rate``.
+    """
 
     accent: str
     variant: str
@@ -85,7 +90,13 @@ class Voice:
     rate: int
 
     @property
+    def engine(self) -> str:
+        return "flite" if self.accent == "flite" else "espeak"
+
+    @property
     def id(self) -> str:
+        if self.engine == "flite":
+            return f"flite+{self.variant}-f{self.pitch}-d{self.rate}"
         return f"{self.accent}+{self.variant}-p{self.pitch:02d}-s{self.rate}"
 
     @property
@@ -119,6 +130,21 @@ def pick_voices(
     ]
 
 
+def pick_flite_voices(n: int, seed: int, stretch_range: tuple[float, float] = (0.85, 1.25)) -> list[Voice]:
+    """``n`` flite speakers: the voices in turn, each time at another mean F0 and speaking rate."""
+    rng = random.Random(f"flite:{seed}")
+    names = sorted(FLITE_VOICES)
+    rng.shuffle(names)
+    voices, seen = [], set()
+    while len(voices) < n:
+        name = names[len(voices) % len(names)]
+        voice = Voice("flite", name, rng.randint(*FLITE_F0[name]), round(100 * rng.uniform(*stretch_range)))
+        if voice.id not in seen:
+            seen.add(voice.id)
+            voices.append(voice)
+    return voices
+
+
 def parse_phones(espeak_x: str) -> tuple[str, ...]:
     """Phones from ``espeak-ng -x --sep=_`` output (words split by spaces, phonemes by ``_``).
 
@@ -140,6 +166,46 @@ def speak(text: str, voice: str, pitch: int, rate: int, wav_path: Path) -> tuple
         cmd + ["-w", str(wav_path), "--stdin"], input=text, capture_output=True, text=True, check=True
     )
     return parse_phones(out.stdout)
+
+
+# -- flite: a second synthesiser, for speakers that espeak-ng's formant synthesis cannot give -----
+
+FLITE = "flite"
+# flite's built-in voices and their output rates: diphone (kal, kal16) and clustergen
+# statistical-parametric voices built from recordings of real speakers (awb Scottish, rms and
+# slt American). kal is 8 kHz: band-limited, telephone-like speech.
+FLITE_VOICES = {"awb": 16_000, "rms": 16_000, "slt": 16_000, "kal16": 16_000, "kal": 8_000}
+FLITE_F0 = {"awb": (85, 140), "rms": (80, 135), "slt": (150, 230), "kal16": (85, 140), "kal": (85, 140)}
+# CMU ARPAbet (what ``flite -ps`` prints) -> the espeak-ng phonemes of :func:`parse_phones`, so
+# both synthesisers share one phone inventory (en-us realisations).
+ARPABET = {
+    "aa": "A:", "ae": "a", "ah": "V", "ao": "O:", "aw": "aU", "ax": "@", "ay": "aI", "eh": "E", "er": "3:",
+    "ey": "eI", "ih": "I", "iy": "i:", "ow": "oU", "oy": "OI", "uh": "U", "uw": "u:", "b": "b", "ch": "tS",
+    "d": "d", "dh": "D", "f": "f", "g": "g", "hh": "h", "jh": "dZ", "k": "k", "l": "l", "m": "m", "n": "n",
+    "ng": "N", "p": "p", "r": "r", "s": "s", "sh": "S", "t": "t", "th": "T", "v": "v", "w": "w", "y": "j",
+    "z": "z", "zh": "Z",
+}
+
+
+def require_flite() -> str:
+    path = shutil.which(FLITE)
+    if path is None:
+        raise UserError("flite is not installed: run `apt-get install flite` (it voices part of the default "
+                        "corpus's speakers), or set flite_speakers: 0 in the corpus config")
+    return path
+
+
+def flite_speak(text: str, voice: str, f0: int, stretch: float, wav_path: Path) -> tuple[str, ...]:
+    """Synthesise ``text`` with flite's ``voice`` at a mean F0 (Hz) and duration stretch; return
+    the phones it spoke, mapped to espeak-ng's inventory (pauses dropped)."""
+    cmd = [require_flite(), "-voice", voice, "--setf", f"int_f0_target_mean={f0}",
+           "--setf", f"duration_stretch={stretch:.3f}", "-ps", "-o", str(wav_path)]
+    # a text file, not -t: flite would read a text starting with "-" as an option
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write(text)
+        f.flush()
+        out = subprocess.run(cmd[:1] + ["-f", f.name] + cmd[1:], capture_output=True, text=True, check=True)
+    return tuple(ARPABET[p] for p in out.stdout.split() if p in ARPABET)
 
 
 def g2p(text: str, accent: str = "en-us") -> tuple[str, ...]:
