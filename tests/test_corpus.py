@@ -151,6 +151,18 @@ def test_existing_corpus_is_reused_not_rebuilt(corpus):
         build_corpus(other, corpus.root, progress=False)
 
 
+def test_a_corpus_built_before_an_option_existed_is_still_reused(corpus, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(corpus.root, old)
+    info = json.loads((old / "corpus.json").read_text())
+    del info["config"]["flite_frac"], info["config"]["speaker_speed"]  # options added later
+    (old / "corpus.json").write_text(json.dumps(info))
+    assert build_corpus(TINY, old, progress=False).key == Corpus.load(old).key
+
+
 def test_missing_espeak_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="apt-get install espeak-ng"):

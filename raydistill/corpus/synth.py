@@ -412,7 +412,9 @@ def load_existing(out_dir: Path, config: dict) -> Optional[Corpus]:
         out_dir.rmdir()
         return None
     if (out_dir / MANIFEST).is_file() and (out_dir / INFO).is_file():
-        if json.loads((out_dir / INFO).read_text()).get("config") == config:
+        stored = json.loads((out_dir / INFO).read_text()).get("config") or {}
+        # options added after a corpus was built were at their defaults then
+        if {**CorpusConfig().to_dict(), **stored} == config:
             return Corpus.load(out_dir)
         raise UserError(f"{out_dir} holds a corpus built from another config: remove it or choose another directory")
     raise UserError(f"{out_dir} exists and is not a corpus: remove it or choose another directory")
