@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search (the latest, or --name)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: evaluations before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="restarts of a trial from its last checkpoint after a worker, node or trial-driver failure "
+                        "(Ray Train and Tune; default 1)")
     p.add_argument("--final-suite", choices=["full", "probe"], default="full",
                    help="the evaluation at a trial's end: full (all seven tasks, default) or probe (PR + SID, "
                         "minutes faster per trial)")
@@ -202,7 +205,7 @@ def _dispatch(args) -> Optional[dict]:
             mlflow_uri=args.mlflow_uri, experiment=args.experiment, address=args.address, corpus=args.corpus,
             teacher=args.teacher or "embedded", smoke=bool(args.smoke), name=args.name, resume=args.resume,
             seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-            objectives=args.objectives, final_suite=args.final_suite,
+            objectives=args.objectives, final_suite=args.final_suite, max_failures=args.max_failures,
         ))
         return None  # run_search printed its summary
     if args.command == "train":

@@ -74,6 +74,8 @@ CASES = [
      r"params.optim.lr: empty or inverted range \[0.1, 0.01\]"),
     ("zero trials", lambda t: ["search", "--space", SPACE, "--trials", "0", "--workdir", str(t / "w")],
      "--trials must be >= 1"),
+    ("negative max failures", lambda t: ["search", "--space", SPACE, "--max-failures", "-1", "--workdir", str(t / "w")],
+     "--max-failures must be >= 0"),
     ("workdir not writable", lambda t: ["search", "--space", SPACE, "--workdir", a_file(t) + "/sub"],
      "workdir .*plain-file/sub is not writable"),
     ("unreachable MLflow", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),

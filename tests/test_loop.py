@@ -39,6 +39,7 @@ def test_reports_at_each_evaluation_with_a_checkpoint(data, tmp_path):
     metrics, ckpt = reports[-1]
     assert metrics["probe_score"] == 1.0 and metrics["audio_seconds_per_second"] > 0
     assert {"loss", "unit_acc", "lr", "grad_norm", "train_seconds"} <= set(metrics)
+    assert 100 < metrics["peak_host_mb"] < 24 * 1024 and metrics["resumed_from_step"] == 0
     assert (ckpt / STUDENT_FILE).is_file() and (ckpt / STATE_FILE).is_file()
     config, module, teacher = load_student(ckpt / STUDENT_FILE)
     assert config == CONFIG and teacher == {"spec": "mfcc39"} and not module.training
@@ -104,3 +105,19 @@ def test_bf16_autocast_trains_and_reports(data, tmp_path):
     assert np.isfinite(metrics["loss"]) and metrics["resumed_from_step"] == 0
     loaded, module, _ = load_student(ckpt / STUDENT_FILE)
     assert loaded.optim.precision == "bf16"
+
+
+def test_read_ahead_keeps_order_and_raises_the_loaders_error():
+    """The CUDA path prepares batch k+1 in a thread while step k runs (pinned memory there)."""
+    from raydistill.train.loop import read_ahead
+
+    assert list(read_ahead(range(5), lambda x: x * 10)) == [0, 10, 20, 30, 40]
+
+    def items():
+        yield 1
+        raise OSError("corrupt.flac")
+
+    out = read_ahead(items(), lambda x: x)
+    assert next(out) == 1
+    with pytest.raises(OSError, match="corrupt.flac"):
+        next(out)

@@ -55,7 +55,7 @@ class SearchOptions:
     seed: int = 0
     grace_period: int = 1  # ASHA: evaluations before a trial may be stopped
     reduction_factor: int = 2
-    max_failures: int = 1  # Train worker restarts per trial
+    max_failures: int = 1  # restarts per trial from its checkpoint: Train workers, and Tune's trial driver
     objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
     final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
 
@@ -67,6 +67,8 @@ def run_search(opts: SearchOptions) -> dict:
     objectives = resolve_objectives(opts.objectives, space.objectives)
     if opts.trials < 1:
         raise UserError(f"--trials must be >= 1, found {opts.trials}")
+    if opts.max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0, found {opts.max_failures}")
     if opts.final_suite not in ("full", "probe"):
         raise UserError(f"--final-suite must be full or probe, found {opts.final_suite!r}")
     search_id = _search_id(workdir, opts)
@@ -226,7 +228,7 @@ def make_setup(opts, search_id: str, base: dict, corpus, store, teacher, budgets
         "cpus_per_worker": opts.cpus_per_worker,
         "gpus_per_worker": gpus,
         "storage_path": str(workdir.ray_results),
-        "max_failures": getattr(opts, "max_failures", 1),
+        "max_failures": getattr(opts, "max_failures", 1),  # `train` has no flag: 1
     }
 
 
@@ -307,7 +309,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
             tune_config=tune.TuneConfig(num_samples=opts.trials, search_alg=searcher, scheduler=scheduler,
                                         max_concurrent_trials=_max_concurrent(opts, setup, ray.cluster_resources())),
             run_config=tune.RunConfig(name=search_id, storage_path=str(workdir.ray_results), callbacks=callbacks,
-                                      verbose=1, failure_config=tune.FailureConfig(max_failures=1)),
+                                      verbose=1, failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
         )
     return tuner.fit()
 

@@ -54,30 +54,56 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     return None
 
 
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process so far and, on CUDA, peak allocated GPU memory (MiB)."""
+    import resource
+
+    out = {"peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def prefetched(batches, device: torch.device):
     """On CUDA: load the next batch (FLAC decoding, cropping, cache reads) in a thread while the
     GPU runs this step, with its tensors in pinned memory so the copy to the GPU is asynchronous.
     Elsewhere the batches pass through unchanged (the loading competes for the same cores)."""
     if device.type != "cuda":
-        yield from batches
-        return
+        return batches
+    return read_ahead(batches, _pinned)
+
+
+def _pinned(batch):
+    return dataclasses.replace(
+        batch, wave=batch.wave.pin_memory(),
+        labels=batch.labels.pin_memory() if batch.labels is not None else None,
+        features={k: v.pin_memory() for k, v in batch.features.items()})
+
+
+def read_ahead(items, prepare: Callable):
+    """``prepare(item)`` of the next item runs in a thread while the caller uses this one; an
+    exception there is raised here, in order."""
+    items = iter(items)
 
     def load(out: list):
-        batch = next(batches)
-        out.append(dataclasses.replace(
-            batch, wave=batch.wave.pin_memory(),
-            labels=batch.labels.pin_memory() if batch.labels is not None else None,
-            features={k: v.pin_memory() for k, v in batch.features.items()}))
+        try:
+            out.append(prepare(next(items)))
+        except BaseException as e:  # StopIteration included: re-raised in the caller's thread
+            out.append(e)
 
     slot: list = []
     thread = threading.Thread(target=load, args=(slot,), daemon=True)
     thread.start()
     while True:
         thread.join()
-        batch = slot.pop()
+        item = slot.pop()
+        if isinstance(item, StopIteration):
+            return
+        if isinstance(item, BaseException):
+            raise item
         thread = threading.Thread(target=load, args=(slot,), daemon=True)
         thread.start()
-        yield batch
+        yield item
 
 
 def train(
@@ -173,7 +199,7 @@ def train(
                    seconds=time.perf_counter() - started, **extra)
         if step % config.eval_every == 0 or step == opt.max_steps:
             metrics = {**window.summary(step, scheduler.get_last_lr()[0]), "world_size": world,
-                       "resumed_from_step": resumed_from_step}
+                       "resumed_from_step": resumed_from_step, **peak_memory(device)}
             final = step == opt.max_steps
             ckpt = None
             if rank == 0:
