@@ -42,6 +42,16 @@ SMOKE_TEACHER = dataclasses.replace(
 )
 
 
+def _identity(config: TrainConfig) -> dict:
+    """The config as the cache key sees it: speed-only options at their defaults are left out,
+    so adding such an option does not invalidate teachers pretrained before it existed."""
+    d = config.to_dict()
+    for name, default in (("precision", "auto"), ("compile", False)):
+        if d["optim"].get(name) == default:
+            del d["optim"][name]
+    return d
+
+
 def pretrain_teacher(
     corpus: Corpus, cache_dir: Path, config: TrainConfig, *, cmvn: bool = True, device: str = "cpu"
 ) -> Path:
@@ -50,7 +60,7 @@ def pretrain_teacher(
     ``cmvn``: normalise each utterance's MFCCs before k-means (see :mod:`raydistill.teacher.mfcc`).
     """
     source = MfccSource(cmvn=cmvn)
-    key = stable_hash([corpus.key, config.to_dict(), source.key])
+    key = stable_hash([corpus.key, _identity(config), source.key])
     final = Path(cache_dir) / "teacher" / f"embedded-{key}"
     if (final / STUDENT_FILE).is_file():
         return final / STUDENT_FILE
