@@ -5,6 +5,7 @@
 #
 #   scripts/setup.sh            # runtime (CPU faiss)
 #   scripts/setup.sh test       # + test dependencies (pytest, transformers)
+#   scripts/setup.sh bench      # + what bench/ compares against (scikit-learn)
 #   scripts/setup.sh gpu        # faiss-gpu instead of faiss-cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,9 @@ extras="cpu"
 for arg in "$@"; do
   case "$arg" in
     test) extras="$extras,test" ;;
+    bench) extras="$extras,bench" ;;
     gpu) extras="${extras/cpu/gpu}" ;;
-    *) echo "setup.sh: unknown argument '$arg' (use: test, gpu)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu)" >&2; exit 2 ;;
   esac
 done
 

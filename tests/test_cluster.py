@@ -265,6 +265,7 @@ def test_a_killed_driver_resumes_without_duplicate_runs(nodes, space, workdir, t
     assert out.returncode == 0, out.stderr[-3000:]
     client, runs = assert_once_per_trial(workdir, "resume", 3)
     (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]  # the same run, re-attached
+    print(f"driver kill: {len(runs)} trial runs, interrupted trial resumed at steps {resumed_steps(client, again)}")
     assert max(resumed_steps(client, again)) > 0  # continued from its Train checkpoint
 
 
@@ -294,4 +295,5 @@ def test_a_node_dies_and_the_interrupted_trial_restarts_from_its_checkpoint(node
     assert driver.returncode == 0, output[-4000:]
     client, runs = assert_once_per_trial(workdir, "nodekill", 2)
     (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]
+    print(f"node kill: {len(runs)} trial runs, interrupted trial resumed at steps {resumed_steps(client, again)}")
     assert max(resumed_steps(client, again)) > 0  # restarted from its last checkpoint, not from step 0
