@@ -98,3 +98,25 @@ def test_a_trial_on_two_ddp_workers(ray_cluster, tmp_path, capsys):
 
     summary = json.loads(capsys.readouterr().out)
     assert 0 < summary["overall_score"] <= 100 and summary["world_size"] == 2
+
+
+def test_runs_a_killed_driver_left_running_are_closed_as_lost(tmp_path):
+    """After a resumed search's tuner returns, a trial run still RUNNING (its trial was never
+    saved by Tune) is closed as lost; finished runs, and other searches' runs, are untouched."""
+    from raydistill.tracking.mlflow import SearchTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    other = SearchTracker(uri, "exp", "other", artifact_root=tmp_path / "art")
+    other.start_search("other", {})
+    elsewhere, _ = other.trial_run("o-1", "o-1")  # another search's live trial
+    tracker = SearchTracker(uri, "exp", "s", artifact_root=tmp_path / "art")
+    tracker.start_search("s", {})
+    done, _ = tracker.trial_run("t-1", "t-1")
+    tracker.finish_trial(done, "completed")
+    orphan, _ = tracker.trial_run("t-2", "t-2")  # its driver was killed
+    assert tracker.close_lost_trials() == 1
+    get = tracker.client.get_run
+    assert get(orphan).info.status == "KILLED" and get(orphan).data.tags["raydistill.status"] == "lost"
+    assert get(done).info.status == "FINISHED" and get(done).data.tags["raydistill.status"] == "completed"
+    assert get(elsewhere).info.status == "RUNNING"
+    assert tracker.close_lost_trials() == 0
