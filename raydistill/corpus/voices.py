@@ -190,8 +190,8 @@ ARPABET = {
 def require_flite() -> str:
     path = shutil.which(FLITE)
     if path is None:
-        raise UserError("flite is not installed: run `apt-get install flite` (it voices part of the default "
-                        "corpus's speakers), or set flite_speakers: 0 in the corpus config")
+        raise UserError("flite is not installed: run `apt-get install flite` (the corpus config voices "
+                        "some speakers with it), or set flite_frac: 0 in the corpus config")
     return path
 
 
