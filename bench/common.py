@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import sys
 from pathlib import Path
 
@@ -19,11 +18,11 @@ def machine() -> dict:
     return info
 
 
-def peak_host_mb() -> float:
-    """Peak resident memory of this process (and its waited-for children), MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, kids) / 1024, 1)  # Linux reports KiB
+def peak_memory_mb(device="cpu") -> dict[str, float]:
+    """raydistill's peak host (and CUDA) memory of this process, rounded for the JSON line."""
+    from raydistill.utils import peak_memory
+
+    return {k: round(v, 1) for k, v in peak_memory(device).items()}
 
 
 def emit(record: dict) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, find_features, peak_host_mb  # noqa: E402
+from common import emit, find_features, peak_memory_mb  # noqa: E402
 
 
 def synthetic(n: int, d: int, seed: int) -> np.ndarray:
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         out["speedup"] = round(out["sklearn_recipe_seconds"] / out["faiss_kmeanspp_seconds"], 1)
         out["goal_speedup"] = 10.0
         out["mse_ratio"] = round(out["faiss_kmeanspp_mse"] / out["sklearn_recipe_mse"], 4)
-    out["peak_host_mb"] = peak_host_mb()
+    out.update(peak_memory_mb())
     emit(out)
     return 0
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, peak_host_mb  # noqa: E402
+from common import emit, peak_memory_mb  # noqa: E402
 
 # dense bf16 peak, TFLOP/s (datasheets; PERFORMANCE.md)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 70.0}
@@ -133,13 +133,11 @@ def run_variant(name: str, teacher, corpus, store_for, student: dict, args, devi
            "gflop_per_audio_second": round(flops / 1e9, 2), "achieved_tflops": round(rate * flops / 1e12, 4),
            "student_params": sum(p.numel() for p in model.parameters()), "wall_seconds": round(wall, 1),
            "crop_waste": round(crop_waste(data, args.batch_seconds, args.max_seconds), 4),
-           "peak_host_mb": peak_host_mb()}
+           **peak_memory_mb(device)}
     peak = peak_tflops(device)
     if peak:
         out["mfu"] = round(rate * flops / (peak * 1e12), 4)
         out["peak_tflops"] = peak
-    if device.type == "cuda":
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
 
 

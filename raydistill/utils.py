@@ -144,6 +144,19 @@ def read_yaml(path: str | os.PathLike, what: str):
         raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 
+def peak_memory(device="cpu") -> dict[str, float]:
+    """Peak resident memory of this process so far and, on a CUDA ``device``, its peak allocated
+    GPU memory, in MiB (trials report it; the benchmarks print it)."""
+    import resource
+
+    out = {"peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
+    if getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        import torch
+
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def log(msg: str) -> None:
     """A progress message for the user (stderr, so stdout stays machine-readable)."""
     sys.stderr.write(f"[raydistill] {msg}\n")

@@ -31,6 +31,7 @@ from raydistill.models.hubert import HubertModel
 from raydistill.teacher.sources import Teacher
 from raydistill.train.data import TrainData
 from raydistill.train.masking import sample_mask
+from raydistill.utils import peak_memory
 
 Report = Callable[[dict, Optional[Path]], None]
 Evaluate = Callable[[HubertModel, bool], dict]
@@ -52,16 +53,6 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def peak_memory(device: torch.device) -> dict:
-    """Peak resident memory of this process so far and, on CUDA, peak allocated GPU memory (MiB)."""
-    import resource
-
-    out = {"peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
-    if device.type == "cuda":
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
 
 
 def prefetched(batches, device: torch.device):
