@@ -31,11 +31,26 @@ def emit(record: dict) -> None:
 
 
 def find_features(workdir: Path, layer: int) -> Path:
-    """The embedded teacher's cached layer features in ``workdir`` (written by the main command)."""
-    found = sorted((Path(workdir) / "cache" / "targets").glob(f"*/layer{layer}/features.npy"),
-                   key=lambda p: p.stat().st_size)
-    if not found:
-        print(f"bench: no cached teacher features of layer {layer} under {workdir}/cache/targets: "
-              "run the main command first (README) or pass --features/--synthetic", file=sys.stderr)
-        raise SystemExit(2)
-    return found[-1]
+    """The embedded teacher's cached layer features in ``workdir`` (written by the main command),
+    found through raydistill's own cache layout; exit 2 with a hint when they are not there."""
+    from raydistill.corpus.manifest import INFO, Corpus
+    from raydistill.corpus.synth import CorpusConfig
+    from raydistill.prepare import Workdir
+    from raydistill.targets.store import store_root
+    from raydistill.teacher.sources import load_teacher
+    from raydistill.train.pretrain import EMBEDDED_TEACHER, teacher_dir
+
+    wd = Workdir(workdir)
+    corpus_dir = wd.corpora / CorpusConfig.default().name  # where the main command builds it
+    checkpoint = None
+    if (corpus_dir / INFO).is_file():
+        corpus = Corpus.load(corpus_dir)
+        checkpoint = teacher_dir(corpus, wd.cache, EMBEDDED_TEACHER) / "student.pt"
+    if checkpoint is not None and checkpoint.is_file():
+        teacher = load_teacher(f"raydistill:{checkpoint}")
+        path = store_root(wd.cache, teacher.key, corpus.key) / f"layer{layer}" / "features.npy"
+        if path.is_file():
+            return path
+    print(f"bench: no cached features of the embedded teacher's layer {layer} under {workdir}: "
+          "run the main command first (README) or pass --features/--synthetic", file=sys.stderr)
+    raise SystemExit(2)

@@ -52,6 +52,13 @@ def _identity(config: TrainConfig) -> dict:
     return d
 
 
+def teacher_dir(corpus: Corpus, cache_dir: Path, config: TrainConfig, *, cmvn: bool = True) -> Path:
+    """Where the embedded teacher pretrained on ``corpus`` with ``config`` is cached (it holds
+    ``student.pt`` once pretrained)."""
+    key = stable_hash([corpus.key, _identity(config), MfccSource(cmvn=cmvn).key])
+    return Path(cache_dir) / "teacher" / f"embedded-{key}"
+
+
 def pretrain_teacher(
     corpus: Corpus, cache_dir: Path, config: TrainConfig, *, cmvn: bool = True, device: str = "cpu"
 ) -> Path:
@@ -60,8 +67,7 @@ def pretrain_teacher(
     ``cmvn``: normalise each utterance's MFCCs before k-means (see :mod:`raydistill.teacher.mfcc`).
     """
     source = MfccSource(cmvn=cmvn)
-    key = stable_hash([corpus.key, _identity(config), source.key])
-    final = Path(cache_dir) / "teacher" / f"embedded-{key}"
+    final = teacher_dir(corpus, cache_dir, config, cmvn=cmvn)
     if (final / STUDENT_FILE).is_file():
         return final / STUDENT_FILE
     partial = final.with_name(final.name + ".partial")
