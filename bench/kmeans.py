@@ -14,7 +14,6 @@ nearest centroid, computed the same way for all three. One JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

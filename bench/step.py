@@ -24,7 +24,6 @@ MFU = audio-s/s x FLOPs per audio-second / peak, FLOPs = 2 x teacher MACs (live 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import sys
 import tempfile
