@@ -56,11 +56,16 @@ def search_runs(client, experiment: str, search_id: str | None):
     return parent, trials
 
 
+def step_seconds(client, run) -> float:
+    """Seconds the trial's training loop spent in its steps (``train_seconds`` accumulates)."""
+    return max((m.value for m in client.get_metric_history(run.info.run_id, "train_seconds")), default=0.0)
+
+
 def loop_seconds(client, run) -> tuple[float, float]:
     """(seconds the trial spent inside its training loop: steps plus evaluations, seconds of
     its post-evaluation): an ASHA-stopped trial's full evaluation from its last checkpoint
     comes after the trial phase and is its last ``eval_seconds`` entry."""
-    steps = max((m.value for m in client.get_metric_history(run.info.run_id, "train_seconds")), default=0.0)
+    steps = step_seconds(client, run)
     evals = sorted(client.get_metric_history(run.info.run_id, "eval_seconds"), key=lambda m: m.timestamp)
     post = evals.pop().value if evals and run.data.tags.get("raydistill.evaluated") == "from_last_checkpoint" else 0.0
     return steps + sum(m.value for m in evals), post
@@ -125,19 +130,19 @@ def teacher_share(args) -> None:
     records = {}
     for mode in ("cached", "live"):
         space = {**raw, "base": {**raw["base"], "teacher_features": mode}}
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(space, f)
         evals = space["base"]["optim"]["max_steps"] // space["base"]["eval_every"]
-        with contextlib.redirect_stdout(sys.stderr):  # Tune's progress tables: stdout keeps the JSON line
-            summary = run_search(SearchOptions(
-                space=Path(f.name), trials=args.trials, workdir=args.workdir, experiment=args.experiment,
-                name=f"bench-teacher-{mode}-{stamp}", grace_period=evals, final_suite=args.final_suite, seed=0))
+        with tempfile.TemporaryDirectory(prefix="raydistill-bench-") as tmp:
+            path = Path(tmp) / f"teacher-{mode}.yaml"
+            path.write_text(yaml.safe_dump(space))
+            with contextlib.redirect_stdout(sys.stderr):  # Tune's progress tables: stdout keeps the JSON line
+                summary = run_search(SearchOptions(
+                    space=path, trials=args.trials, workdir=args.workdir, experiment=args.experiment,
+                    name=f"bench-teacher-{mode}-{stamp}", grace_period=evals, final_suite=args.final_suite, seed=0))
         client = client_for(args.workdir, None)
         parent, trials = search_runs(client, args.experiment, summary["search_id"])
         records[mode] = {
             "wall": summary["wall_seconds"], "tune": summary["tune_seconds"],
-            "train": sum(max((m.value for m in client.get_metric_history(r.info.run_id, "train_seconds")),
-                             default=0.0) for r in trials),
+            "train": sum(step_seconds(client, r) for r in trials),
             "scores": {round(float(r.data.params["optim.lr"]), 8): r.data.metrics.get("overall_score")
                        for r in trials},
         }
