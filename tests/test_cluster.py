@@ -109,10 +109,13 @@ class Nodes:
         return node
 
     def _listening(self) -> bool:
+        from raydistill.errors import UserError
+        from raydistill.search.run import check_address
+
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            check_address(self.address, timeout=1)
             return True
-        except OSError:
+        except UserError:
             return False
 
     def cpus(self) -> float:
@@ -142,8 +145,7 @@ class Nodes:
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
             if node is not None and node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
+                self.kill(node)  # its worker processes too, not only its process group
         shutil.rmtree(self.temp, ignore_errors=True)
         current = Path("/tmp/ray/ray_current_cluster")  # stale, it would mislead a later `ray.init`
         if current.is_file() and self.address.split(":")[1] in current.read_text():
