@@ -35,13 +35,13 @@ def find_features(workdir: Path, layer: int) -> Path:
     found through raydistill's own cache layout; exit 2 with a hint when they are not there."""
     from raydistill.corpus.manifest import INFO, Corpus
     from raydistill.corpus.synth import CorpusConfig
-    from raydistill.prepare import Workdir
+    from raydistill.prepare import Workdir, embedded_corpus_dir
     from raydistill.targets.store import store_root
     from raydistill.teacher.sources import load_teacher
     from raydistill.train.pretrain import EMBEDDED_TEACHER, teacher_dir
 
     wd = Workdir(workdir)
-    corpus_dir = wd.corpora / CorpusConfig.default().name  # where the main command builds it
+    corpus_dir = embedded_corpus_dir(wd, CorpusConfig.default())  # where the main command builds it
     checkpoint = None
     if (corpus_dir / INFO).is_file():
         corpus = Corpus.load(corpus_dir)

@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, help="the teacher (default: the one the checkpoint names)")
     p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full")
     p.add_argument("--tasks", metavar="TASK,...", help="only these tasks (default: the suite's)")
-    p.add_argument("--lr-grid", metavar="SCALE,...", help="tune each head's learning rate on dev over lr × scales")
+    p.add_argument("--lr-grid", metavar="SCALE,...", default="0.3,1,3",
+                   help="tune each head's learning rate on dev over lr × these scales, as SUPERB does "
+                        "(default 0.3,1,3; 1 for the suite's fixed learning rates, a third of the time)")
     p.add_argument("--seeds", default="0,1,2", help="evaluation seeds (default 0,1,2)")
     p.add_argument("--corpus", help="corpus directory (default: the embedded corpus in --workdir)")
     p.add_argument("--workdir", type=Path, default=Path("runs"))

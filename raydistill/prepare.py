@@ -2,7 +2,7 @@
 
 Workdir layout (``--workdir``, default ``./runs``)::
 
-    corpora/<name>/            synthesised corpora (manifest.jsonl, corpus.json, audio/)
+    corpora/<name>-<hash>/     synthesised corpora, one per config (manifest.jsonl, corpus.json, audio/)
     cache/teacher/             the embedded teacher's checkpoint, per (corpus, config)
     cache/targets/             teacher features + k-means units, per (teacher, corpus)
     cache/baselines/           scores of the teacher / FBank / random-init references
@@ -20,13 +20,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from raydistill.corpus.manifest import MANIFEST, Corpus
 from raydistill.errors import UserError
 from raydistill.targets.store import TargetStore, TeacherNeeds, store_root
 from raydistill.teacher.sources import Teacher, load_teacher, parse_spec
-from raydistill.utils import log
+from raydistill.utils import log, stable_hash
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,19 @@ def check_corpus(spec: Optional[str]) -> None:
         )
 
 
+def embedded_corpus_dir(workdir: Workdir, config) -> Path:
+    """Where the embedded corpus of ``config`` lives: one directory per config, so a changed
+    default builds a new corpus beside the old one instead of clashing with it."""
+    return workdir.corpora / f"{config.name}-{stable_hash(config.to_dict(), 8)}"
+
+
 def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False) -> Corpus:
     """``None``/``embedded``: synthesise (once) the embedded corpus; otherwise a corpus directory."""
     if spec in (None, "embedded"):
         from raydistill.corpus.synth import CorpusConfig, build_corpus
 
         config = CorpusConfig.smoke() if smoke else CorpusConfig.default()
-        name = "espeak-smoke" if smoke else "espeak-default"
-        return build_corpus(config, workdir.corpora / name)
+        return build_corpus(config, embedded_corpus_dir(workdir, config))
     check_corpus(spec)
     return Corpus.load(Path(spec))
 

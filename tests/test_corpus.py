@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 
@@ -196,6 +197,20 @@ def test_presets():
     assert (default.utts_per_seen_speaker, default.utts_per_unseen_speaker) == (40, 16)
     assert smoke.name == "espeak-smoke" and smoke.num_speakers < default.num_speakers
     assert CorpusConfig(speed=[0.9, 1.1]).speed == (0.9, 1.1)  # lists (from YAML) become tuples
+    # the default warps each speaker's vocal tract; the field defaults (what old corpora had) do not
+    assert default.speaker_speed == (0.8, 1.25) and CorpusConfig().speaker_speed == (1.0, 1.0)
+
+
+def test_embedded_corpus_directory_is_per_config(tmp_path):
+    """A changed default builds beside the old corpus instead of clashing with its directory."""
+    from raydistill.prepare import Workdir, embedded_corpus_dir
+
+    wd = Workdir(tmp_path)
+    default = embedded_corpus_dir(wd, CorpusConfig.default())
+    assert default.parent == wd.corpora and default.name.startswith("espeak-default-")
+    assert embedded_corpus_dir(wd, CorpusConfig.default()) == default
+    assert embedded_corpus_dir(wd, CorpusConfig()) != default  # same name, other config
+    assert embedded_corpus_dir(wd, dataclasses.replace(CorpusConfig.default(), workers=1)) == default
 
 
 def test_default_plan_splits_and_balance():

@@ -28,7 +28,7 @@ import numpy as np
 from raydistill.corpus.manifest import Corpus, Utterance
 from raydistill.corpus.text import SILENCE, UNKNOWN
 from raydistill.errors import UserError
-from raydistill.evaluate.probes import train_asr_probe, train_pr_probe, train_sid_probe, train_utterance_probe
+from raydistill.evaluate.probes import train_asr_probe, train_pr_probe, train_utterance_probe
 from raydistill.evaluate.qbe import MIN_QUERY_FRAMES, run_qbe, speech_span
 from raydistill.evaluate.speaker import train_asv_probe
 from raydistill.evaluate.upstream import Upstream, extract_features
