@@ -62,7 +62,8 @@ def compare_upstreams(upstreams: Sequence[Upstream], corpus: Corpus, budget: Eva
 
     ``jobs`` > 1 runs that many evaluations at once in separate processes (CPU: the cores
     split between them), which is faster than one evaluation on every core: the probes' small
-    matrix products do not scale across threads. The scores do not depend on ``jobs``.
+    matrix products do not scale across threads. Each evaluation is seeded as in a sequential
+    run; only the threads per evaluation differ, which can change float summation order.
 
     Returns:
         ``upstreams``: per upstream its ``scores`` (one :func:`score_metrics` dict per seed),
@@ -73,15 +74,23 @@ def compare_upstreams(upstreams: Sequence[Upstream], corpus: Corpus, budget: Eva
     runs = [(i, seed) for i in range(len(upstreams)) for seed in seeds]
     if jobs > 1 and len(runs) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         threads = max(1, (os.cpu_count() or 1) // jobs) if device == "cpu" else 0
         if progress:
             log(f"scoring {len(upstreams)} upstreams x {len(seeds)} seeds ({budget.name} suite), {jobs} at a time")
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             portable = [_portable(u) for u in upstreams]
-            futures = [pool.submit(_score, portable[i], corpus, budget, seed, device, threads) for i, seed in runs]
-            results = [f.result() for f in futures]
+            futures = {pool.submit(_score, portable[i], corpus, budget, seed, device, threads): n
+                       for n, (i, seed) in enumerate(runs)}
+            results = [None] * len(runs)
+            for done, future in enumerate(as_completed(futures), 1):
+                n = futures[future]
+                results[n] = future.result()
+                if progress:
+                    (i, seed), (scores, seconds) = runs[n], results[n]
+                    log(f"[{done}/{len(runs)}] {upstreams[i].name} seed {seed}: "
+                        f"{metric} {scores.get(metric, float('nan')):.2f} in {seconds:.0f} s")
     else:
         results = []
         for i, seed in runs:
