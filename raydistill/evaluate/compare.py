@@ -30,16 +30,15 @@ def _portable(upstream: Upstream) -> Upstream:
     from torch.nn.utils import parametrize
 
     upstream = copy.deepcopy(upstream)
-    for value in list(vars(upstream).values()) + [upstream]:
-        if isinstance(value, torch.nn.Module):
-            for module in value.modules():
-                if parametrize.is_parametrized(module):
-                    for name in list(module.parametrizations):
-                        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-                hooks = module._load_state_dict_pre_hooks
-                for key, hook in list(hooks.items()):
-                    if "weight_norm" in getattr(getattr(hook, "hook", hook), "__qualname__", ""):
-                        del hooks[key]
+    modules = upstream.modules() if isinstance(upstream, torch.nn.Module) else ()
+    for module in modules:
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        hooks = module._load_state_dict_pre_hooks
+        for key, hook in list(hooks.items()):
+            if "weight_norm" in getattr(getattr(hook, "hook", hook), "__qualname__", ""):
+                del hooks[key]
     return upstream
 
 
@@ -116,5 +115,5 @@ def compare_upstreams(upstreams: Sequence[Upstream], corpus: Corpus, budget: Eva
         margin = max(better["spread"][metric], worse["spread"][metric])
         gaps.append({"between": [better["name"], worse["name"]], "gap": gap, "spread": margin})
         ordered = ordered and gap > margin
-    return {"metric": metric, "seeds": list(seeds), "budget": budget.name, "lr_scales": list(budget.lr_scales), "jobs": jobs, "upstreams": out,
-            "gaps": gaps, "ordered": ordered}
+    return {"metric": metric, "seeds": list(seeds), "budget": budget.name, "lr_scales": list(budget.lr_scales),
+            "jobs": jobs, "upstreams": out, "gaps": gaps, "ordered": ordered}
