@@ -159,7 +159,8 @@ def test_a_corpus_built_before_an_option_existed_is_still_reused(corpus, tmp_pat
     old = tmp_path / "old"
     shutil.copytree(corpus.root, old)
     info = json.loads((old / "corpus.json").read_text())
-    del info["config"]["flite_frac"], info["config"]["speaker_speed"]  # options added later
+    for option in ("flite_frac", "speaker_speed", "noise_per", "reverb", "t60", "drr_db"):  # options added later
+        del info["config"][option]
     (old / "corpus.json").write_text(json.dumps(info))
     assert build_corpus(TINY, old, progress=False).key == Corpus.load(old).key
 
@@ -184,6 +185,10 @@ def test_missing_espeak_is_a_user_error(tmp_path, monkeypatch):
         ({"workers": 0}, "workers"),
         ({"flite_frac": 1.5}, "flite_frac"),
         ({"speaker_speed": (1.3, 0.8)}, "speaker_speed"),
+        ({"noise_per": "room"}, "noise_per must be utterance or speaker"),
+        ({"reverb": "room"}, "reverb must be one of off, speaker, utterance"),
+        ({"t60": (0.0, 0.5)}, "t60"),
+        ({"drr_db": (10.0, 0.0)}, "drr_db"),
     ],
 )
 def test_bad_config_raises_value_error(change, message):
@@ -261,3 +266,80 @@ def test_flite_speakers_and_per_speaker_warp(tmp_path):
     assert max(spans) < 1.05 / 0.95 + 0.01  # within a speaker: only the per-utterance spread
     lows = sorted(min(v) for v in by_speaker.values())
     assert lows[-1] / lows[0] > 1.1  # across speakers: the per-speaker factor
+
+
+def test_room_response_and_convolution():
+    """The RIR: a unit direct path, a tail holding 1/10^(drr/10) of its energy, 60 dB down at t60."""
+    import numpy as np
+
+    from raydistill.corpus.synth import _reverberate, room_response
+
+    rir = room_response(0.4, 6.0, seed=1)
+    assert len(rir) == int(0.4 * 16000) and rir[0] == 1.0
+    assert 10 * np.log10(1 / np.sum(rir[1:] ** 2)) == pytest.approx(6.0)
+    early, late = np.sum(rir[1:800] ** 2), np.sum(rir[-800:] ** 2)
+    assert 10 * np.log10(early / late) > 40  # the last 50 ms are ~55 dB below the first
+    assert np.array_equal(rir, room_response(0.4, 6.0, seed=1)) and not np.array_equal(rir, room_response(0.4, 6.0, 2))
+    click = np.zeros(8000, np.float32)
+    click[100] = 1.0
+    wet = _reverberate(click, rir)
+    assert len(wet) == len(click) and np.allclose(wet[100 : 100 + len(rir)], rir, atol=1e-6)
+    assert np.allclose(wet[:100], 0, atol=1e-6) and np.allclose(wet[100 + len(rir) :], 0, atol=1e-6)
+
+
+def test_rooms_per_speaker_or_per_utterance():
+    """reverb="speaker": one (t60, drr) per speaker, different between speakers; "utterance": a new
+    room per utterance; `_silence_` clips (noise only) and the default ("off") are dry."""
+    def rooms(reverb):
+        config = dataclasses.replace(TINY, reverb=reverb)
+        return [(utt, job.room) for utt, job in plan(config)]
+
+    per_speaker = rooms("speaker")
+    by_speaker = {}
+    for utt, room in per_speaker:
+        if utt.kind == "silence":
+            assert room is None and "t60" not in utt.meta
+        else:
+            assert (utt.meta["t60"], utt.meta["drr_db"]) == room[:2]
+            assert TINY.t60[0] <= room[0] <= TINY.t60[1] and TINY.drr_db[0] <= room[1] <= TINY.drr_db[1]
+            by_speaker.setdefault(utt.speaker, set()).add(room)
+    assert all(len(r) == 1 for r in by_speaker.values()) and len(set.union(*by_speaker.values())) == TINY.num_speakers
+    per_utt = [room for utt, room in rooms("utterance") if room]
+    assert len(set(per_utt)) == len(per_utt)
+    assert all(room is None for _, room in rooms("off")) and CorpusConfig().reverb == "off"
+
+
+def test_reverberant_render_is_the_dry_one_through_the_room(tmp_path):
+    """Rendering with a room gives the dry rendering convolved with that room's RIR (rescaled)."""
+    import numpy as np
+
+    from raydistill.corpus.synth import _render, _reverberate, room_response
+
+    utt, job = next((u, j) for u, j in plan(dataclasses.replace(TINY, reverb="speaker", noise=False))
+                    if u.kind == "sentence")
+    (tmp_path / "wet").mkdir()
+    (tmp_path / "dry").mkdir()
+    _render(job, str(tmp_path / "wet"))
+    _render(dataclasses.replace(job, room=None), str(tmp_path / "dry"))
+    wet, _ = sf.read(tmp_path / "wet" / f"{utt.id}.flac", dtype="float32")
+    dry, _ = sf.read(tmp_path / "dry" / f"{utt.id}.flac", dtype="float32")
+    expected = _reverberate(dry, room_response(*job.room))
+    expected *= np.abs(wet).max() / np.abs(expected).max()
+    assert len(wet) == len(dry)
+    assert np.corrcoef(wet, expected)[0, 1] > 0.99 and np.corrcoef(wet, dry)[0, 1] < 0.98
+
+
+def test_noise_per_speaker_or_per_utterance():
+    """noise_per="speaker": each speaker keeps one noise colour and SNR (its recording place), and
+    speakers differ; "utterance" (the field default) draws them for every utterance."""
+    def environments(noise_per):
+        by_speaker = {}
+        for utt, _ in plan(dataclasses.replace(TINY, noise_per=noise_per)):
+            by_speaker.setdefault(utt.speaker, set()).add((utt.meta["noise"], utt.meta["snr_db"]))
+        return by_speaker
+
+    per_speaker = environments("speaker")
+    assert all(len(envs) == 1 for envs in per_speaker.values())
+    assert len(set.union(*per_speaker.values())) == TINY.num_speakers
+    assert all(len(envs) > 3 for envs in environments("utterance").values())
+    assert CorpusConfig().noise_per == "utterance"

@@ -70,6 +70,7 @@ KEYWORD_SAMPLES = SAMPLE_RATE  # keyword and silence clips are exactly 1 s, as i
 _PEAK = 0.9  # speech peak before the random gain: leaves headroom for the added noise
 _NOMINAL_SPEECH_RMS = 0.1  # a typical speech clip's RMS, sets the level of `_silence_` noise
 _NOISE_ALPHA = {"brown": 2.0, "pink": 1.0, "white": 0.0}  # noise power spectrum ∝ 1/f^alpha
+_REVERB = ("off", "speaker", "utterance")  # CorpusConfig.reverb: who shares a room
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class CorpusConfig:
     gain_db: tuple[float, float] = (-12.0, 0.0)  # per-utterance level, relative to a 0.9 peak
     noise: bool = True  # add white/pink/brown noise to speech (`_silence_` is noise regardless)
     snr_db: tuple[float, float] = (10.0, 30.0)
+    # Who shares a noise colour and SNR: "utterance" draws both for every utterance; "speaker"
+    # once per speaker, the place it records in (channel follows speaker, as in LibriSpeech).
+    noise_per: str = "utterance"
     speed: tuple[float, float] = (0.95, 1.05)  # speed perturbation by resampling (tempo and pitch)
     # A speaker's own resampling factor, drawn once per speaker: it scales formants (a
     # vocal-tract-length change), pitch and tempo together, on top of the per-utterance `speed`.
@@ -101,10 +105,19 @@ class CorpusConfig:
     # Share of the seen and of the unseen speakers voiced by flite instead of espeak-ng (its
     # voices come from recordings of real speakers: less regular spectra than formant synthesis).
     flite_frac: float = 0.0
+    # Room acoustics: speech convolved with a synthetic room impulse response (a direct path and
+    # an exponentially decaying noise tail, Polack's statistical model) with reverberation time
+    # `t60` seconds and direct-to-reverberant energy ratio `drr_db`, drawn per room. "speaker":
+    # one room per speaker, the place it records in (channel follows speaker, as in LibriSpeech);
+    # "utterance": a new room for every utterance; "off": dry speech. Noise is added afterwards.
+    reverb: str = "off"
+    t60: tuple[float, float] = (0.2, 0.6)
+    drr_db: tuple[float, float] = (0.0, 12.0)
     workers: int = 2  # synthesis threads, each driving one espeak-ng process at a time
 
     def __post_init__(self):
-        for name in ("base_pitch", "base_rate", "gain_db", "snr_db", "speed", "speaker_speed"):  # YAML gives lists
+        ranges = ("base_pitch", "base_rate", "gain_db", "snr_db", "speed", "speaker_speed", "t60", "drr_db")
+        for name in ranges:  # YAML gives lists
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _check(self.num_seen_speakers >= 1, "num_seen_speakers must be >= 1", self.num_seen_speakers)
         _check(self.num_unseen_speakers >= 0, "num_unseen_speakers must be >= 0", self.num_unseen_speakers)
@@ -128,6 +141,10 @@ class CorpusConfig:
         _check_range("speed", self.speed, 0.5, 2.0)
         _check_range("speaker_speed", self.speaker_speed, 0.5, 2.0)
         _check(0.0 <= self.flite_frac <= 1.0, "flite_frac must be in [0, 1]", self.flite_frac)
+        _check(self.noise_per in ("utterance", "speaker"), "noise_per must be utterance or speaker", self.noise_per)
+        _check(self.reverb in _REVERB, f"reverb must be one of {', '.join(_REVERB)}", self.reverb)
+        _check_range("t60", self.t60, 0.05, 2.0)
+        _check_range("drr_db", self.drr_db, -20, 40)
         _check(self.workers >= 1, "workers must be >= 1", self.workers)
 
     @classmethod
@@ -194,6 +211,7 @@ class _Job:
     noise: Optional[str]
     snr_db: Optional[float]
     seed: int
+    room: Optional[tuple[float, float, int]] = None  # (t60 s, drr dB, RIR seed); None: dry
 
 
 class _Stratifier:
@@ -302,10 +320,12 @@ def _plan_one(
     speaker_factor = random.Random(utt_seed(config.seed, f"speaker:{voice.id}")).uniform(*config.speaker_speed)
     speed_hz = 100 * round(native_hz * speaker_factor * rng.uniform(*config.speed) / 100)
     gain_db = round(rng.uniform(*config.gain_db), 2)
-    noise = rng.choice(sorted(_NOISE_ALPHA)) if config.noise or kind == "silence" else None
-    snr_db = round(rng.uniform(*config.snr_db), 2) if noise else None
+    noise_rng = random.Random(utt_seed(config.seed, f"noise:{voice.id}")) if config.noise_per == "speaker" else rng
+    noise = noise_rng.choice(sorted(_NOISE_ALPHA)) if config.noise or kind == "silence" else None
+    snr_db = round(noise_rng.uniform(*config.snr_db), 2) if noise else None
+    room = _room(config, voice, utt_id) if kind != "silence" else None
     name = voice.espeak_name if voice.engine == "espeak" else voice.variant
-    job = _Job(utt_id, kind, text, voice.engine, name, pitch, rate, speed_hz, gain_db, noise, snr_db, seed)
+    job = _Job(utt_id, kind, text, voice.engine, name, pitch, rate, speed_hz, gain_db, noise, snr_db, seed, room)
     meta = {
         "voice": voice.espeak_name if voice.engine == "espeak" else f"flite:{voice.variant}",
         "pitch": pitch,
@@ -314,6 +334,7 @@ def _plan_one(
         "gain_db": gain_db,
         "noise": noise,
         "snr_db": snr_db,  # for `_silence_`: relative to a nominal speech level at this gain
+        **({"t60": room[0], "drr_db": room[1]} if room else {}),
     }
     utt = Utterance(
         id=utt_id,
@@ -329,6 +350,14 @@ def _plan_one(
         meta=meta,
     )
     return utt, job
+
+
+def _room(config: CorpusConfig, voice: Voice, utt_id: str) -> Optional[tuple[float, float, int]]:
+    """The room ``utt_id`` is spoken in: (t60, drr_db, RIR seed), or ``None`` for dry speech."""
+    if config.reverb == "off":
+        return None
+    rng = random.Random(utt_seed(config.seed, f"room:{voice.id if config.reverb == 'speaker' else utt_id}"))
+    return round(rng.uniform(*config.t60), 3), round(rng.uniform(*config.drr_db), 2), rng.getrandbits(63)
 
 
 # -- rendering: espeak-ng -> 16 kHz FLAC (worker threads) -------------------------------------
@@ -353,6 +382,8 @@ def _render(job: _Job, audio_dir: str) -> tuple[int, tuple[str, ...]]:
         raw, _ = sf.read(wav, dtype="float32")
         wav.unlink()
         wave = _resampler(job.speed_hz)(torch.from_numpy(raw)).numpy()
+        if job.room:
+            wave = _reverberate(wave, room_response(*job.room))
         wave *= _PEAK * 10 ** (job.gain_db / 20) / max(float(np.abs(wave).max()), 1e-6)
         speech = _trim(wave)
         speech_rms = float(np.sqrt(np.mean(speech**2)))
@@ -391,6 +422,23 @@ def _one_second(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     offset = int(rng.integers(0, KEYWORD_SAMPLES - len(speech) + 1))
     clip[offset : offset + len(speech)] = speech
     return clip
+
+
+def room_response(t60: float, drr_db: float, seed: int) -> np.ndarray:
+    """A synthetic room impulse response at 16 kHz: a unit direct path, then Gaussian noise whose
+    amplitude decays by 60 dB in ``t60`` seconds, scaled so direct / tail energy is ``drr_db``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, max(int(t60 * SAMPLE_RATE), 2)) / SAMPLE_RATE
+    tail = rng.standard_normal(len(t)) * np.exp(-3 * np.log(10) * t / t60)
+    tail *= 10 ** (-drr_db / 20) / float(np.sqrt(np.sum(tail**2)))
+    return np.concatenate([[1.0], tail])
+
+
+def _reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``wave`` convolved with ``rir`` (FFT), cut to its own length: the tail past the end is lost."""
+    size = 1 << (len(wave) + len(rir) - 2).bit_length()
+    out = np.fft.irfft(np.fft.rfft(wave, size) * np.fft.rfft(rir, size), size)[: len(wave)]
+    return out.astype(np.float32)
 
 
 def _noise(colour: str, n: int, rng: np.random.Generator) -> np.ndarray:
