@@ -18,7 +18,7 @@ from raydistill.errors import UserError
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
-  raydistill search --space search_spaces/dice.yaml          # a real search: 21 min on 2 CPU cores with caches, ~35 min the first time
+  raydistill search --space search_spaces/dice.yaml          # a real search: ~45 min on 2 CPU cores the first time
   raydistill search --space search_spaces/dice.yaml --smoke  # the same, tiny (a few minutes)
   raydistill export --experiment raydistill --out exported   # best configs + student checkpoint
   raydistill train --config exported/best.yaml               # rerun an exported configuration
@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--smoke", action="store_true", help="the tiny corpus used by --smoke runs")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--config", type=Path, metavar="FILE",
+                   help="a YAML mapping of corpus options over the default (or --smoke) preset, e.g. "
+                        "'reverb: speaker', 'noise_per: speaker', 'flite_frac: 0.3' (raydistill/corpus/synth.py: "
+                        "CorpusConfig); search with the result through --corpus DIR")
     c = csub.add_parser("librispeech", help="turn a LibriSpeech-layout directory into a raydistill corpus")
     c.add_argument("--root", type=Path, required=True, help="a subset dir (speaker dirs inside) or a dir of subsets")
     c.add_argument("--out", type=Path, required=True, help="where to write manifest.jsonl / corpus.json")
@@ -335,11 +339,7 @@ def _corpus(args) -> dict:
     from raydistill.corpus import Corpus, CorpusConfig, build_corpus, read_librispeech
 
     if args.corpus_command == "synth":
-        config = CorpusConfig.smoke() if args.smoke else CorpusConfig.default()
-        if args.seed:
-            import dataclasses
-
-            config = dataclasses.replace(config, seed=args.seed)
+        config = _corpus_config(CorpusConfig.smoke() if args.smoke else CorpusConfig.default(), args)
         corpus = build_corpus(config, args.out)
     elif args.corpus_command == "librispeech":
         corpus = read_librispeech(args.root, args.out, split=args.split, g2p=not args.no_g2p)
@@ -348,6 +348,28 @@ def _corpus(args) -> dict:
     info = {k: v for k, v in corpus.info.items() if k not in ("phones", "speakers", "config")}
     return {"root": str(corpus.root), "key": corpus.key, "utterances": len(corpus.utterances),
             "speakers": len({u.speaker for u in corpus.utterances}), "phones": len(corpus.phones), **info}
+
+
+def _corpus_config(preset, args):
+    """``preset`` with the options of ``--config`` and ``--seed`` over it; bad ones are a UserError."""
+    import dataclasses
+
+    from raydistill.utils import read_yaml
+
+    changes = read_yaml(args.config, "corpus config") if args.config else {}
+    if not isinstance(changes, dict):
+        raise UserError(f"{args.config}: expected a mapping of corpus options, found {type(changes).__name__}")
+    allowed = {f.name for f in dataclasses.fields(preset)}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise UserError(f"{args.config}: unknown corpus option(s) {', '.join(unknown)} "
+                        f"(allowed: {', '.join(sorted(allowed))})")
+    if args.seed:
+        changes["seed"] = args.seed
+    try:
+        return dataclasses.replace(preset, **changes)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{args.config or 'corpus'}: {e}") from None
 
 
 def _teacher(args) -> dict:

@@ -61,6 +61,12 @@ def wrong_shapes_teacher(tmp_path):
     return f"torchaudio:{path}#hubert-base"
 
 
+def corpus_options(tmp_path, text: str):
+    path = tmp_path / "corpus.yaml"
+    path.write_text(text)
+    return str(path)
+
+
 def a_file(tmp_path):
     path = tmp_path / "plain-file"
     path.write_text("x")
@@ -114,6 +120,14 @@ CASES = [
      "none"),
     ("bad teacher spec", lambda t: ["teacher", "info", "wav2vec:/x"], "bad teacher 'wav2vec:/x'"),
     ("missing teacher file", lambda t: ["teacher", "info", f"torchaudio:{t / 'x.pt'}"], "teacher file .*x.pt does not exist"),
+    ("unknown corpus option", lambda t: ["corpus", "synth", "--smoke", "--out", str(t / "c"), "--config",
+                                         corpus_options(t, "reverb: speaker\nrooms: 3\n")],
+     r"corpus.yaml: unknown corpus option\(s\) rooms \(allowed: .*reverb"),
+    ("bad corpus option", lambda t: ["corpus", "synth", "--smoke", "--out", str(t / "c"), "--config",
+                                     corpus_options(t, "reverb: cathedral\n")],
+     "reverb must be one of off, speaker, utterance, found 'cathedral'"),
+    ("corpus config not a mapping", lambda t: ["corpus", "synth", "--out", str(t / "c"), "--config",
+                                               corpus_options(t, "- reverb\n")], "expected a mapping of corpus options"),
     ("corpus dir that is not a corpus", lambda t: ["corpus", "info", str(t)], "no corpus at"),
     ("unreachable Ray address", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
                                           "--address", "127.0.0.1:9"], "cannot connect to the Ray cluster at 127.0.0.1:9"),
@@ -142,3 +156,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, name, args, message):
 def test_a_bad_flag_is_exit_2():
     result = run("search", "--trials", "many")
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+def test_corpus_synth_with_options(tmp_path):
+    """--config sets corpus options over the preset; corpus.json records them."""
+    import json
+
+    options = corpus_options(tmp_path, "num_seen_speakers: 2\nnum_unseen_speakers: 0\nutts_per_seen_speaker: 4\n"
+                                       "reverb: speaker\nt60: [0.1, 0.2]\n")
+    result = run("corpus", "synth", "--smoke", "--config", options, "--out", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["utterances"] == 8
+    config = json.loads((tmp_path / "c" / "corpus.json").read_text())["config"]
+    assert (config["name"], config["reverb"], config["t60"]) == ("espeak-smoke", "speaker", [0.1, 0.2])
