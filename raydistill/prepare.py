@@ -87,7 +87,7 @@ def check_corpus(spec: Optional[str]) -> None:
 def embedded_corpus_dir(workdir: Workdir, config) -> Path:
     """Where the embedded corpus of ``config`` lives: one directory per config, so a changed
     default builds a new corpus beside the old one instead of clashing with it."""
-    return workdir.corpora / f"{config.name}-{stable_hash(config.to_dict(), 8)}"
+    return workdir.corpora / f"{config.name}-{stable_hash(config.identity(), 8)}"
 
 
 def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False) -> Corpus:

@@ -216,6 +216,9 @@ def test_embedded_corpus_directory_is_per_config(tmp_path):
     assert embedded_corpus_dir(wd, CorpusConfig.default()) == default
     assert embedded_corpus_dir(wd, CorpusConfig()) != default  # same name, other config
     assert embedded_corpus_dir(wd, dataclasses.replace(CorpusConfig.default(), workers=1)) == default
+    # options added later leave the directory of corpora built before them alone, unless set
+    assert default.name == "espeak-default-2919ec06"
+    assert embedded_corpus_dir(wd, dataclasses.replace(CorpusConfig.default(), reverb="speaker")) != default
 
 
 def test_default_plan_splits_and_balance():
