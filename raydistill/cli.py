@@ -354,22 +354,20 @@ def _corpus_config(preset, args):
     """``preset`` with the options of ``--config`` and ``--seed`` over it; bad ones are a UserError."""
     import dataclasses
 
+    from raydistill.config import from_mapping
     from raydistill.utils import read_yaml
 
     changes = read_yaml(args.config, "corpus config") if args.config else {}
     if not isinstance(changes, dict):
         raise UserError(f"{args.config}: expected a mapping of corpus options, found {type(changes).__name__}")
-    allowed = {f.name for f in dataclasses.fields(preset)}
-    unknown = sorted(set(changes) - allowed)
-    if unknown:
-        raise UserError(f"{args.config}: unknown corpus option(s) {', '.join(unknown)} "
-                        f"(allowed: {', '.join(sorted(allowed))})")
     if args.seed:
         changes["seed"] = args.seed
-    try:
-        return dataclasses.replace(preset, **changes)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{args.config or 'corpus'}: {e}") from None
+    options = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)}
+    unknown = sorted(set(changes) - set(options))
+    if unknown:
+        raise UserError(f"{args.config}: unknown corpus option(s) {', '.join(unknown)} "
+                        f"(allowed: {', '.join(sorted(options))})")
+    return from_mapping(type(preset), options | changes, args.config or "corpus")
 
 
 def _teacher(args) -> dict:

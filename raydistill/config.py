@@ -269,11 +269,11 @@ class TrainConfig:
             if arch not in ("hubert", "lstm"):
                 raise UserError(f"{where}.student.arch: must be hubert or lstm, found {arch!r}")
             if arch == "lstm":
-                d["student"] = _build(LstmConfig, d["student"], f"{where}.student")
+                d["student"] = from_mapping(LstmConfig, d["student"], f"{where}.student")
             else:
-                d["student"] = _build(HubertConfig, {k: v for k, v in d["student"].items() if k != "arch"},
+                d["student"] = from_mapping(HubertConfig, {k: v for k, v in d["student"].items() if k != "arch"},
                                       f"{where}.student")
-        return _build(cls, d, where)
+        return from_mapping(cls, d, where)
 
 
 def _student_from_preset(spec: Any, where: str) -> dict:
@@ -286,7 +286,7 @@ def _student_from_preset(spec: Any, where: str) -> dict:
     return base
 
 
-def _build(cls: type, d: Any, where: str) -> Any:
+def from_mapping(cls: type, d: Any, where: str) -> Any:
     """Recursively turn a dict into dataclass ``cls``, checking keys and scalar types."""
     if not isinstance(d, dict):
         raise UserError(f"{where}: expected a mapping, found {type(d).__name__}")
@@ -308,7 +308,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(value):  # already built (the student)
         return value
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
+        return from_mapping(hint, value, where)
     if hint is bool:
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true/false, found {value!r}")
