@@ -3,7 +3,8 @@ dashboard for job submission) and two one-CPU worker nodes, each its own `ray st
 process group, so killing a group is a node dying (raylet and its workers at once).
 
 Against it: a smoke search submitted with `ray job submit`; a search whose driver is killed
-and continued with `--resume`; a search during which the node running a trial is killed.
+and continued with `--resume`; one stopped with Ctrl-C and continued; a search during which
+the node running a trial is killed.
 Every check ends in MLflow: exactly one child run per trial, none missing, none duplicated.
 
 The session's local cluster (conftest) is stopped first: two Ray clusters on one machine
@@ -269,6 +270,42 @@ def test_a_killed_driver_resumes_without_duplicate_runs(nodes, space, workdir, t
     (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]  # the same run, re-attached
     print(f"driver kill: {len(runs)} trial runs, interrupted trial resumed at steps {resumed_steps(client, again)}")
     assert max(resumed_steps(client, again)) > 0  # continued from its Train checkpoint
+
+
+def test_ctrl_c_stops_the_search_and_resume_finishes_it(nodes, space, workdir, tmp_path):
+    """Tune catches the first SIGINT, saves its state and returns from fit() as if done; the
+    search must not go on to score and close the trials but end KILLED, ready for --resume."""
+    args = ("--trials", "2", "--max-concurrent", "1", "--address", nodes.address)
+    log = tmp_path / "driver.log"
+    driver = subprocess.Popen(search_cmd(space, workdir, "ctrlc", "ctrlc", *args), env=ENV,
+                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def first_checkpoint():
+            assert driver.poll() is None, "the search ended before Ctrl-C: " + log.read_text()[-2000:]
+            return _running_trial_with_checkpoint(workdir, "ctrlc")
+
+        victim = _wait(first_checkpoint, 600, "a trial's first checkpoint", every=0.5)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in the driver's terminal sends
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    output = log.read_text()
+    assert driver.returncode == 130, output[-3000:]
+    assert "interrupted (a search continues with --resume)" in output
+    client, runs = runs_of(workdir, "ctrlc")
+    (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]
+    assert again.info.status == "RUNNING" and "raydistill.status" not in again.data.tags  # not closed as lost
+    _, (search,) = runs_of(workdir, "ctrlc", kind="search")
+    assert search.info.status == "KILLED"
+    out = subprocess.run(search_cmd(space, workdir, "ctrlc", "ctrlc", "--resume", *args), env=ENV,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = assert_once_per_trial(workdir, "ctrlc", 2)
+    (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]
+    print(f"Ctrl-C: interrupted trial resumed at steps {resumed_steps(client, again)}")
+    assert max(resumed_steps(client, again)) > 0
 
 
 def test_a_node_dies_and_the_interrupted_trial_restarts_from_its_checkpoint(nodes, space, workdir):

@@ -120,3 +120,23 @@ def test_runs_a_killed_driver_left_running_are_closed_as_lost(tmp_path):
     assert get(done).info.status == "FINISHED" and get(done).data.tags["raydistill.status"] == "completed"
     assert get(elsewhere).info.status == "RUNNING"
     assert tracker.close_lost_trials() == 0
+
+
+class _Grid(list):
+    """The three things `interrupted` reads of a Tune ResultGrid: its length and two counts."""
+
+    def __init__(self, statuses):
+        super().__init__(statuses)
+        self.num_terminated = statuses.count("TERMINATED")
+        self.num_errors = statuses.count("ERROR")
+
+
+@pytest.mark.parametrize("statuses, asked, expected", [
+    (["TERMINATED", "ERROR", "TERMINATED"], 3, False),  # ran to the end, one trial failed
+    (["TERMINATED", "RUNNING", "PENDING"], 3, True),  # Ctrl-C during a trial
+    (["TERMINATED"], 3, True),  # Ctrl-C between a trial's end and the next one's start
+])
+def test_a_tune_run_cut_short_counts_as_interrupted(statuses, asked, expected):
+    from raydistill.search.run import interrupted
+
+    assert interrupted(_Grid(statuses), asked) is expected

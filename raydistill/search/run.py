@@ -78,8 +78,9 @@ def run_search(opts: SearchOptions) -> dict:
 
     uri = opts.mlflow_uri or workdir.mlflow_uri
     tracker = SearchTracker(uri, opts.experiment, search_id, artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
+    trials = opts.trials
     if opts.resume:
-        objectives = _resumed_objectives(tracker, objectives, explicit=opts.objectives is not None)
+        objectives, trials = _resumed(tracker, objectives, trials, explicit=opts.objectives is not None)
     ray = connect(opts.address)
     device = default_device()
 
@@ -108,6 +109,8 @@ def run_search(opts: SearchOptions) -> dict:
         tune_started = time.monotonic()
         results = _tune(opts, space, setup, tracker, workdir, search_id, objectives)
         tune_seconds = time.monotonic() - tune_started
+        if interrupted(results, trials):
+            raise KeyboardInterrupt  # Tune caught Ctrl-C and saved its state; --resume continues
         lost = tracker.close_lost_trials()
         if lost:
             log(f"{lost} trial run(s) of a killed driver were never restored by Tune: marked lost in MLflow")
@@ -149,19 +152,19 @@ def _search_id(workdir: Workdir, opts: SearchOptions) -> str:
     return name
 
 
-def _resumed_objectives(tracker, objectives: dict, *, explicit: bool) -> dict:
-    """A resumed search keeps the objectives logged on its parent run (its searcher is restored
-    with them); asking for other ones with --objectives is an error."""
+def _resumed(tracker, objectives: dict, trials: int, *, explicit: bool) -> tuple[dict, int]:
+    """A resumed search keeps the objectives and trial count logged on its parent run (Tune and
+    its searcher are restored with them); asking for other objectives is an error."""
     from raydistill.tracking.mlflow import KIND, SEARCH_ID, find_run
 
     run = find_run(tracker.client, tracker.experiment, {KIND: "search", SEARCH_ID: tracker.search_id})
     if run is None:
-        return objectives
+        return objectives, trials
     logged = parse_objectives(run.data.params.get("objectives"), f"search {tracker.search_id}: objectives")
     if explicit and logged != objectives:
         raise UserError(f"--resume: search {tracker.search_id} optimises {format_objectives(logged)}; "
                         "a resumed search keeps its objectives (drop --objectives)")
-    return logged
+    return logged, int(run.data.params.get("trials", trials))
 
 
 def student_name(config) -> str:
@@ -312,6 +315,14 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
                                       verbose=1, failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
         )
     return tuner.fit()
+
+
+def interrupted(results, trials: int) -> bool:
+    """Whether ``tuner.fit()`` returned because of Ctrl-C: Tune catches the first SIGINT, saves
+    its state and returns as if done. Then a trial is left unfinished (neither terminated nor
+    errored) or fewer than ``trials`` were created; a search that ran out returns neither."""
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    return unfinished > 0 or len(results) < trials
 
 
 def best_trial(tracker, search_id: str) -> Optional[dict]:
