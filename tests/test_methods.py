@@ -225,3 +225,19 @@ def test_an_exploding_learning_rate_stops_the_run_as_diverged(name, tiny_corpus,
 
     with pytest.raises(Diverged, match=r"loss became (nan|inf) at step \d"):
         _run(name, tiny_corpus, store, teacher, tmp_path, lr=1e30, max_steps=8, warmup_frac=0.0)
+
+
+def test_the_random_init_reference_is_keyed_by_the_students_initial_weights(tiny_corpus, teacher, tmp_path):
+    """Trials that differ only in training settings share one random-init score; another
+    architecture gets its own."""
+    from raydistill.prepare import Workdir
+    from raydistill.search.baselines import Baselines
+
+    baselines = Baselines(Workdir(tmp_path), tiny_corpus, teacher, None, "smoke")
+    base = _config("dicehubert")
+    key = baselines.key("random_init", base.to_dict())
+    assert baselines.key("random_init", _config("dicehubert", lr=1e-4).to_dict()) == key
+    assert baselines.key("random_init", dataclasses.replace(base, feat_weight=0.5).to_dict()) == key
+    wider = TrainConfig.from_dict({**CONFIGS["dicehubert"], "student": {**SMALL, "ffn_dim": 128}, "optim": OPTIM})
+    assert baselines.key("random_init", wider.to_dict()) != key
+    assert baselines.key("random_init", _config("star").to_dict()) == key  # same student, same seed

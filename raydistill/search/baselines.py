@@ -9,8 +9,11 @@ the teacher are also the two ends of every ``superb_score`` (0 and 1000).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Optional
+
+import torch
 
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
@@ -35,10 +38,19 @@ class Baselines:
         """The FBank and teacher scores (``superb_score``'s 0 and 1000), computed once per corpus."""
         return {name: self.score(name)[1] for name in ("fbank", "teacher")}
 
+    def key(self, name: str, student: Optional[dict] = None) -> str:
+        """The cache key of one reference. A random-init student is keyed by its initial weights,
+        so trials that differ only in training settings (learning rate, loss weights, targets)
+        share one score."""
+        if name == "random_init":
+            what = weights_digest(self._upstream(name, student)[0].model)
+        else:
+            what = {"teacher": self.teacher.key, "fbank": "fbank-240"}[name]
+        return stable_hash([name, what, self.corpus.key, self.budget, self.seed])
+
     def score(self, name: str, student: Optional[dict] = None) -> tuple[str, dict]:
         """(key, metrics) of one reference, from the cache or computed (then cached)."""
-        what = {"teacher": self.teacher.key, "fbank": "fbank-240", "random_init": student}[name]
-        key = stable_hash([name, what, self.corpus.key, self.budget, self.seed])
+        key = self.key(name, student)
         cache = self.workdir.cache / "baselines" / f"{name}-{key}.json"
         if cache.is_file():
             return key, json.loads(cache.read_text())
@@ -72,3 +84,13 @@ class Baselines:
         config = TrainConfig.from_dict(student, where="random_init")
         model = student_model(config, TeacherInfo.of(self.teacher.describe()), seed=self.seed)
         return HubertUpstream(model, name="random_init").to(self.device), count_params(model)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of a model's parameters and buffers: names, shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
