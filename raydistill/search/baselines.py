@@ -42,20 +42,26 @@ class Baselines:
         """The cache key of one reference. A random-init student is keyed by its initial weights,
         so trials that differ only in training settings (learning rate, loss weights, targets)
         share one score."""
+        return self._keyed(name, student)[0]
+
+    def _keyed(self, name: str, student: Optional[dict]) -> tuple[str, Optional[tuple]]:
+        """(key, the random-init upstream and its size, built to key it; None for the others)."""
+        built = None
         if name == "random_init":
-            what = weights_digest(self._upstream(name, student)[0].model)
+            built = self._upstream(name, student)
+            what = weights_digest(built[0].model)
         else:
             what = {"teacher": self.teacher.key, "fbank": "fbank-240"}[name]
-        return stable_hash([name, what, self.corpus.key, self.budget, self.seed])
+        return stable_hash([name, what, self.corpus.key, self.budget, self.seed]), built
 
     def score(self, name: str, student: Optional[dict] = None) -> tuple[str, dict]:
         """(key, metrics) of one reference, from the cache or computed (then cached)."""
-        key = self.key(name, student)
+        key, built = self._keyed(name, student)
         cache = self.workdir.cache / "baselines" / f"{name}-{key}.json"
         if cache.is_file():
             return key, json.loads(cache.read_text())
         log(f"scoring the {name} reference ({self.budget} evaluation)")
-        upstream, params = self._upstream(name, student)
+        upstream, params = built or self._upstream(name, student)
         scores = evaluate_upstream(upstream, self.corpus, EvalBudget.named(self.budget),
                                    seed=self.seed, device=self.device)
         metrics = {**score_metrics(scores), "params": params}
