@@ -242,15 +242,23 @@ def _running_trial_with_checkpoint(workdir, experiment):
     return next((r for r in runs if r.info.status == "RUNNING" and "loss" in r.data.metrics), None)
 
 
+def _start_driver(command, log):
+    """A search driver in its own process group, as a terminal runs it; its output goes to ``log``."""
+    return subprocess.Popen(command, env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _assert_running(driver, log, before: str):
+    assert driver.poll() is None, f"the search ended before {before}: " + log.read_text()[-2000:]
+
+
 def test_a_killed_driver_resumes_without_duplicate_runs(nodes, space, workdir, tmp_path):
     args = ("--trials", "3", "--max-concurrent", "1", "--address", nodes.address)
     log = tmp_path / "driver.log"
-    driver = subprocess.Popen(search_cmd(space, workdir, "resume", "resumed", *args), env=ENV,
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    driver = _start_driver(search_cmd(space, workdir, "resume", "resumed", *args), log)
     try:
         # kill it while the second trial runs, past its first checkpoint (so Tune has saved it)
         def second_trial_mid_run():
-            assert driver.poll() is None, "the search ended before its driver could be killed: " + log.read_text()[-2000:]
+            _assert_running(driver, log, "its driver could be killed")
             _, runs = runs_of(workdir, "resume")
             done = [r for r in runs if r.info.status == "FINISHED"]
             return done and _running_trial_with_checkpoint(workdir, "resume")
@@ -277,11 +285,10 @@ def test_ctrl_c_stops_the_search_and_resume_finishes_it(nodes, space, workdir, t
     search must not go on to score and close the trials but end KILLED, ready for --resume."""
     args = ("--trials", "2", "--max-concurrent", "1", "--address", nodes.address)
     log = tmp_path / "driver.log"
-    driver = subprocess.Popen(search_cmd(space, workdir, "ctrlc", "ctrlc", *args), env=ENV,
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    driver = _start_driver(search_cmd(space, workdir, "ctrlc", "ctrlc", *args), log)
     try:
         def first_checkpoint():
-            assert driver.poll() is None, "the search ended before Ctrl-C: " + log.read_text()[-2000:]
+            _assert_running(driver, log, "Ctrl-C")
             return _running_trial_with_checkpoint(workdir, "ctrlc")
 
         victim = _wait(first_checkpoint, 600, "a trial's first checkpoint", every=0.5)
