@@ -241,9 +241,39 @@ def test_compare_reports_seed_spread_and_the_order(smoke_corpus):
         assert len(values) == 2
         assert entry["mean"]["overall_score"] == pytest.approx(np.mean(values))
         assert entry["spread"]["overall_score"] == pytest.approx(max(values) - min(values))
-    (gap,) = result["gaps"]
+    (gap,) = result["claims"]  # by default each upstream is claimed to beat the next one
+    assert gap["between"] == ["clean", "noisy"]
     assert gap["gap"] == pytest.approx(clean["mean"]["overall_score"] - noisy["mean"]["overall_score"])
-    assert result["ordered"] == (gap["gap"] > gap["spread"])
+    assert gap["spread"] == max(clean["spread"]["overall_score"], noisy["spread"]["overall_score"])
+    assert result["holds"] == gap["holds"] == (gap["gap"] > gap["spread"]) and result["unjudged"] == []
+
+
+def test_compare_judges_only_the_claims_it_is_given(monkeypatch):
+    from raydistill.evaluate import compare
+
+    class Fixed:
+        def __init__(self, name, scores):
+            self.name, self.values = name, iter(scores)
+
+    upstreams = [Fixed("teacher", [50, 52]), Fixed("student", [45, 46]), Fixed("random_init", [20, 21]),
+                 Fixed("fbank", [22, 19])]
+
+    def fake_score(upstream, corpus, budget, seed, device, threads=0):
+        return {"overall_score": float(next(upstream.values))}, 1.0
+
+    monkeypatch.setattr(compare, "_score", fake_score)  # scores as given, seed by seed
+    result = compare.compare_upstreams(
+        upstreams, None, EvalBudget.smoke(), [0, 1], progress=False,
+        claims=[("teacher", "student"), ("student", "random_init")],
+        unjudged=[("student", "fbank"), ("random_init", "fbank")])
+    assert [c["between"] for c in result["claims"]] == [["teacher", "student"], ["student", "random_init"]]
+    assert [c["gap"] for c in result["claims"]] == [5.5, 25.0] and [c["spread"] for c in result["claims"]] == [2, 1]
+    assert result["holds"] is True  # random init (20.5 ± 1) vs FBank (20.5 ± 3) does not enter the verdict
+    assert [(g["between"], g["gap"], g["spread"]) for g in result["unjudged"]] == [
+        (["student", "fbank"], 25.0, 3), (["random_init", "fbank"], 0.0, 3)]
+    assert all("holds" not in g for g in result["unjudged"])
+    with pytest.raises(ValueError, match="not scored"):
+        compare.compare_upstreams(upstreams, None, EvalBudget.smoke(), [0], claims=[("teacher", "nobody")])
 
 
 def test_learning_rate_is_tuned_on_dev(smoke_corpus):
@@ -270,7 +300,9 @@ def test_compare_cli_prints_one_json_document(smoke_corpus, tmp_path, capsys):
                  str(smoke_corpus.root), "--suite", "smoke", "--tasks", "ks", "--seeds", "0,1", "--jobs", "2"]) == 0
     out = json.loads(capsys.readouterr().out)  # progress went to stderr
     assert [u["name"] for u in out["upstreams"]] == ["teacher", "student", "random_init", "fbank"]
-    assert all(len(u["scores"]) == 2 for u in out["upstreams"]) and len(out["gaps"]) == 3
+    assert all(len(u["scores"]) == 2 for u in out["upstreams"])
+    assert [c["between"] for c in out["claims"]] == [["teacher", "student"], ["student", "random_init"]]
+    assert [g["between"] for g in out["unjudged"]] == [["student", "fbank"], ["random_init", "fbank"]]
     # the learning rate was tuned on dev by default (SUPERB's protocol): 3 scales per head
     assert out["lr_scales"] == [0.3, 1.0, 3.0] and out["jobs"] == 2
     # the "teacher" here is the student itself, scored in other processes: same scores, not strictly ordered
@@ -278,6 +310,6 @@ def test_compare_cli_prints_one_json_document(smoke_corpus, tmp_path, capsys):
     def scores(entry):
         return [{k: v for k, v in s.items() if k != "eval_seconds"} for s in entry["scores"]]
 
-    assert scores(teacher) == scores(same) and out["ordered"] is False
+    assert scores(teacher) == scores(same) and out["holds"] is False
     assert main(["compare", "--checkpoint", str(path), "--seeds", "a,b"]) == 2
     assert main(["compare", "--checkpoint", str(path), "--jobs", "0"]) == 2
