@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,11 @@ Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT te
 """
 
 
+MASK_EMB_HELP = ("a file teacher may end with ?mask_emb=FILE: its mask embedding from FILE (a [D] tensor, or a state "
+                 "dict with mask_generator.mask_embedding or masked_spec_embed), which masking distillation "
+                 "(armhubert with arm.masking) needs when the teacher file has none, e.g. torchaudio's hubert_base")
+
+
 def _common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path, default=Path("runs"),
                    help="corpora, caches, Ray results and the default MLflow store go here (default: ./runs)")
@@ -34,7 +40,8 @@ def _common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", default=None,
                    help="a real but tiny run: small corpus, small teacher, few steps (tests and a first look)")
     p.add_argument("--corpus", help="a corpus directory (default: the embedded espeak-ng corpus)")
-    p.add_argument("--teacher", help="embedded (default) | raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR")
+    p.add_argument("--teacher", help="embedded (default) | raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR; "
+                                     + MASK_EMB_HELP)
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (DDP; default 1)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Train worker (default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
@@ -116,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="teacher vs a student vs its random init vs FBank, over several seeds (JSON)",
                        description="Score the teacher, a distilled student, the same student at random "
-                                   "initialisation and FBank features at several evaluation seeds, and check "
-                                   "that they rank in that order with gaps larger than the seed spread.")
+                                   "initialisation and FBank features at several evaluation seeds, and judge what "
+                                   "distillation claims: teacher > student and student > random init, each gap "
+                                   "larger than the seed spread ('holds'). The gaps of the student and of random "
+                                   "init to FBank are reported without a verdict ('unjudged').")
     p.add_argument("--checkpoint", type=Path, required=True, help="a distilled student.pt (e.g. from export)")
     p.add_argument("--teacher", default=None, help="the teacher (default: the one the checkpoint names)")
     p.add_argument("--suite", choices=("smoke", "probe", "full"), default="full")
@@ -167,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", type=Path, default=Path("runs"))
     t.add_argument("--corpus", help="corpus directory (default: the embedded corpus)")
     t.add_argument("--smoke", action="store_true")
-    t = tsub.add_parser("info", help="load a teacher and print its description (JSON)")
-    t.add_argument("spec", help="raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR")
+    t = tsub.add_parser("info", help="load a teacher and print its description (JSON; mask_embedding: whether it "
+                                     "carries a trained mask embedding, which masking distillation needs)")
+    t.add_argument("spec", help="raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR; " + MASK_EMB_HELP)
 
     p = sub.add_parser("describe", help="sizes of a student: parameters (inference / training) and MACs per second",
                        description="Build a preset's or a config file's student and count its parameters "
@@ -228,20 +238,12 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "convert":
         from raydistill.convert import convert
 
+        _check_out(args.out)
         return {"out": str(convert(args.checkpoint, args.out, args.to, force=args.force)), "format": args.to}
     if args.command == "export":
         from raydistill.export import export
-        from raydistill.prepare import Workdir
 
-        if args.objectives is not None:  # bad flags first, before the store is opened
-            from raydistill.search.objectives import parse_objectives
-
-            if not args.pareto:
-                raise UserError("--objectives chooses what --pareto compares: pass --pareto with it")
-            parse_objectives(args.objectives, "--objectives")
-        uri = args.mlflow_uri or Workdir(args.workdir).mlflow_uri
-        if not args.mlflow_uri and not (Workdir(args.workdir).root / "mlflow.db").is_file():
-            raise UserError(f"no MLflow store at {uri}: pass --mlflow-uri or the --workdir of your search")
+        uri = _check_export(args)
         return export(uri, args.experiment, args.out, top_k=args.top, search_id=args.search, force=args.force,
                       pareto=args.pareto, objectives=args.objectives)
     if args.command == "evaluate":
@@ -255,6 +257,48 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "describe":
         return _describe(args)
     raise AssertionError(args.command)
+
+
+def _check_export(args) -> str:
+    """Every export flag and the MLflow store they name, before the store is opened (opening a
+    SQLite URI creates the database); the store's URI."""
+    from raydistill.prepare import Workdir, check_mlflow_uri
+
+    if args.objectives is not None:
+        from raydistill.search.objectives import parse_objectives
+
+        if not args.pareto:
+            raise UserError("--objectives chooses what --pareto compares: pass --pareto with it")
+        parse_objectives(args.objectives, "--objectives")
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, found {args.top}")
+    if not args.experiment.strip():
+        raise UserError("--experiment must not be empty")
+    if args.search is not None and not args.search.strip():
+        raise UserError("--search must not be empty")
+    _check_out(args.out)
+    if args.mlflow_uri:
+        check_mlflow_uri(args.mlflow_uri, existing=True)
+        return args.mlflow_uri
+    workdir = Workdir(args.workdir).check()
+    if not (workdir.root / "mlflow.db").is_file():
+        raise UserError(f"no MLflow store at {workdir.mlflow_uri}: pass --mlflow-uri or the --workdir of your search")
+    return workdir.mlflow_uri
+
+
+def _check_out(path: Path) -> None:
+    """A UserError unless ``--out`` is a directory or could be created as one (not a file, not under one)."""
+    from raydistill.prepare import check_directory
+
+    check_directory(path, "--out")
+
+
+def _check_seed(seed: int, flag: str) -> int:
+    from raydistill.search.run import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} must be between 0 and {MAX_SEED}, found {seed}")
+    return seed
 
 
 def _describe(args) -> dict:
@@ -285,8 +329,16 @@ def _budget(args):
             scales = [float(x) for x in args.lr_grid.split(",") if x.strip()]
         except ValueError:
             raise UserError(f"--lr-grid must be comma-separated numbers, found {args.lr_grid!r}") from None
+        if not all(math.isfinite(x) and x > 0 for x in scales):
+            raise UserError(f"--lr-grid must be positive finite numbers, found {args.lr_grid!r}")
         budget = budget.with_lr_scales(scales)
     return budget
+
+
+# What `compare` judges: what distillation claims. FBank is reported beside them without a verdict
+# (the SUPERB protocol does not order random deep features against FBank).
+CLAIMS = (("teacher", "student"), ("student", "random_init"))
+UNJUDGED = (("student", "fbank"), ("random_init", "fbank"))
 
 
 def _compare(args) -> dict:
@@ -295,28 +347,35 @@ def _compare(args) -> dict:
     from raydistill.methods import TeacherInfo, student_model
     from raydistill.models.checkpoint import load_student
     from raydistill.models.hubert import HubertUpstream
-    from raydistill.prepare import Workdir, default_device, resolve_corpus, resolve_teacher
+    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher
+    from raydistill.teacher.sources import load_teacher, parse_spec
 
     budget = _budget(args)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        seeds = [_check_seed(int(s), "--seeds") for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, found {args.seeds!r}") from None
     if not seeds:
         raise UserError("--seeds is empty")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds repeats a seed ({args.seeds}): the spread over seeds needs distinct ones")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, found {args.jobs}")
+    workdir = Workdir(args.workdir).check()
+    # every file is read before the embedded corpus or teacher is built
     config, module, teacher_info = load_student(args.checkpoint)
-    workdir = Workdir(args.workdir)
-    corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke)
-    device = default_device()
+    checked_corpus = check_corpus(args.corpus)
     spec = args.teacher or teacher_info.get("spec") or "embedded"
-    teacher = resolve_teacher(spec, workdir, corpus, smoke=args.smoke, device=device)
+    teacher = None if parse_spec(spec)[0] == "embedded" else load_teacher(spec)
+    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=args.smoke)
+    device = default_device()
+    if teacher is None:
+        teacher = resolve_teacher(spec, workdir, corpus, smoke=args.smoke, device=device)
     random_init = student_model(config, TeacherInfo.of(teacher.describe()), seed=0)
     upstreams = [HubertUpstream(teacher.model, name="teacher"), HubertUpstream(module.model, name="student"),
                  HubertUpstream(random_init, name="random_init"), FBankUpstream()]
     result = compare_upstreams([u.to(device) if hasattr(u, "to") else u for u in upstreams], corpus, budget, seeds,
-                               device=device, jobs=args.jobs)
+                               device=device, jobs=args.jobs, claims=CLAIMS, unjudged=UNJUDGED)
     return {"checkpoint": str(args.checkpoint), "corpus": str(corpus.root), **result}
 
 
@@ -324,11 +383,14 @@ def _evaluate(args) -> dict:
     from raydistill.evaluate.suite import evaluate_upstream
     from raydistill.models.checkpoint import load_student
     from raydistill.models.hubert import HubertUpstream
-    from raydistill.prepare import Workdir, default_device, resolve_corpus
+    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus
 
     budget = _budget(args)
+    _check_seed(args.seed, "--seed")
+    workdir = Workdir(args.workdir).check()
     config, module, teacher = load_student(args.checkpoint)
-    corpus = resolve_corpus(args.corpus, Workdir(args.workdir), smoke=args.smoke)
+    checked_corpus = check_corpus(args.corpus)  # before the embedded corpus would be built
+    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=args.smoke)
     device = default_device()
     scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
                                budget, seed=args.seed, device=device)
@@ -340,8 +402,10 @@ def _corpus(args) -> dict:
 
     if args.corpus_command == "synth":
         config = _corpus_config(CorpusConfig.smoke() if args.smoke else CorpusConfig.default(), args)
+        _check_out(args.out)
         corpus = build_corpus(config, args.out)
     elif args.corpus_command == "librispeech":
+        _check_out(args.out)
         corpus = read_librispeech(args.root, args.out, split=args.split, g2p=not args.no_g2p)
     else:
         corpus = Corpus.load(args.dir)
@@ -371,14 +435,19 @@ def _corpus_config(preset, args):
 
 
 def _teacher(args) -> dict:
-    from raydistill.prepare import Workdir, default_device, resolve_corpus, resolve_teacher
-    from raydistill.teacher.sources import load_teacher
+    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher
+    from raydistill.teacher.sources import load_teacher, parse_spec
 
     if args.teacher_command == "pretrain":
+        Workdir(args.workdir).check()
+        checked_corpus = check_corpus(args.corpus)  # before anything is written
         workdir = Workdir(args.workdir).check_writable()
-        corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke)
+        corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=args.smoke)
         teacher = resolve_teacher("embedded", workdir, corpus, smoke=args.smoke, device=default_device())
     else:
+        if parse_spec(args.spec)[0] == "embedded":
+            raise UserError("teacher info reads a teacher file: the embedded teacher is pretrained (and "
+                            "described) by `raydistill teacher pretrain`")
         teacher = load_teacher(args.spec)
     return teacher.describe() | {"has_head": teacher.head is not None}
 

@@ -12,6 +12,9 @@ Workdir layout (``--workdir``, default ``./runs``)::
 
 Each stage is cached under a content key, so a rerun reuses the corpus, the teacher and
 the targets, and changing any input recomputes only what depends on it.
+
+The ``check_*`` functions look at the same inputs without writing anything: commands call
+them first, so bad input fails in seconds and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
+from urllib.parse import urlparse
 
 from raydistill.corpus.manifest import MANIFEST, Corpus
 from raydistill.errors import UserError
@@ -60,6 +64,12 @@ class Workdir:
     def optuna_uri(self) -> str:
         return f"sqlite:///{self.root / 'optuna.db'}"
 
+    def check(self) -> "Workdir":
+        """Fail with one line, writing nothing, if this could not be the workdir: a file, or
+        under a file or a directory that cannot be written."""
+        check_directory(self.root, "workdir")
+        return self
+
     def check_writable(self) -> "Workdir":
         """Fail early, with one line, if results could not be written here."""
         try:
@@ -71,17 +81,129 @@ class Workdir:
         return self
 
 
-def check_corpus(spec: Optional[str]) -> None:
-    """A UserError unless ``spec`` is the embedded corpus or a corpus directory (cheap: run it
-    before anything is written or started)."""
+def check_directory(path: Path, what: str) -> None:
+    """A UserError, writing nothing, unless ``path`` is a directory or could be created as one."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a directory")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what} {path} is not writable: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} is not writable: {parent} does not allow writing")
+
+
+def check_corpus(spec: Optional[str]) -> Optional[Corpus]:
+    """A UserError unless ``spec`` is the embedded corpus or a corpus directory with a train
+    split; the corpus, loaded (None for the embedded one). Cheap (its manifest): run it before
+    anything is written or started."""
     if spec in (None, "embedded"):
-        return
+        return None
+    if not isinstance(spec, (str, os.PathLike)):
+        raise UserError(f"corpus must be 'embedded' or a directory, found {spec!r}")
     path = Path(spec)
     if not (path / MANIFEST).is_file():
         raise UserError(
             f"{path} is not a raydistill corpus (no {MANIFEST}); "
             "for a LibriSpeech-layout directory run `raydistill corpus librispeech` first"
         )
+    corpus = Corpus.load(path)
+    if not corpus.split("train"):
+        raise UserError(f"corpus {path} has no train utterances")
+    return corpus
+
+
+def check_mlflow_uri(uri: str, *, existing: bool = False, connect: bool = True) -> None:
+    """A UserError, before any store is created, unless MLflow can use ``uri``: a
+    ``sqlite:///PATH`` database (``existing``: it must be there already), an ``http(s)://``
+    tracking server that answers (asked only with ``connect``), a database URL whose driver is
+    installed, or ``databricks``. (MLflow's file store takes no new runs, so a bare path is
+    refused too.)"""
+    if not uri or not uri.strip():
+        raise UserError("--mlflow-uri is empty")
+    scheme = urlparse(uri).scheme.split("+")[0]
+    works = "use sqlite:///PATH/mlflow.db or an http(s):// tracking server"
+    if scheme in ("", "file"):
+        raise UserError(f"--mlflow-uri {uri}: MLflow's file store takes no new runs; {works}")
+    if scheme in ("http", "https"):
+        if connect:
+            from raydistill.tracking.mlflow import client_for
+
+            client_for(uri)  # a server that does not answer is refused now (nothing is written)
+        return
+    if scheme == "databricks":
+        return
+    if scheme not in ("sqlite", "postgresql", "mysql", "mssql"):
+        raise UserError(f"--mlflow-uri {uri}: unknown scheme {scheme!r}; {works}")
+    import sqlalchemy.engine
+
+    try:
+        sqlalchemy.engine.make_url(uri).get_dialect().import_dbapi()
+    except ImportError as e:
+        raise UserError(f"--mlflow-uri {uri}: the database driver is not installed ({e})") from None
+    except Exception as e:
+        raise UserError(f"--mlflow-uri {uri}: not a database URL ({str(e).splitlines()[0]})") from None
+    if scheme != "sqlite":
+        return
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+        raise UserError(f"--mlflow-uri {uri}: write a SQLite store as sqlite:///PATH (three slashes, then the path)")
+    path = Path(uri[len("sqlite:///"):])
+    if existing and not path.is_file():
+        raise UserError(f"no MLflow store at {uri}: {path} does not exist")
+    if path.exists() and not path.is_file():
+        raise UserError(f"--mlflow-uri {uri}: {path} is not a file")
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise UserError(f"--mlflow-uri {uri}: {path} is not a SQLite database")
+    check_directory(path.parent, f"--mlflow-uri {uri}: directory")
+
+
+def masks_teacher_input(config) -> bool:
+    """Whether a run of ``config`` feeds the teacher masked input (so it needs the teacher's
+    trained mask embedding): ARMHuBERT's masking distillation."""
+    return config.method == "armhubert" and config.arm.masking
+
+
+def check_teacher(spec: str, *, smoke: bool, needs: Callable, masked: bool, what: str) -> Optional[Teacher]:
+    """A UserError, before anything is written or started, unless the teacher ``spec`` serves
+    the run: its spec and file, the layers and head ``needs(TeacherInfo)`` asks for, and, when
+    the run feeds it masked input (``masked``), a trained mask embedding. A file teacher is
+    loaded to check it and returned for reuse; the embedded one (None) is checked from its
+    configuration: it is pretrained later by masked prediction, with its head."""
+    from raydistill.methods import TeacherInfo
+
+    if not isinstance(spec, str):
+        raise UserError(f"teacher must be a spec such as 'embedded' or 'torchaudio:PATH', found {spec!r}")
+    kind, _ = parse_spec(spec)
+    if kind == "embedded":
+        from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER
+
+        config = SMOKE_TEACHER if smoke else EMBEDDED_TEACHER
+        teacher = None
+        info = TeacherInfo(config.student.num_layers, config.student.embed_dim, config.targets.num_clusters)
+        trained = True
+    else:
+        teacher = load_teacher(spec)
+        info, trained = TeacherInfo.of(teacher.describe()), teacher.mask_embedding
+    check_needs(needs(info), info.num_layers, info.num_classes > 0, spec)
+    if masked and not trained:
+        raise UserError(
+            f"teacher {spec} has no trained mask embedding, but {what} runs it on masked input (masking "
+            "distillation): use a hubert_pretrain_* state dict, a Hugging Face checkpoint that holds "
+            f"masked_spec_embed, or give the embedding as --teacher '{spec}?mask_emb=FILE'")
+    return teacher
+
+
+def check_needs(needs: TeacherNeeds, teacher_layers: int, has_head: bool, spec: str) -> None:
+    """A UserError if a run asks the teacher for a layer it lacks, or for logits without a head."""
+    for layer in needs.cached_layers:
+        if layer > teacher_layers:
+            raise UserError(f"teacher layer {layer} does not exist: the teacher has {teacher_layers} layers")
+    if needs.logits and not has_head:
+        raise UserError(f"teacher {spec} has no pre-training head: logit distillation (kd) "
+                        "needs a checkpoint with final_proj and label embeddings")
 
 
 def embedded_corpus_dir(workdir: Workdir, config) -> Path:
@@ -119,11 +241,7 @@ def ensure_targets(
 ) -> TargetStore:
     """The teacher's targets of the train split that trials read: k-means units for every
     (layer, K) in ``needs.units``, features of ``needs.features``, logits if asked."""
-    for layer in needs.cached_layers:
-        if layer > teacher.num_layers:
-            raise UserError(f"teacher layer {layer} does not exist: the teacher has {teacher.num_layers} layers")
-    if needs.logits and teacher.head is None:
-        teacher.logits(None)  # the one-line error: no pre-training head
+    check_needs(needs, teacher.num_layers, teacher.head is not None, teacher.spec)
     train = corpus.split("train")
     if not train:
         raise UserError(f"corpus {corpus.root} has no train utterances")

@@ -136,10 +136,16 @@ def read_yaml(path: str | os.PathLike, what: str):
     from raydistill.errors import UserError
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a YAML file")
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a text file (not UTF-8): expected YAML") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
 

@@ -10,9 +10,35 @@ REPO = Path(__file__).resolve().parents[1]
 SPACE = str(REPO / "search_spaces" / "dice.yaml")
 
 
+ARM_SPACE = str(REPO / "search_spaces" / "arm.yaml")
+
+
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "raydistill", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120)
+
+
+# The CLI with a tripwire on the long work: bad input must be refused before any of it, so a
+# check that goes missing fails the test (exit 3) instead of starting Ray or synthesising speech.
+GUARD = """
+import sys
+def tripwire(what):
+    def stop(*args, **kwargs):
+        print(f"tripwire: {what} started", file=sys.stderr)
+        sys.exit(3)
+    return stop
+import ray
+ray.init = tripwire("Ray")
+import raydistill.corpus.synth, raydistill.train.pretrain
+raydistill.corpus.synth.build_corpus = tripwire("corpus synthesis")
+raydistill.train.pretrain.pretrain_teacher = tripwire("teacher pretraining")
+from raydistill.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_guarded(*args):
+    return subprocess.run([sys.executable, "-c", GUARD, *args], capture_output=True, text=True, timeout=120)
 
 
 def test_help_lists_every_command():
@@ -70,6 +96,96 @@ def corpus_options(tmp_path, text: str):
 def a_file(tmp_path):
     path = tmp_path / "plain-file"
     path.write_text("x")
+    return str(path)
+
+
+def binary_file(tmp_path, name="binary.yaml"):
+    path = tmp_path / name
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    return str(path)
+
+
+def empty_file(tmp_path, name="empty.pt"):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    return str(path)
+
+
+class RunsCode:
+    """Unpickling it would create the directory ``marker``: a pickle with code in it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def pickle_with_code(tmp_path):
+    import torch
+
+    path = tmp_path / "code.pt"
+    torch.save(RunsCode(tmp_path / "code-ran"), path)
+    return str(path)
+
+
+def not_a_corpus(tmp_path):
+    (tmp_path / "not-a-corpus").mkdir()
+    return str(tmp_path / "not-a-corpus")
+
+
+def corpus_with_manifest(tmp_path, manifest: bytes, info: bytes = b""):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "manifest.jsonl").write_bytes(manifest)
+    if info:
+        (root / "corpus.json").write_bytes(info)
+    return str(root)
+
+
+def a_manifest_line():
+    import json
+
+    return (json.dumps({"id": "a", "audio": "a.wav", "speaker": "s", "split": "train", "num_samples": 16000})
+            + "\n").encode()
+
+
+def tiny_encoder_teacher(tmp_path, mask_emb_width=None):
+    """The embedded teacher's shape (192 wide) in torchaudio's encoder layout: no mask
+    embedding, unless one of ``mask_emb_width`` is given from a file."""
+    import torch
+
+    from raydistill.models.hubert import PRESETS, HubertModel
+
+    path = tmp_path / "encoder.pt"
+    torch.save(HubertModel(PRESETS["tiny-teacher"]).encoder.state_dict(), path)
+    spec = f"torchaudio:{path}#tiny-teacher"
+    if mask_emb_width is not None:
+        torch.save(torch.zeros(mask_emb_width), tmp_path / "emb.pt")
+        spec += f"?mask_emb={tmp_path / 'emb.pt'}"
+    return spec
+
+
+def arm_config(tmp_path, **top):
+    import yaml
+
+    path = tmp_path / "arm-config.yaml"
+    path.write_text(yaml.safe_dump({**top, "train": {"method": "armhubert", "arm": {"masking": True},
+                                                      "student": {"preset": "tiny-teacher", "embed_dim": 96}}}))
+    return str(path)
+
+
+def student_checkpoint(tmp_path):
+    from raydistill.config import TrainConfig
+    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.models.checkpoint import save_student
+
+    config = TrainConfig.from_dict({"method": "star", "student": {"preset": "tiny-teacher", "num_layers": 2}})
+    path = tmp_path / "student.pt"
+    save_student(path, config, get_method("star").build(config, TeacherInfo(4, 192)),
+                 {"spec": "embedded", "num_layers": 4, "embed_dim": 192})
     return str(path)
 
 
@@ -141,19 +257,168 @@ CASES = [
                                   "--corpus", str(t / "none")], "none is not a raydistill corpus"),
     ("teacher with wrong shapes", lambda t: ["teacher", "info", wrong_shapes_teacher(t)],
      "does not match the hubert-base layout"),
+    # search: every flag, before anything is written or started
+    ("zero max concurrent", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--max-concurrent", "0"],
+     "--max-concurrent must be >= 1, found 0"),
+    ("zero workers", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--workers", "0"],
+     "--workers must be >= 1, found 0"),
+    ("negative gpus", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--gpus-per-worker", "-1"],
+     "--gpus-per-worker must be 0, a fraction of one GPU, or a whole number, found -1"),
+    ("fractional gpus above one", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                             "--gpus-per-worker", "1.5"], "--gpus-per-worker must be 0, a fraction"),
+    ("negative cpus", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--cpus-per-worker", "-1"],
+     "--cpus-per-worker must be a number > 0, found -1"),
+    ("zero cpus", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--cpus-per-worker", "0"],
+     "--cpus-per-worker must be a number > 0, found 0"),
+    ("nan cpus", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--cpus-per-worker", "nan"],
+     "--cpus-per-worker must be a number > 0, found nan"),
+    ("more CPUs than the machine", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                              "--workers", "100000"], "needs more CPUs than this machine has"),
+    ("more GPUs than the machine", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                              "--workers", "1000", "--cpus-per-worker", "0.001",
+                                              "--gpus-per-worker", "1"], "needs more GPUs than this machine has"),
+    ("zero grace period", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--grace-period", "0"],
+     "--grace-period must be >= 1, found 0"),
+    ("reduction factor 1", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                      "--reduction-factor", "1"], "--reduction-factor must be >= 2, found 1"),
+    ("negative seed", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--seed", "-1"],
+     "--seed must be between 0 and 2147483647, found -1"),
+    ("binary space file", lambda t: ["search", "--space", binary_file(t), "--workdir", str(t / "w")],
+     "search space .*binary.yaml is not a text file"),
+    ("space that is a directory", lambda t: ["search", "--space", str(t), "--workdir", str(t / "w")],
+     "search space .* is a directory, not a YAML file"),
+    ("empty experiment", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--experiment", ""],
+     "--experiment must not be empty"),
+    ("workdir that is a file", lambda t: ["search", "--space", SPACE, "--workdir", a_file(t)],
+     "workdir .*plain-file is a file, not a directory"),
+    ("corpus dir without a manifest", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                                 "--corpus", not_a_corpus(t)], "not-a-corpus is not a raydistill corpus"),
+    ("corpus without train utterances", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--corpus",
+                                                   corpus_with_manifest(t, a_manifest_line().replace(b"train", b"test"))],
+     "corpus .*corpus has no train utterances"),
+    ("search missing teacher file", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                               "--teacher", f"torchaudio:{t / 'none.pt'}"],
+     "teacher file .*none.pt does not exist"),
+    ("teacher without a head for kd", lambda t: ["search", "--space", str(REPO / "search_spaces" / "kd.yaml"),
+                                                 "--workdir", str(t / "w"), "--teacher", tiny_encoder_teacher(t)],
+     "has no pre-training head: logit distillation"),
+    ("masking distillation with an untrained mask embedding",
+     lambda t: ["search", "--space", ARM_SPACE, "--workdir", str(t / "w"), "--teacher", tiny_encoder_teacher(t)],
+     "encoder.pt#tiny-teacher has no trained mask embedding, but search space .*arm.yaml .* runs it on masked "
+     "input .*hubert_pretrain_\\* state dict.*masked_spec_embed.*\\?mask_emb=FILE"),
+    ("mask embedding of the wrong width",
+     lambda t: ["search", "--space", ARM_SPACE, "--workdir", str(t / "w"), "--teacher",
+                tiny_encoder_teacher(t, mask_emb_width=768)],
+     r"mask embedding file .*emb.pt: expected a float tensor of shape \[192\]"),
+    ("unknown teacher option", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                          "--teacher", f"torchaudio:{t / 'x.pt'}?emb=1"],
+     "the only option after '\\?' is mask_emb=FILE"),
+    ("name with a slash", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--name", "a/b"],
+     "--name 'a/b': a search id is letters, digits"),
+    ("garbage address", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--address", "garbage"],
+     "--address 'garbage': use auto, HOST:PORT"),
+    ("dashboard address", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                     "--address", "http://127.0.0.1:8265"], "--address 'http://127.0.0.1:8265'"),
+    ("garbage MLflow scheme", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                         "--mlflow-uri", "foo://bar"], "--mlflow-uri foo://bar: unknown scheme 'foo'"),
+    ("MLflow file store", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                     "--mlflow-uri", str(t / "mlruns")], "MLflow's file store takes no new runs"),
+    ("MLflow store that is not SQLite", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
+                                                   "--mlflow-uri", f"sqlite:///{a_file(t)}"],
+     "plain-file is not a SQLite database"),
+    # train: the same checks, through TrainOptions.validate
+    ("train binary config", lambda t: ["train", "--config", binary_file(t), "--workdir", str(t / "w")],
+     "config file .*binary.yaml is not a text file"),
+    ("train zero workers", lambda t: ["train", "--config", arm_config(t), "--workdir", str(t / "w"), "--workers", "0"],
+     "--workers must be >= 1, found 0"),
+    ("train empty experiment", lambda t: ["train", "--config", arm_config(t), "--workdir", str(t / "w"),
+                                          "--experiment", ""], "--experiment must not be empty"),
+    ("train workdir that is a file", lambda t: ["train", "--config", arm_config(t), "--workdir", a_file(t)],
+     "workdir .*plain-file is a file, not a directory"),
+    ("train garbage MLflow scheme", lambda t: ["train", "--config", arm_config(t), "--workdir", str(t / "w"),
+                                               "--mlflow-uri", "foo://bar"], "unknown scheme 'foo'"),
+    ("train missing teacher file", lambda t: ["train", "--config", arm_config(t), "--workdir", str(t / "w"),
+                                              "--teacher", f"torchaudio:{t / 'none.pt'}"], "teacher file .*none.pt does not exist"),
+    ("train smoke that is not a bool", lambda t: ["train", "--config", arm_config(t, smoke="yes please"),
+                                                  "--workdir", str(t / "w")], "smoke must be true or false"),
+    ("train teacher that is not a spec", lambda t: ["train", "--config", arm_config(t, teacher=3),
+                                                    "--workdir", str(t / "w")], "teacher must be a spec"),
+    ("train masking distillation with an untrained mask embedding",
+     lambda t: ["train", "--config", arm_config(t), "--workdir", str(t / "w"), "--teacher", tiny_encoder_teacher(t)],
+     "has no trained mask embedding, but config .*arm-config.yaml .* runs it on masked input"),
+    # evaluate, compare
+    ("evaluate a zero-byte checkpoint", lambda t: ["evaluate", "--checkpoint", empty_file(t)],
+     "checkpoint .*empty.pt is empty"),
+    ("evaluate a pickle with code", lambda t: ["evaluate", "--checkpoint", pickle_with_code(t)],
+     "checkpoint .*code.pt is not a raydistill checkpoint: it holds Python objects"),
+    ("evaluate infinite lr scale", lambda t: ["evaluate", "--checkpoint", str(t / "none.pt"), "--lr-grid", "1,inf"],
+     "--lr-grid must be positive finite numbers"),
+    ("evaluate negative seed", lambda t: ["evaluate", "--checkpoint", str(t / "none.pt"), "--seed", "-3"],
+     "--seed must be between 0"),
+    ("evaluate workdir that is a file", lambda t: ["evaluate", "--checkpoint", student_checkpoint(t),
+                                                   "--workdir", a_file(t)], "workdir .*plain-file is a file"),
+    ("evaluate corpus that is not one", lambda t: ["evaluate", "--checkpoint", student_checkpoint(t),
+                                                   "--corpus", not_a_corpus(t)], "is not a raydistill corpus"),
+    ("compare repeated seeds", lambda t: ["compare", "--checkpoint", str(t / "none.pt"), "--seeds", "0,1,0"],
+     "--seeds repeats a seed"),
+    ("compare negative seed", lambda t: ["compare", "--checkpoint", str(t / "none.pt"), "--seeds", "0,-1"],
+     "--seeds must be between 0"),
+    ("compare missing teacher before the corpus", lambda t: ["compare", "--checkpoint", student_checkpoint(t),
+                                                             "--workdir", str(t / "w"),
+                                                             "--teacher", f"torchaudio:{t / 'none.pt'}"],
+     "teacher file .*none.pt does not exist"),
+    # export
+    ("export zero top", lambda t: ["export", "--workdir", str(t / "w"), "--out", str(t / "o"), "--top", "0"],
+     "--top must be >= 1, found 0"),
+    ("export empty experiment", lambda t: ["export", "--workdir", str(t / "w"), "--out", str(t / "o"),
+                                           "--experiment", ""], "--experiment must not be empty"),
+    ("export out that is a file", lambda t: ["export", "--workdir", str(t / "w"), "--out", a_file(t)],
+     "--out .*plain-file is a file, not a directory"),
+    ("export garbage MLflow scheme", lambda t: ["export", "--mlflow-uri", "foo://bar", "--out", str(t / "o")],
+     "unknown scheme 'foo'"),
+    ("export missing SQLite store", lambda t: ["export", "--mlflow-uri", f"sqlite:///{t / 'no' / 'mlflow.db'}",
+                                               "--out", str(t / "o")], "no MLflow store at sqlite:///.*does not exist"),
+    # corpus, teacher, describe: every file they read
+    ("corpus synth binary config", lambda t: ["corpus", "synth", "--smoke", "--out", str(t / "c"),
+                                              "--config", binary_file(t)], "corpus config .*binary.yaml is not a text file"),
+    ("corpus info binary manifest", lambda t: ["corpus", "info", corpus_with_manifest(t, b"\xff\xfe\x00")],
+     "manifest.jsonl is not a text file"),
+    ("corpus info bad corpus.json", lambda t: ["corpus", "info", corpus_with_manifest(t, a_manifest_line(), b"{bad")],
+     "corpus.json: not a valid corpus description"),
+    ("teacher info zero-byte file", lambda t: ["teacher", "info", f"torchaudio:{empty_file(t)}"],
+     "teacher file .*empty.pt is empty"),
+    ("teacher info pickle with code", lambda t: ["teacher", "info", f"torchaudio:{pickle_with_code(t)}"],
+     "teacher file .*code.pt is not a torchaudio state dict: it holds Python objects"),
+    ("teacher pretrain workdir that is a file", lambda t: ["teacher", "pretrain", "--workdir", a_file(t)],
+     "workdir .*plain-file is a file"),
+    ("teacher pretrain corpus that is not one", lambda t: ["teacher", "pretrain", "--workdir", str(t / "w"),
+                                                           "--corpus", not_a_corpus(t)], "is not a raydistill corpus"),
+    ("describe binary config", lambda t: ["describe", "--config", binary_file(t)],
+     "config file .*binary.yaml is not a text file"),
+    ("teacher info of the embedded teacher", lambda t: ["teacher", "info", "embedded"],
+     "teacher info reads a teacher file"),
+    ("convert out under a file", lambda t: ["convert", "--checkpoint", student_checkpoint(t), "--to", "s3prl",
+                                            "--out", a_file(t) + "/sub"], "--out .*plain-file/sub is not writable"),
+    ("corpus synth out under a file", lambda t: ["corpus", "synth", "--smoke", "--out", a_file(t) + "/sub"],
+     "--out .*plain-file/sub is not writable: .*plain-file is a file"),
 ]
 
 
 @pytest.mark.parametrize("name, args, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, name, args, message):
+    """Refused in one line, exit 2, before anything is built, started or written: no Ray, no
+    corpus synthesis or teacher pretraining (tripwires), and no new file anywhere."""
     import re
 
-    result = run(*args(tmp_path))
+    argv = args(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = run_guarded(*argv)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("raydistill: error: "), result.stderr
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in result.stderr
+    assert sorted(tmp_path.rglob("*")) == before, "bad input left files behind"
 
 
 def test_a_bad_flag_is_exit_2():
@@ -172,3 +437,86 @@ def test_corpus_synth_with_options(tmp_path):
     assert json.loads(result.stdout)["utterances"] == 8
     config = json.loads((tmp_path / "c" / "corpus.json").read_text())["config"]
     assert (config["name"], config["reverb"], config["t60"]) == ("espeak-smoke", "speaker", [0.1, 0.2])
+
+
+@pytest.fixture(scope="module")
+def hubert_files(tmp_path_factory):
+    """torchaudio's hubert_base (encoder layout: no mask embedding) and hubert_pretrain_base
+    state dicts, random weights, plus a file holding a mask embedding for the first."""
+    import torch
+    import torchaudio
+
+    d = tmp_path_factory.mktemp("hubert")
+    torch.save(torchaudio.models.hubert_base().state_dict(), d / "base.pt")
+    torch.save(torchaudio.models.hubert_pretrain_base().state_dict(), d / "pretrain.pt")
+    torch.save({"mask_generator.mask_embedding": torch.randn(768)}, d / "emb.pt")
+    return d
+
+
+def test_teacher_info_says_whether_the_mask_embedding_is_trained(hubert_files):
+    import json
+
+    for spec, trained in ((f"torchaudio:{hubert_files / 'base.pt'}", False),
+                          (f"torchaudio:{hubert_files / 'pretrain.pt'}", True),
+                          (f"torchaudio:{hubert_files / 'base.pt'}?mask_emb={hubert_files / 'emb.pt'}", True)):
+        result = run("teacher", "info", spec)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["mask_embedding"] is trained, spec
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_masking_distillation_refuses_hubert_base_before_anything(tmp_path, hubert_files, command):
+    """The README's own teacher (torchaudio's hubert_base) has no mask embedding: a search or a
+    training run of masking distillation is refused in seconds, and the workdir stays empty."""
+    import time
+
+    workdir = tmp_path / "w"
+    what = ["--space", ARM_SPACE] if command == "search" else ["--config", arm_config(tmp_path)]
+    started = time.monotonic()
+    result = run_guarded(command, *what, "--workdir", str(workdir), "--teacher", f"torchaudio:{hubert_files / 'base.pt'}")
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 60
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "base.pt has no trained mask embedding" in lines[0], result.stderr
+    for works in ("hubert_pretrain_* state dict", "masked_spec_embed", "?mask_emb=FILE"):
+        assert works in lines[0]
+    assert not workdir.exists()  # no mlflow.db, no corpora, no caches
+
+
+@pytest.mark.parametrize("teacher", ["pretrain.pt", "base.pt?mask_emb={d}/emb.pt"])
+def test_masking_distillation_accepts_a_trained_mask_embedding(tmp_path, hubert_files, teacher):
+    """A hubert_pretrain_* state dict, or hubert_base with an explicit embedding file, passes
+    every check of a search (nothing written); the search reuses the teacher loaded to check it."""
+    import torch
+
+    from raydistill.search.run import SearchOptions
+
+    spec = f"torchaudio:{hubert_files / teacher.format(d=hubert_files)}"
+    checked = SearchOptions(space=Path(ARM_SPACE), workdir=tmp_path / "w", teacher=spec).validate()
+    assert checked.teacher.mask_embedding and checked.teacher.source == spec
+    if "mask_emb" in teacher:
+        expected = torch.load(hubert_files / "emb.pt")["mask_generator.mask_embedding"]
+        torch.testing.assert_close(checked.teacher.model.mask_emb.data, expected, rtol=0, atol=0)
+    assert not (tmp_path / "w").exists()
+
+
+def test_masking_distillation_in_a_composed_space_is_checked(tmp_path):
+    """all.yaml may run armhubert with masking: an encoder-layout teacher is refused for it too
+    (with a head, so the kd check passes and the mask check is what speaks)."""
+    from raydistill.errors import UserError
+    from raydistill.search.run import SearchOptions, masks_teacher
+    from raydistill.search.space import load_space
+
+    assert masks_teacher(load_space(REPO / "search_spaces" / "all.yaml"))
+    assert masks_teacher(load_space(ARM_SPACE))
+    assert not masks_teacher(load_space(SPACE))
+    nomask = tmp_path / "arm-nomask.yaml"
+    nomask.write_text(Path(ARM_SPACE).read_text().replace("arm: {masking: true", "arm: {masking: false", 1))
+    assert not masks_teacher(load_space(nomask))
+    chosen = tmp_path / "arm-choice.yaml"
+    chosen.write_text(nomask.read_text() + "  arm.masking: {type: categorical, choices: [false, true]}\n")
+    assert masks_teacher(load_space(chosen))
+    with pytest.raises(UserError, match="no trained mask embedding"):
+        SearchOptions(space=chosen, workdir=tmp_path / "w", teacher=tiny_encoder_teacher(tmp_path)).validate()
+    SearchOptions(space=nomask, workdir=tmp_path / "w", teacher=tiny_encoder_teacher(tmp_path)).validate()
+    assert not (tmp_path / "w").exists()

@@ -125,3 +125,108 @@ def test_hugging_face_directory(tmp_path):
 def test_parse_spec():
     assert parse_spec("embedded") == ("embedded", "")
     assert parse_spec("hf:/a/b") == ("hf", "/a/b")
+
+
+# --------------------------------------------------------------------------- mask embedding
+@pytest.fixture(scope="module")
+def real_teachers(tmp_path_factory):
+    """torchaudio's own hubert_base (encoder layout, no mask embedding) and hubert_pretrain_base
+    (with mask_generator.mask_embedding) state dicts, random weights, written once per module."""
+    d = tmp_path_factory.mktemp("teachers")
+    torch.save(torchaudio.models.hubert_base().state_dict(), d / "base.pt")
+    pretrain = torchaudio.models.hubert_pretrain_base().state_dict()
+    torch.save(pretrain, d / "pretrain.pt")
+    return {"base": d / "base.pt", "pretrain": d / "pretrain.pt",
+            "mask_embedding": pretrain["mask_generator.mask_embedding"].clone()}
+
+
+def test_torchaudio_encoder_layout_has_no_trained_mask_embedding(real_teachers):
+    teacher = load_teacher(f"torchaudio:{real_teachers['base']}")
+    assert teacher.mask_embedding is False and teacher.describe()["mask_embedding"] is False
+
+
+def test_torchaudio_pretrain_layout_brings_its_mask_embedding(real_teachers):
+    teacher = load_teacher(f"torchaudio:{real_teachers['pretrain']}")
+    assert teacher.mask_embedding is True and teacher.describe()["mask_embedding"] is True
+    torch.testing.assert_close(teacher.model.mask_emb.data, real_teachers["mask_embedding"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("holder", ["tensor", "torchaudio state dict", "hf state dict"])
+def test_explicit_mask_embedding_file(real_teachers, tmp_path, holder):
+    """?mask_emb=FILE gives an encoder-layout teacher its embedding: the file's values, also in
+    trials (the spec they load carries it); the cache key stays the teacher file's."""
+    embedding = torch.randn(768, generator=torch.Generator().manual_seed(1))
+    content = {"tensor": embedding, "torchaudio state dict": {"mask_generator.mask_embedding": embedding},
+               "hf state dict": {"hubert.masked_spec_embed": embedding, "other": torch.zeros(3)}}[holder]
+    torch.save(content, tmp_path / "emb.pt")
+    spec = f"torchaudio:{real_teachers['base']}#hubert-base?mask_emb={tmp_path / 'emb.pt'}"
+    teacher = load_teacher(spec)
+    assert teacher.mask_embedding is True and teacher.source == spec
+    torch.testing.assert_close(teacher.model.mask_emb.data, embedding, rtol=0, atol=0)
+    assert teacher.key == load_teacher(f"torchaudio:{real_teachers['base']}#hubert-base").key
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda: torch.randn(192), r"expected a float tensor of shape \[64\] \(the teacher's width\), found \[192\]"),
+    (lambda: {"weight": torch.randn(64)}, "found 0 such entries"),
+    (lambda: torch.full((64,), float("nan")), "holds NaN or inf"),
+])
+def test_bad_mask_embedding_file(tmp_path, content, message):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.HubertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=128, conv_dim=(32,) * 7,
+                                    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    transformers.HubertModel(cfg).save_pretrained(tmp_path / "hf")
+    torch.save(content(), tmp_path / "emb.pt")
+    with pytest.raises(UserError, match=message):
+        load_teacher(f"hf:{tmp_path / 'hf'}?mask_emb={tmp_path / 'emb.pt'}")
+
+
+def test_hugging_face_mask_embedding_only_when_the_weights_hold_it(tmp_path):
+    """transformers creates masked_spec_embed (at random) even when the weights lack it: the
+    teacher has a trained one only if the file held it."""
+    transformers = pytest.importorskip("transformers")
+    safetensors = pytest.importorskip("safetensors.torch")
+    cfg = transformers.HubertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=128, conv_dim=(32,) * 7,
+                                    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    hf = transformers.HubertModel(cfg)
+    hf.save_pretrained(tmp_path / "with")
+    teacher = load_teacher(f"hf:{tmp_path / 'with'}")
+    assert teacher.mask_embedding is True
+    torch.testing.assert_close(teacher.model.mask_emb.data, hf.masked_spec_embed.data, rtol=0, atol=0)
+
+    hf.save_pretrained(tmp_path / "without")
+    weights = safetensors.load_file(tmp_path / "without" / "model.safetensors")
+    del weights["masked_spec_embed"]
+    safetensors.save_file(weights, tmp_path / "without" / "model.safetensors", metadata={"format": "pt"})
+    reloaded = transformers.HubertModel.from_pretrained(str(tmp_path / "without"), local_files_only=True)
+    assert reloaded.masked_spec_embed is not None  # created anyway: the attribute says nothing
+    assert load_teacher(f"hf:{tmp_path / 'without'}").mask_embedding is False
+
+    # the embedding taken from another checkpoint's weights file
+    given = load_teacher(f"hf:{tmp_path / 'without'}?mask_emb={tmp_path / 'with' / 'model.safetensors'}")
+    assert given.mask_embedding is True
+    torch.testing.assert_close(given.model.mask_emb.data, hf.masked_spec_embed.data, rtol=0, atol=0)
+
+
+def test_raydistill_checkpoint_mask_embedding_follows_its_method(tmp_path):
+    """Trained by a method that masks its input (DiceHuBERT, the embedded teacher): yes; by one
+    that never does (STaR freezes mask_emb at its random initialisation): no."""
+    from raydistill.methods import TeacherInfo, get_method
+
+    masked = TrainConfig.from_dict({"student": "tiny-teacher", "targets": {"num_clusters": 12}})
+    save_student(tmp_path / "dice.pt", masked, MaskedPredictor(masked.student, 12, masked.final_dim), {})
+    assert load_teacher(f"raydistill:{tmp_path / 'dice.pt'}").mask_embedding is True
+    unmasked = TrainConfig.from_dict({"method": "star", "student": "tiny-teacher"})
+    save_student(tmp_path / "star.pt", unmasked, get_method("star").build(unmasked, TeacherInfo(4, 192)), {})
+    assert load_teacher(f"raydistill:{tmp_path / 'star.pt'}").mask_embedding is False
+
+
+def test_mask_embedding_spec_options():
+    with pytest.raises(UserError, match="the only option after '\\?' is mask_emb=FILE"):
+        load_teacher("torchaudio:/x.pt?emb=/e.pt")
+    with pytest.raises(UserError, match="needs a file"):
+        load_teacher("torchaudio:/x.pt?mask_emb=")
+    with pytest.raises(UserError, match="bad teacher"):
+        parse_spec("embedded?mask_emb=/e.pt")

@@ -114,8 +114,12 @@ class Corpus:
         if not manifest.is_file():
             raise UserError(f"no corpus at {root}: {manifest} does not exist")
         raw = manifest.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{manifest} is not a text file (not UTF-8): expected JSON lines") from None
         utts = []
-        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -127,7 +131,12 @@ class Corpus:
         ids = [u.id for u in utts]
         if len(set(ids)) != len(ids):
             raise UserError(f"{manifest}: utterance ids are not unique")
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+        except ValueError as e:  # bad JSON or not UTF-8
+            raise UserError(f"{info_file}: not a valid corpus description: {e}") from None
+        if not isinstance(info, dict):
+            raise UserError(f"{info_file}: expected a JSON object, found {type(info).__name__}")
         key = hashlib.sha256(raw).hexdigest()[:12]
         return cls(root=root, info=info, utterances=tuple(utts), key=key)
 

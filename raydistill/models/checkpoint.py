@@ -8,6 +8,7 @@ heads beside it), ``teacher`` a description of the teacher (``Teacher.describe()
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -24,21 +25,36 @@ def save_student(path: Path, config: TrainConfig, module: nn.Module, teacher: di
     torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher}, path)
 
 
-def load_torch_file(path: str | Path, what: str):
+def load_torch_file(path: str | Path, what: str, expected: str = "a file of tensors"):
     """``torch.load(weights_only=True)`` (tensors and plain values only: no code runs on
-    load); a missing or unreadable file is a one-line :class:`UserError` naming it."""
+    load); a missing, empty or unreadable file is a one-line :class:`UserError` naming it, and
+    so is a pickle of other Python objects (``expected`` says what the file should have been)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"{what} {path} is empty")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's refusal comes with paragraphs of advice: say it in one line
+        if "global" in str(e).lower():  # the pickle names classes or functions to call
+            raise UserError(f"{what} {path} is not {expected}: it holds Python objects besides tensors and "
+                            "plain values (refused; nothing in it was run)") from None
+        raise UserError(f"cannot read {what} {path}: not a PyTorch file, or a damaged one") from None
     except Exception as e:
-        raise UserError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+        if "PytorchStreamReader" in str(e):  # a zip archive cut short or altered: its first sentence
+            reason = _first_line(e).split(". ")[0]
+            raise UserError(f"cannot read {what} {path}: a damaged PyTorch file ({reason})") from None
+        raise UserError(f"cannot read {what} {path}: {_first_line(e)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file safely; a missing or foreign file is a :class:`UserError`."""
-    ckpt = load_torch_file(path, "checkpoint")
+    ckpt = load_torch_file(path, "checkpoint", "a raydistill checkpoint")
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise UserError(f"{path} is not a raydistill checkpoint (expected keys config, state_dict, teacher)")
     return ckpt

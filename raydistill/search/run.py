@@ -2,7 +2,8 @@
 
 Order of work, cheapest checks first so bad input fails in seconds:
 
-1. validate the workdir, the search space, the MLflow store and the Ray address;
+1. validate every option and input without writing anything (:meth:`SearchOptions.validate`):
+   flags, workdir, search space, search id, MLflow store, Ray address, corpus and teacher;
 2. corpus, teacher and teacher targets (once per search, cached across searches);
 3. reference runs: the teacher and FBank, scored like every trial;
 4. the trials: each one a Ray Train run of the distillation loop (``search/trial.py``);
@@ -19,20 +20,40 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, student_model
 from raydistill.models.hubert import count_params
-from raydistill.prepare import Workdir, check_corpus, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.config import TrainConfig
+from raydistill.corpus.manifest import Corpus
+from raydistill.prepare import (Workdir, check_corpus, check_mlflow_uri, check_teacher, default_device, ensure_targets,
+                                masks_teacher_input, resolve_corpus, resolve_teacher)
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.space import SearchSpace, load_space
 from raydistill.search.trial import DRIVER_MEMORY, trial_config, trial_driver
+from raydistill.teacher.sources import Teacher
 from raydistill.utils import log, stable_hash
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # search ids: directory, Optuna study and MLflow tag
+MAX_SEED = 2**31 - 1  # Optuna's sampler takes 32-bit seeds, and evaluation seeds are offset from it
+
+
+class Checked(NamedTuple):
+    """What :meth:`SearchOptions.validate` read and checked, for the search to reuse."""
+
+    space: SearchSpace
+    objectives: dict
+    search_id: str
+    corpus: Optional[Corpus]  # None: the embedded corpus (synthesised later)
+    teacher: Optional[Teacher]  # None: the embedded teacher (pretrained later)
 
 
 @dataclass
@@ -59,21 +80,88 @@ class SearchOptions:
     objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
     final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
 
+    def validate(self) -> Checked:
+        """Every check of the options and of the files they name, writing nothing and starting
+        nothing (cheapest first): bad input fails in seconds and leaves the workdir as it was."""
+        check_run_options(self)
+        for flag, value, low in (("--trials", self.trials, 1), ("--max-failures", self.max_failures, 0),
+                                 ("--grace-period", self.grace_period, 1),
+                                 ("--reduction-factor", self.reduction_factor, 2)):
+            if value < low:
+                raise UserError(f"{flag} must be >= {low}, found {value}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise UserError(f"--max-concurrent must be >= 1, found {self.max_concurrent}")
+        if self.final_suite not in ("full", "probe"):
+            raise UserError(f"--final-suite must be full or probe, found {self.final_suite!r}")
+        if self.name is not None and not NAME.fullmatch(self.name):
+            raise UserError(f"--name {self.name!r}: a search id is letters, digits, '.', '_' and '-' "
+                            "(starting with a letter or digit)")
+        space = load_space(self.space, smoke=self.smoke)
+        objectives = resolve_objectives(self.objectives, space.objectives)
+        search_id = _search_id(Workdir(self.workdir), self)
+        corpus = check_corpus(self.corpus)
+        teacher = check_teacher(self.teacher, smoke=self.smoke, needs=lambda info: space.teacher_needs(info.num_layers),
+                                masked=masks_teacher(space),
+                                what=f"search space {self.space} (armhubert with arm.masking)")
+        check_services(self)
+        return Checked(space, objectives, search_id, corpus, teacher)
+
+
+def check_run_options(opts) -> None:
+    """The options ``search`` and ``train`` share, checked without writing anything: workdir,
+    experiment, resources per worker (that a local cluster can give them), seed, and the forms
+    of the MLflow URI and Ray address."""
+    Workdir(opts.workdir).check()
+    if not opts.experiment or not opts.experiment.strip():
+        raise UserError("--experiment must not be empty")
+    if opts.workers < 1:
+        raise UserError(f"--workers must be >= 1, found {opts.workers}")
+    if not (math.isfinite(opts.cpus_per_worker) and opts.cpus_per_worker > 0):
+        raise UserError(f"--cpus-per-worker must be a number > 0, found {opts.cpus_per_worker}")
+    gpus = opts.gpus_per_worker
+    if gpus is not None and not (math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
+        raise UserError(f"--gpus-per-worker must be 0, a fraction of one GPU, or a whole number, found {gpus}")
+    if not 0 <= opts.seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, found {opts.seed}")
+    ray = sys.modules.get("ray")
+    if opts.address is None and not (ray and ray.is_initialized()):
+        # a local cluster will be started: a trial asking for more than this machine has would wait forever
+        cpus = os.cpu_count() or 1
+        if opts.workers * opts.cpus_per_worker > cpus:
+            raise UserError(f"--workers {opts.workers} x --cpus-per-worker {opts.cpus_per_worker:g} needs more CPUs "
+                            f"than this machine has ({cpus}); pass --address to use a cluster")
+        if gpus:
+            import torch
+
+            if opts.workers * gpus > torch.cuda.device_count():
+                raise UserError(f"--workers {opts.workers} x --gpus-per-worker {gpus:g} needs more GPUs than this "
+                                f"machine has ({torch.cuda.device_count()}); pass --address to use a cluster")
+    check_address_form(opts.address)
+    if opts.mlflow_uri is not None:
+        check_mlflow_uri(opts.mlflow_uri, connect=False)
+
+
+def check_services(opts) -> None:
+    """That a remote MLflow server and the Ray cluster answer (last: they may take seconds)."""
+    if opts.mlflow_uri is not None:
+        check_mlflow_uri(opts.mlflow_uri)
+    check_address(opts.address)
+
+
+def masks_teacher(space: SearchSpace) -> bool:
+    """Whether a trial of ``space`` may feed the teacher masked input: ``armhubert`` among its
+    methods, with ``arm.masking`` on in its base or among a parameter's choices."""
+    if "armhubert" not in space.methods():
+        return False
+    if masks_teacher_input(TrainConfig.from_dict(space.base_for("armhubert"), where=f"{space.path}: base")):
+        return True
+    return any(p.path == "arm.masking" and any(v is True for v in p.values_to_check()) for p in space.params)
+
 
 def run_search(opts: SearchOptions) -> dict:
     started = time.monotonic()
+    space, objectives, search_id, checked_corpus, checked_teacher = opts.validate()  # nothing written before
     workdir = Workdir(opts.workdir).check_writable()
-    space = load_space(opts.space, smoke=opts.smoke)
-    objectives = resolve_objectives(opts.objectives, space.objectives)
-    if opts.trials < 1:
-        raise UserError(f"--trials must be >= 1, found {opts.trials}")
-    if opts.max_failures < 0:
-        raise UserError(f"--max-failures must be >= 0, found {opts.max_failures}")
-    if opts.final_suite not in ("full", "probe"):
-        raise UserError(f"--final-suite must be full or probe, found {opts.final_suite!r}")
-    search_id = _search_id(workdir, opts)
-    check_address(opts.address)  # before anything is written
-    check_corpus(opts.corpus)
     from raydistill.tracking.mlflow import SearchTracker
 
     uri = opts.mlflow_uri or workdir.mlflow_uri
@@ -84,14 +172,15 @@ def run_search(opts: SearchOptions) -> dict:
     ray = connect(opts.address)
     device = default_device()
 
-    corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke)
-    teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device)
+    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=opts.smoke)
+    teacher = checked_teacher if checked_teacher is not None else resolve_teacher(
+        opts.teacher, workdir, corpus, smoke=opts.smoke, device=device)
     store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers), device=device)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
     prep_seconds = time.monotonic() - started
 
     tracker.start_search(search_id, {
-        "space": str(opts.space), "method": space.method, "trials": opts.trials, "smoke": opts.smoke,
+        "space": str(opts.space), "method": ",".join(space.methods()), "trials": opts.trials, "smoke": opts.smoke,
         "teacher": teacher.spec, "teacher_key": teacher.key, "corpus_spec": opts.corpus or "embedded",
         "corpus": str(corpus.root), "corpus_key": corpus.key,
         "workers": opts.workers, "seed": opts.seed, "objectives": format_objectives(objectives),
@@ -179,14 +268,38 @@ def student_name(config) -> str:
     return name
 
 
+def check_address_form(address: Optional[str]) -> None:
+    """A UserError unless ``address`` is None, ``auto``, ``local``, ``host:port`` or ``ray://host:port``."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not (sep and port.isdigit() and 0 < int(port) < 65536 and host and "/" not in host):
+        raise UserError(f"--address {address!r}: use auto, HOST:PORT (a Ray head, e.g. 10.0.0.1:6379) or "
+                        "ray://HOST:PORT (Ray Client, e.g. ray://head:10001)")
+
+
 def check_address(address: Optional[str], timeout: float = 5.0) -> None:
-    """A UserError unless something listens at the Ray address (``host:port`` or
-    ``ray://host:port``; ``auto`` and addresses without a port are left to Ray): Ray itself
-    retries an unreachable GCS for minutes before it gives up."""
+    """A UserError unless something listens at the Ray address (``host:port``,
+    ``ray://host:port``, or the cluster ``auto`` finds on this machine): Ray itself retries an
+    unreachable GCS for minutes before it gives up."""
     import socket
 
-    if not address or address == "auto":
+    if not address or address == "local":
         return
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+        except ImportError:  # Ray's layout changed: leave it to ray.init
+            return
+        try:
+            address = canonicalize_bootstrap_address("auto")
+        except ConnectionError:
+            raise UserError("--address auto: no Ray cluster is running on this machine "
+                            "(start one with `ray start --head`, or leave out --address)") from None
+        except Exception:  # anything else: leave it to ray.init
+            return
+        if address is None:
+            return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return
@@ -237,8 +350,6 @@ def make_setup(opts, search_id: str, base: dict, corpus, store, teacher, budgets
 
 def _max_concurrent(opts: SearchOptions, setup: dict, resources: dict) -> int:
     if opts.max_concurrent is not None:
-        if opts.max_concurrent < 1:
-            raise UserError(f"--max-concurrent must be >= 1, found {opts.max_concurrent}")
         return opts.max_concurrent
     per_trial_cpu = setup["workers"] * setup["cpus_per_worker"]
     fit = int(resources.get("CPU", 1) // per_trial_cpu)
@@ -280,7 +391,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, restart_errored=False)
     else:
-        max_t = space.base_config().num_evals
+        max_t = max(space.base_config(method).num_evals for method in space.methods())
         # Several objectives: metric and mode lists make OptunaSearch create a multi-objective
         # study, sampled by the same TPESampler (Optuna's MOTPE: complete trials split by
         # non-domination rank, ties by hypervolume). Chosen over NSGA-II, whose populations of
@@ -292,6 +403,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
         searcher = ProbeAwareOptunaSearch(
             space=space.sample_for_ray, metric=names if multi else names[0], mode=modes if multi else modes[0],
             intermediate_metric="probe_score",
+            to_config=space.trial_values,  # trials see config paths, not a composed space's Optuna names
             # TPE's default 10 random start-up trials would make a short search all random.
             sampler=optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=max(2, min(10, opts.trials // 3))),
             storage=optuna.storages.RDBStorage(workdir.optuna_uri), study_name=search_id,
@@ -357,7 +469,8 @@ def print_summary(summary: dict, uri: str) -> None:
         "",
         f"search {summary['search_id']}: {summary['trials']} trials in {summary['wall_seconds']:.0f}s "
         f"(preparation {summary['prep_seconds']:.0f}s, trials {summary['tune_seconds']:.0f}s)",
-        f"  best trial   {best['run_name'] if best else '-'}: {fmt(best)}  params {best.get('params', '?') if best else '-'}",
+        f"  best trial   {best['run_name'] if best else '-'}: {fmt(best)}  params {best.get('params', '?') if best else '-'}"
+        + (f"  masked {100 * best['mask_frac']:.0f} % of frames" if best and "mask_frac" in best else ""),
         f"  teacher      {fmt(summary.get('teacher'))}",
         f"  random init  {fmt(summary.get('random_init'))}",
         f"  fbank        {fmt(summary.get('fbank'))}",

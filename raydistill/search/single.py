@@ -19,7 +19,8 @@ from raydistill.errors import UserError
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.methods import TeacherInfo, student_model, teacher_needs
 from raydistill.models.hubert import count_params
-from raydistill.prepare import Workdir, check_corpus, default_device, ensure_targets, resolve_corpus, resolve_teacher
+from raydistill.prepare import (Workdir, check_corpus, check_teacher, default_device, ensure_targets,
+                                masks_teacher_input, resolve_corpus, resolve_teacher)
 from raydistill.utils import log, read_yaml, stable_hash
 
 CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source"}
@@ -40,6 +41,25 @@ class TrainOptions:
     gpus_per_worker: Optional[float] = None
     seed: int = 0
 
+    def validate(self):
+        """Every check of the options and of the files they name, writing nothing and starting
+        nothing: (config file, its TrainConfig, smoke, corpus or None for the embedded one,
+        teacher or None for the embedded one), for the run to reuse."""
+        from raydistill.search.run import check_run_options, check_services
+
+        check_run_options(self)
+        doc = read_config_file(self.config)
+        config = TrainConfig.from_dict(doc["train"], where=f"{self.config}: train")
+        smoke = doc.get("smoke", False) if self.smoke is None else self.smoke
+        if not isinstance(smoke, bool):
+            raise UserError(f"{self.config}: smoke must be true or false, found {smoke!r}")
+        corpus = check_corpus(self.corpus or doc.get("corpus"))
+        teacher = check_teacher(self.teacher or doc.get("teacher", "embedded"), smoke=smoke,
+                                needs=lambda info: teacher_needs(config, info), masked=masks_teacher_input(config),
+                                what=f"config {self.config} (armhubert with arm.masking)")
+        check_services(self)
+        return doc, config, smoke, corpus, teacher
+
 
 def read_config_file(path: Path) -> dict:
     doc = read_yaml(path, "config file")
@@ -53,24 +73,21 @@ def read_config_file(path: Path) -> dict:
 
 def run_train(opts: TrainOptions) -> dict:
     from raydistill.search.baselines import Baselines
-    from raydistill.search.run import check_address, connect, make_setup
+    from raydistill.search.run import connect, make_setup
     from raydistill.search.trial import make_trainer
     from raydistill.tracking.mlflow import KIND, client_for, experiment_id, log_dict_artifact, log_metrics, numeric
 
     started = time.monotonic()
+    doc, config, smoke, checked_corpus, checked_teacher = opts.validate()  # nothing written before
     workdir = Workdir(opts.workdir).check_writable()
-    doc = read_config_file(opts.config)
-    config = TrainConfig.from_dict(doc["train"], where=f"{opts.config}: train")
-    smoke = bool(doc.get("smoke", False)) if opts.smoke is None else opts.smoke
-    check_corpus(opts.corpus or doc.get("corpus"))  # before anything is written
-    check_address(opts.address)
     uri = opts.mlflow_uri or workdir.mlflow_uri
     client = client_for(uri)
     exp = experiment_id(client, opts.experiment, None if opts.mlflow_uri else workdir.mlflow_artifacts)
     ray = connect(opts.address)
     device = default_device()
-    corpus = resolve_corpus(opts.corpus or doc.get("corpus"), workdir, smoke=smoke)
-    teacher = resolve_teacher(opts.teacher or doc.get("teacher", "embedded"), workdir, corpus, smoke=smoke, device=device)
+    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=smoke)
+    teacher = checked_teacher if checked_teacher is not None else resolve_teacher(
+        "embedded", workdir, corpus, smoke=smoke, device=device)
     info = TeacherInfo.of(teacher.describe())
     store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device)
     run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])

@@ -11,6 +11,17 @@ Teacher specs (``--teacher``):
   shapes, or named with ``torchaudio:PATH#hubert-large``;
 * ``hf:DIR`` — a Hugging Face ``HubertModel`` directory (needs ``transformers``).
 
+Any file spec may end with ``?mask_emb=FILE``: the teacher's mask embedding (what replaces
+masked frames) from a torch file holding a [D] tensor, or a state dict with one
+``mask_generator.mask_embedding``, ``masked_spec_embed`` or ``mask_emb`` entry. Masking
+distillation (``armhubert`` with ``arm.masking``) runs the teacher on masked input, so it needs
+a trained embedding; :attr:`Teacher.mask_embedding` says whether the teacher has one. Files
+with one: a ``hubert_pretrain_*`` state dict, a Hugging Face checkpoint that holds
+``masked_spec_embed``, a raydistill checkpoint of a method that masks its input (the embedded
+teacher, DiceHuBERT, ARMHuBERT with masking). Files without: torchaudio's ``hubert_base`` /
+``hubert_large`` encoder state dicts, and students of methods that never mask (their
+``mask_emb`` stays at its random initialisation).
+
 A missing or mismatched file is a :class:`UserError` that names the file.
 """
 
@@ -30,6 +41,9 @@ from raydistill.targets.store import LOGITS
 from raydistill.utils import file_hash, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
+MASK_EMB = "?mask_emb="  # spec suffix naming a file that holds the teacher's mask embedding
+# keys a state dict may hold the mask embedding under (torchaudio pre-training, Hugging Face, raydistill)
+MASK_EMB_KEYS = ("mask_generator.mask_embedding", "masked_spec_embed", "mask_emb")
 
 
 @dataclass
@@ -41,6 +55,7 @@ class Teacher:
     key: str  # content hash: names the caches built from this teacher
     head: Optional[PredictionHead] = None  # pre-training head, when the file has one
     source: str = ""  # a spec that loads this teacher anywhere (trials); default: ``spec``
+    mask_embedding: bool = False  # whether ``model.mask_emb`` was trained (loaded from a file), not random
 
     def __post_init__(self):
         self.model.eval().requires_grad_(False)
@@ -85,41 +100,97 @@ class Teacher:
     def describe(self) -> dict:
         cfg = self.model.cfg
         return {"spec": self.spec, "key": self.key, "source": self.source, "num_layers": cfg.num_layers,
-                "embed_dim": cfg.embed_dim, "num_classes": self.num_classes}
+                "embed_dim": cfg.embed_dim, "num_classes": self.num_classes, "mask_embedding": self.mask_embedding}
+
+
+SPEC_FORMS = ("'embedded', 'raydistill:PATH', 'torchaudio:PATH[#arch]' or 'hf:DIR' "
+              "(a file spec may end with '?mask_emb=FILE')")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """``"torchaudio:/x.pt"`` -> ``("torchaudio", "/x.pt")``; ``"embedded"`` -> ``("embedded", "")``."""
+    """``"torchaudio:/x.pt"`` -> ``("torchaudio", "/x.pt")``; ``"embedded"`` -> ``("embedded", "")``
+    (a ``?mask_emb=FILE`` suffix stays in the second part: :func:`split_mask_emb`)."""
     kind, _, rest = spec.partition(":")
     if kind not in KINDS or (kind == "embedded") != (rest == ""):
-        raise UserError(
-            f"bad teacher {spec!r}: use 'embedded', 'raydistill:PATH', 'torchaudio:PATH[#arch]' or 'hf:DIR'"
-        )
+        raise UserError(f"bad teacher {spec!r}: use {SPEC_FORMS}")
+    _, query, option = rest.partition("?")
+    if query and not option.startswith("mask_emb="):
+        raise UserError(f"bad teacher {spec!r}: the only option after '?' is mask_emb=FILE")
     return kind, rest
+
+
+def split_mask_emb(spec: str) -> tuple[str, Optional[str]]:
+    """``"torchaudio:/x.pt#hubert-base?mask_emb=/e.pt"`` -> ``("torchaudio:/x.pt#hubert-base", "/e.pt")``."""
+    base, sep, path = spec.partition(MASK_EMB)
+    if sep and not path:
+        raise UserError(f"bad teacher {spec!r}: ?mask_emb= needs a file")
+    return base, (path if sep else None)
 
 
 def load_teacher(spec: str) -> Teacher:
     """Load a teacher from a file spec (``embedded`` must be resolved to a checkpoint first)."""
-    kind, target = parse_spec(spec)
+    kind, _ = parse_spec(spec)
     if kind == "embedded":
         raise ValueError("resolve 'embedded' to a raydistill checkpoint with raydistill.prepare first")
+    base, mask_file = split_mask_emb(spec)
+    target = base.partition(":")[2]
     if kind == "raydistill":
-        return _load_raydistill(Path(target), spec)
-    if kind == "torchaudio":
+        teacher = _load_raydistill(Path(target), spec)
+    elif kind == "torchaudio":
         path, _, arch = target.partition("#")
-        return _load_torchaudio(Path(path), arch or None, spec)
-    return _load_hf(Path(target), spec)
+        teacher = _load_torchaudio(Path(path), arch or None, spec)
+    else:
+        teacher = _load_hf(Path(target), spec)
+    if mask_file is not None:
+        # The key stays the file's: caches built from a teacher hold its outputs on unmasked
+        # input, which the mask embedding does not change.
+        teacher.model.mask_emb.data.copy_(read_mask_embedding(Path(mask_file), teacher.model.cfg.embed_dim))
+        teacher.mask_embedding = True
+    return teacher
+
+
+def read_mask_embedding(path: Path, dim: int) -> Tensor:
+    """The [dim] mask embedding held by ``path``: a tensor, or a state dict with one entry named
+    (or ending in) one of :data:`MASK_EMB_KEYS`; a torch file, or a Hugging Face ``.safetensors``."""
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UserError("reading a .safetensors file needs safetensors: pip install 'raydistill[hf]'") from None
+        try:
+            value = load_file(str(path))
+        except Exception as e:
+            reason = (str(e) or type(e).__name__).splitlines()[0]
+            raise UserError(f"cannot read mask embedding file {path}: {reason}") from None
+    else:
+        value = load_torch_file(path, "mask embedding file")
+    if isinstance(value, dict):
+        found = [k for k in value if isinstance(k, str) and any(k == n or k.endswith("." + n) for n in MASK_EMB_KEYS)]
+        if len(found) != 1:
+            raise UserError(f"mask embedding file {path}: expected a tensor, or a state dict with one of "
+                            f"{', '.join(MASK_EMB_KEYS)}; found {len(found)} such entries")
+        value = value[found[0]]
+    if not isinstance(value, Tensor) or tuple(value.shape) != (dim,) or not value.is_floating_point():
+        shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise UserError(f"mask embedding file {path}: expected a float tensor of shape [{dim}] "
+                        f"(the teacher's width), found {shape}")
+    if not torch.isfinite(value).all():
+        raise UserError(f"mask embedding file {path}: the embedding holds NaN or inf")
+    return value
 
 
 def _load_raydistill(path: Path, spec: str) -> Teacher:
+    from raydistill.methods import get_method
     from raydistill.models.checkpoint import load_student
 
-    _, module, _ = load_student(path)
+    config, module, _ = load_student(path)
     if not isinstance(module.model, HubertModel):
         raise UserError(f"{path}: a teacher must be a HuBERT, this checkpoint holds a {type(module.model).__name__}")
     head = getattr(module, "head", None)  # a HuBERT pre-training head, if the method trained one
+    # Its mask embedding was trained only if its method masked the input (the embedded teacher,
+    # DiceHuBERT, ARMHuBERT with masking); other methods freeze it at its random initialisation.
     return Teacher(model=module.model, head=head if isinstance(head, PredictionHead) else None, spec=spec,
-                   key=file_hash(path))
+                   key=file_hash(path), mask_embedding=get_method(config.method).masks(config))
 
 
 # --------------------------------------------------------------------------- torchaudio
@@ -127,7 +198,7 @@ _KNOWN = {(768, 12): "hubert-base", (1024, 24): "hubert-large"}
 
 
 def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
-    state = load_torch_file(path, "teacher file")
+    state = load_torch_file(path, "teacher file", "a torchaudio state dict")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"{path} is not a torchaudio state dict (a mapping of parameter names to tensors)")
     head_state, mask_emb = {}, None
@@ -158,7 +229,8 @@ def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
         labels = head_state["label_embs"]
         head = PredictionHead(model.cfg.embed_dim, labels.shape[0], labels.shape[1])
         head.load_state_dict(head_state)
-    return Teacher(model=model, head=head, spec=spec, key=stable_hash([file_hash(path), arch]))
+    return Teacher(model=model, head=head, spec=spec, key=stable_hash([file_hash(path), arch]),
+                   mask_embedding=mask_emb is not None)
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -172,17 +244,23 @@ def _load_hf(directory: Path, spec: str) -> Teacher:
     from torchaudio.models.wav2vec2.utils import import_huggingface_model
 
     try:
-        hf = transformers.HubertModel.from_pretrained(str(directory), local_files_only=True)
+        hf, loading = transformers.HubertModel.from_pretrained(str(directory), local_files_only=True,
+                                                               output_loading_info=True)
     except Exception as e:
-        raise UserError(f"cannot load a HubertModel from {directory}: {str(e).splitlines()[0]}") from None
+        reason = (str(e) or type(e).__name__).splitlines()[0]
+        raise UserError(f"cannot load a HubertModel from {directory}: {reason}") from None
     cfg = hf_config(hf.config)
     model = HubertModel(cfg)
     load_weights(model.encoder, import_huggingface_model(hf.eval()).state_dict(), f"{directory}: weights do not match its config")
-    if getattr(hf, "masked_spec_embed", None) is not None:
+    # transformers creates masked_spec_embed (randomly) whenever the config masks, so whether
+    # the weights held it is told by the keys it reports missing
+    trained = getattr(hf, "masked_spec_embed", None) is not None and not any(
+        k.endswith("masked_spec_embed") for k in loading.get("missing_keys", ()))
+    if trained:
         model.mask_emb.data.copy_(hf.masked_spec_embed.data)
     weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
     key = stable_hash([file_hash(directory / "config.json")] + [file_hash(p) for p in weights])
-    return Teacher(model=model, spec=spec, key=key)
+    return Teacher(model=model, spec=spec, key=key, mask_embedding=trained)
 
 
 def hf_config(c) -> HubertConfig:
