@@ -72,6 +72,7 @@ def test_all_methods_from_one_space_and_an_export_reruns(workdir, tmp_path, caps
     trials = trial_runs(workdir, "all")
     assert sorted(t.data.params["method"] for t in trials) == sorted(
         ["dicehubert", "kd", "star", "armhubert", "distilhubert"])  # every method once, first
+    assert "optim.lr" in trials[0].data.params and not [k for t in trials for k in t.data.params if ":" in k]
     assert all("overall_score" in t.data.metrics for t in trials)
     out = tmp_path / "exported"
     assert main(["export", "--workdir", str(workdir), "--experiment", "all", "--out", str(out), "--top", "5"]) == 0

@@ -46,24 +46,146 @@ def test_shipped_spaces_are_valid():
             assert needs.units or needs.features or needs.logits
 
 
-def test_all_yaml_samples_every_method_with_its_own_knobs():
+METHOD_FILES = ["dice.yaml", "kd.yaml", "star.yaml", "arm.yaml", "distil.yaml"]
+
+
+def spec(p):
+    """What a parameter searches, apart from its names."""
+    return (p.type, p.low, p.high, p.log, p.step, p.choices)
+
+
+def conditions(space, p):
+    """A parameter's own conditions by config path, without the one on the method."""
+    paths = {q.name: q.path for q in space.params}
+    return {paths[k]: v for k, v in (p.when or {}).items() if k != "method"}
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_all_yaml_is_every_per_method_file_conditional_on_its_method(smoke):
+    """Expectations come from the per-method files as they stand: a knob or range added there
+    is in all.yaml without an edit."""
+    space = load_space(REPO / "search_spaces" / "all.yaml", smoke=smoke)
+    parts = [load_space(REPO / "search_spaces" / f, smoke=smoke) for f in METHOD_FILES]
+    assert space.methods() == [part.method for part in parts]
+    for part in parts:
+        method = part.method
+        assert space.base_for(method) == part.base_for(method), method
+        for p in part.params:
+            found = [q for q in space.params if q.path == p.path and method in (q.when or {}).get("method", ())]
+            assert len(found) == 1, f"{method}: {p.path} is not searched, conditional on the method"
+            q = found[0]
+            assert spec(q) == spec(p), f"{method}: {p.path} searched as {spec(q)}, its file says {spec(p)}"
+            assert conditions(space, q) == (p.when or {}), f"{method}: {p.path} conditions"
+    assert len(space.params) == 1 + sum(len(part.params) for part in parts)  # nothing else
+
+
+def test_all_yaml_samples_every_method_within_its_own_ranges():
     space = load_space(REPO / "search_spaces" / "all.yaml")
-    assert space.methods() == ["dicehubert", "kd", "star", "armhubert", "distilhubert"]
+    own = {}
+    for f in METHOD_FILES:
+        part = load_space(REPO / "search_spaces" / f)
+        own[part.method] = {p.path: p for p in part.params}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    seen = {}
-    for _ in range(60):
-        values = space.sample(study.ask())
+    seen = set()
+    for _ in range(80):
+        trial = study.ask()
+        values = space.sample(trial)
         config = space.config(values)
-        seen.setdefault(config.method, []).append(values)
-        knobs = {k.split(".")[0] for k in values} - {"method", "optim", "student", "mask", "targets"}
-        # every method-specific knob sampled belongs to the sampled method
-        assert knobs <= {"dicehubert": {"nomask_weight", "feat_weight"}, "kd": {"kd"}, "star": {"star"},
-                         "armhubert": {"arm"}, "distilhubert": {"distil"}}[config.method], values
-        if config.method == "kd":
-            assert config.student.arch == "lstm"
-    assert set(seen) == set(space.methods())
+        method = values["method"]
+        seen.add(method)
+        assert config.method == method
+        assert set(values) - {"method"} <= set(own[method]), values
+        for path, value in values.items():
+            if path == "method":
+                continue
+            p = own[method][path]
+            assert value in p.choices if p.type == "categorical" else p.low <= value <= p.high, (method, path, value)
+            assert config.to_dict() == space.config(values).to_dict()
+        study.tell(trial, 0.0)
+    assert seen == set(own)
+    # dicehubert's learning rate keeps its own range (1e-3..8e-3 when written), apart from kd's
+    lrs = {m: own[m]["optim.lr"] for m in ("dicehubert", "kd")}
+    names = {name: dist for t in study.trials for name, dist in t.distributions.items() if name.endswith("optim.lr")}
+    assert {(d.low, d.high) for d in names.values()} == {(p.low, p.high) for p in lrs.values()}
+
+
+def test_composed_suggestions_reach_trials_as_config_paths(tmp_path):
+    """Ray's Optuna searcher hands a trial the Optuna names it suggested; ours maps them back
+    to config paths, which the trial's config and its MLflow params use."""
+    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.trial import trial_config
+
+    space = load_space(REPO / "search_spaces" / "all.yaml")
+    searcher = ProbeAwareOptunaSearch(space=space.sample_for_ray, metric="overall_score", mode="max",
+                                      intermediate_metric="probe_score", to_config=space.trial_values,
+                                      points_to_evaluate=space.initial_points(10),
+                                      sampler=optuna.samplers.RandomSampler(seed=0))
+    setup = {"base": space.base, "method_bases": space.method_bases}
+    methods = []
+    for i in range(10):
+        values = searcher.suggest(f"t{i}")
+        assert all(":" not in k for k in values), values
+        config = trial_config(setup, values)
+        assert config.to_dict() == space.config(values).to_dict()
+        methods.append(config.method)
+    assert methods[:5] == space.methods()  # every method once first
+
+
+def test_all_yaml_teacher_needs_cover_every_method():
+    space = load_space(REPO / "search_spaces" / "all.yaml")
     needs = space.teacher_needs(4)
-    assert needs.logits and needs.features == (0, 1, 2, 3, 4) and (4, 100) in needs.units
+    for f in METHOD_FILES:
+        own = load_space(REPO / "search_spaces" / f).teacher_needs(4)
+        assert set(own.units) <= set(needs.units), f
+        assert set(own.features) <= set(needs.features), f
+        assert needs.logits or not own.logits, f
+
+
+def composition(tmp_path, doc, **files) -> Path:
+    for name, content in files.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(content, sort_keys=False))
+    return write(tmp_path, doc)
+
+
+def test_composition_keeps_each_files_range_and_condition(tmp_path):
+    kd = {"method": "kd", "params": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3},
+                                     "kd.mode": {"type": "categorical", "choices": ["kd", "dkd"]},
+                                     "kd.beta": {"type": "float", "low": 1, "high": 8, "when": {"kd.mode": "dkd"}}}}
+    path = composition(tmp_path, {"compose": ["good.yaml", "kd.yaml"], "objectives": {"overall_score": "max",
+                                                                                      "params": "min"}},
+                       good=GOOD, kd=kd)
+    space = load_space(path)
+    assert space.methods() == ["dicehubert", "kd"] and space.objectives == {"overall_score": "max", "params": "min"}
+    beta = next(p for p in space.params if p.path == "kd.beta")
+    assert beta.name == "kd:kd.beta" and beta.when == {"method": ("kd",), "kd:kd.mode": ("dkd",)}
+    assert space.config({"method": "kd", "kd:optim.lr": 5e-4}).optim.lr == 5e-4
+    assert space.target_combos() == load_space(write(tmp_path, GOOD)).target_combos()
+
+
+BAD_COMPOSITIONS = [
+    ("missing file", {"compose": ["good.yaml", "nope.yaml"]}, "compose: nope.yaml does not exist"),
+    ("not a list", {"compose": "good.yaml"}, "compose must be a non-empty list"),
+    ("empty", {"compose": []}, "compose must be a non-empty list"),
+    ("with params", {"compose": ["good.yaml"], "params": {}}, "compose cannot be combined with params"),
+    ("with base", {"compose": ["good.yaml"], "base": {}, "smoke": {}}, "compose cannot be combined with base, smoke"),
+    ("same method twice", {"compose": ["good.yaml", "again.yaml"]},
+     "compose: good.yaml and again.yaml are both method dicehubert"),
+    ("nested", {"compose": ["good.yaml", "nested.yaml"]}, "compose: nested.yaml composes other files itself"),
+    ("several methods", {"compose": ["multi.yaml"]}, "compose: multi.yaml searches several methods itself"),
+    ("bad composed file", {"compose": ["broken.yaml"]}, "broken.yaml: params.optim.lr: empty or inverted range"),
+]
+
+
+@pytest.mark.parametrize("name, doc, message", BAD_COMPOSITIONS, ids=[b[0] for b in BAD_COMPOSITIONS])
+def test_bad_compositions_are_refused_with_one_clear_line(tmp_path, name, doc, message):
+    multi = {"params": {"method": {"type": "categorical", "choices": ["dicehubert", "star"]}}}
+    broken = {"method": "kd", "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-4}}}
+    path = composition(tmp_path, doc, good=GOOD, again=GOOD, nested={"compose": ["good.yaml"]}, multi=multi,
+                       broken=broken)
+    with pytest.raises(UserError) as err:
+        load_space(path)
+    text = str(err.value)
+    assert message in text and "\n" not in text, text
 
 
 def test_conditional_parameter_only_when_its_condition_holds(tmp_path):

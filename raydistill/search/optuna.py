@@ -14,6 +14,10 @@ raises), so nothing is reported per rung. Ray would tell a stopped trial as COMP
 here a trial whose last result lacks an objective is told as PRUNED (FAIL if it errored or
 an objective is not a finite number). TPE puts pruned trials after every complete one, so
 only finished trials shape its Pareto ranking. Single-objective behaviour is unchanged.
+
+A composed search space names its parameters ``<method>:<path>`` for Optuna (each method its own
+range); ``to_config`` (``SearchSpace.trial_values``) turns a suggestion back into config paths, so
+a trial's config, and what MLflow logs of it, reads ``optim.lr`` whatever the method.
 """
 
 from __future__ import annotations
@@ -24,9 +28,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 
 class ProbeAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args, intermediate_metric: str, **kwargs):
+    def __init__(self, *args, intermediate_metric: str, to_config=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._intermediate = intermediate_metric
+        self._to_config = to_config
+
+    def suggest(self, trial_id: str):
+        values = super().suggest(trial_id)
+        return self._to_config(values) if self._to_config and isinstance(values, dict) else values
 
     @property
     def multi_objective(self) -> bool:

@@ -23,11 +23,22 @@ parameter took one of the listed values; otherwise the base value applies.
 student's ``params`` and/or ``macs_per_second`` (``search/objectives.py``; ``raydistill search
 --objectives`` overrides it).
 
-The method itself may be a parameter (``method: {type: categorical, choices: [...]}``, see
-``search_spaces/all.yaml``); ``methods:`` then gives each method's own base, merged over
-``base`` when a trial runs that method (e.g. the BiLSTM student of ``kd``). The whole file
-is validated before anything starts (:func:`load_space`): unknown keys, empty or inverted
-ranges, conditions on unknown parameters, and values the configuration would reject
+Several methods in one search: ``compose: [dice.yaml, kd.yaml]`` (paths relative to the
+composing file, which may add only ``description`` and ``objectives``: the files' own
+objectives do not apply) searches every listed
+single-method file as it stands: a ``method`` parameter chooses the file, a trial runs with that
+file's own base (and smoke section), and each file's parameters keep their ranges and
+conditions, made conditional on their method (``search_spaces/all.yaml``). Two methods may
+search one configuration path over different ranges, so a composed parameter's Optuna name is
+``<method>:<path>`` (e.g. ``kd:optim.lr``; not ``/``, at which Ray Tune nests a trial's config);
+trials, MLflow and export see the plain path (:meth:`SearchSpace.trial_values`).
+
+The method may also be an ordinary parameter (``method: {type: categorical, choices: [...]}``);
+``methods:`` then gives each method's own base, merged over ``base`` when a trial runs that
+method (e.g. the BiLSTM student of ``kd``).
+
+The whole file is validated before anything starts (:func:`load_space`): unknown keys, empty or
+inverted ranges, conditions on unknown parameters, and values the configuration would reject
 (every choice and both ends of every range are tried) are :class:`UserError`\\ s that
 name the file and the parameter.
 """
@@ -48,7 +59,8 @@ from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_ob
 from raydistill.targets.store import TeacherNeeds
 from raydistill.utils import read_yaml
 
-TOP_KEYS = {"method", "description", "base", "methods", "smoke", "params", "objectives"}
+TOP_KEYS = {"method", "description", "base", "methods", "smoke", "params", "objectives", "compose"}
+COMPOSE_KEYS = {"compose", "description", "objectives"}  # a composed space's bases and knobs are its files
 PARAM_KEYS = {
     "float": {"type", "low", "high", "log", "step", "when"},
     "int": {"type", "low", "high", "log", "step", "when"},
@@ -59,7 +71,7 @@ MAX_TARGET_COMBOS = 64  # (teacher layer, K) pairs precomputed before the first 
 
 @dataclass(frozen=True)
 class Param:
-    name: str  # dotted TrainConfig path, e.g. "optim.lr"
+    name: str  # Optuna's name: the dotted TrainConfig path, e.g. "optim.lr" (composed: "kd:optim.lr")
     type: str  # float | int | categorical
     low: Optional[float] = None
     high: Optional[float] = None
@@ -67,6 +79,11 @@ class Param:
     step: Optional[float] = None
     choices: Optional[tuple] = None
     when: Optional[dict[str, tuple]] = None  # {earlier param: allowed values}
+    path: str = ""  # the TrainConfig path it sets; empty: the name
+
+    def __post_init__(self):
+        if not self.path:
+            object.__setattr__(self, "path", self.name)
 
     def values_to_check(self) -> list:
         """Every choice, or both ends of the range: what validation tries in a config."""
@@ -119,12 +136,20 @@ class SearchSpace:
         return merge(merge(self.base, self.method_bases.get(method, {})), {"method": method})
 
     def sample(self, trial) -> dict[str, Any]:
-        """Optuna define-by-run: sample the parameters whose conditions hold; flat {name: value}."""
+        """Optuna define-by-run: sample the parameters whose conditions hold; the trial's
+        values as flat {config path: value} (:meth:`trial_values`)."""
         values: dict[str, Any] = {}
         for p in self.params:
             if _active(p, values):
                 values[p.name] = p.suggest(trial)
-        return values
+        return self.trial_values(values)
+
+    def trial_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Sampled values by Optuna name -> by config path (``kd:optim.lr`` -> ``optim.lr``):
+        what a trial's config, its MLflow params and the export see. A composed trial samples
+        one method's parameters only, so no two of its values share a path."""
+        paths = {p.name: p.path for p in self.params}
+        return {paths.get(name, name): value for name, value in values.items()}
 
     def sample_for_ray(self, trial) -> None:
         """The define-by-run function for Ray's OptunaSearch (it records what was suggested)."""
@@ -135,19 +160,22 @@ class SearchSpace:
         return TrainConfig.from_dict(self.config_dict(values), where=f"{self.path} (trial values {values})")
 
     def config_dict(self, values: dict[str, Any]) -> dict:
+        """The trial's nested config dict; ``values`` by Optuna name or by config path."""
+        values = self.trial_values(values)
         d = self.base_for(values.get("method", self.method))
         for name, value in values.items():
             set_path(d, name, value)
         return d
 
-    def base_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(copy.deepcopy(self.base), where=f"{self.path}: base")
+    def base_config(self, method: Optional[str] = None) -> TrainConfig:
+        """The base configuration of ``method`` (default: the file's ``method``), unsampled."""
+        return TrainConfig.from_dict(self.base_for(method or self.method), where=f"{self.path}: base")
 
     def target_combos(self) -> list[tuple[int, int]]:
         """Every (teacher layer, K) a DiceHuBERT trial may ask for: all computed before trial 1."""
         if "dicehubert" not in self.methods():
             return []
-        base = TrainConfig.from_dict(self.base_for("dicehubert"), where=f"{self.path}: base").targets
+        base = self.base_config("dicehubert").targets
         layers = self._finite("targets.teacher_layer", base.teacher_layer)
         ks = self._finite("targets.num_clusters", base.num_clusters)
         combos = sorted(itertools.product(layers, ks))
@@ -161,9 +189,9 @@ class SearchSpace:
         every layer's features if a feature-based method (or soft labels, or L_feat) may.
         Trials that need the teacher live (masked input, attention maps) load it themselves."""
         methods = self.methods()
-        names = {p.name for p in self.params}
         dice_features = "dicehubert" in methods and (
-            "targets.labels" in names or "feat_weight" in names
+            self._param_for("targets.labels", "dicehubert") is not None
+            or self._param_for("feat_weight", "dicehubert") is not None
             or self.config(self._values_for("dicehubert")).targets.labels == "soft"
             or self.config(self._values_for("dicehubert")).feat_weight > 0)
         features = dice_features or any(m in methods for m in ("star", "armhubert", "distilhubert"))
@@ -174,8 +202,14 @@ class SearchSpace:
     def _values_for(self, method: str) -> dict:
         return {"method": method} if any(p.name == "method" for p in self.params) else {}
 
+    def _param_for(self, path: str, method: str) -> Optional[Param]:
+        """The parameter that may set ``path`` in a trial of ``method`` (None: its base value)."""
+        return next((p for p in self.params
+                     if p.path == path and method in (p.when or {}).get("method", (method,))), None)
+
     def _finite(self, name: str, base_value: int) -> list[int]:
-        param = next((p for p in self.params if p.name == name), None)
+        """Every value DiceHuBERT's ``name`` may take in a trial."""
+        param = self._param_for(name, "dicehubert")
         if param is None:
             return [base_value]
         values = param.finite_values()
@@ -223,6 +257,11 @@ def _config_field(path: str) -> bool:
 
 def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
     """Read and fully validate a search-space file."""
+    raw = _read(path)
+    return _compose(raw, Path(path), smoke) if "compose" in raw else _load(raw, str(path), smoke)
+
+
+def _read(path: str | Path) -> dict:
     where = str(path)
     raw = read_yaml(path, "search space")
     if not isinstance(raw, dict):
@@ -230,6 +269,52 @@ def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    return raw
+
+
+def _compose(raw: dict, path: Path, smoke: bool) -> SearchSpace:
+    """One search over several single-method files, each read as it stands (see the module
+    docstring): written once, the all-methods space cannot drift from the per-method ones."""
+    where = str(path)
+    others = sorted(set(raw) - COMPOSE_KEYS)
+    if others:
+        raise UserError(f"{where}: compose cannot be combined with {', '.join(others)} "
+                        "(each method's base and parameters come from its own file)")
+    files = raw["compose"]
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+        raise UserError(f"{where}: compose must be a non-empty list of search-space files (relative to {path.parent})")
+    parts: dict[str, tuple[str, SearchSpace]] = {}
+    for name in files:
+        file = path.parent / name
+        if not file.is_file():
+            raise UserError(f"{where}: compose: {name} does not exist ({file})")
+        part_raw = _read(file)
+        if "compose" in part_raw:
+            raise UserError(f"{where}: compose: {name} composes other files itself (compose single-method files)")
+        part = _load(part_raw, str(file), smoke)
+        if len(part.methods()) > 1:
+            raise UserError(f"{where}: compose: {name} searches several methods itself (compose single-method files)")
+        if part.method in parts:
+            raise UserError(f"{where}: compose: {parts[part.method][0]} and {name} are both method "
+                            f"{part.method} (one file per method)")
+        parts[part.method] = (name, part)
+    methods = list(parts)
+    params = [Param("method", "categorical", choices=tuple(methods))]
+    for method, (_, part) in parts.items():
+        for p in part.params:
+            when = {"method": (method,), **{f"{method}:{k}": v for k, v in (p.when or {}).items()}}
+            params.append(dataclasses.replace(p, name=f"{method}:{p.name}", when=when))
+    objectives = parse_objectives(raw.get("objectives"), f"{where}: objectives")
+    # a trial's base is its method's own, whole: nothing is shared between the files
+    space = SearchSpace(where, methods[0], str(raw.get("description", "")), {"method": methods[0]}, tuple(params),
+                        {method: part.base_for(method) for method, (_, part) in parts.items()}, objectives)
+    _check_values(space)  # every value once more; each file's combinations were checked with the file
+    space.target_combos()
+    return space
+
+
+def _load(raw: dict, where: str, smoke: bool) -> SearchSpace:
+    """A search space written out in one file (``method``, ``base``, ``params``, ...)."""
     method = raw.get("method", "dicehubert")
     if method not in METHODS:
         raise UserError(f"{where}: unknown method {method!r} (choose from {', '.join(METHODS)})")
