@@ -49,23 +49,50 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class MaskConfig:
-    """HuBERT span masking in fairseq's terms (METHODS.md §1.3): prob 0.8 × span 10 ≈ 57 % of frames."""
+    """Which frames a training step masks, and how much of them.
+
+    Two ways to say how much (docs/masking.md has the measurements):
+
+    * ``prob`` is fairseq's ``mask_prob``, the knob HuBERT, DiceHuBERT and the ARMHuBERT code
+      set: ``int(prob·T/length + U[0,1))`` spans per row, then every row cut to the batch's
+      fewest masked frames. It is a span-start rate, not a fraction: how much it masks depends
+      on the utterance length and the batch. On LibriSpeech (utterances of 250-800 frames)
+      ``prob 0.8`` masks about 57 % of the frames with static spans and 75-79 % with uniform
+      ones; on the embedded corpus's ≈ 100-frame crops, 47 % and 54 %.
+    * ``frac`` > 0 (the "masking ratio" of MaskHuBERT/ARMHuBERT, as it comes out on
+      LibriSpeech): the fraction of every row's frames that is masked, whatever the length.
+      Spans are drawn with the same law until the row holds ``round(frac·T)`` masked frames
+      (the last span is shortened to land on it); ``prob`` is then unused.
+
+    ``prob_end`` / ``frac_end`` > 0 move the value linearly over training (MaskHuBERT's ratio
+    schedule).
+    """
 
     prob: float = 0.8  # span-start rate × span length (fairseq mask_prob)
     length: int = 10  # span length in frames
     min_masks: int = 2
     # "static": every span is `length` frames, spans may overlap (HuBERT, DiceHuBERT);
     # "uniform": span lengths ~ U{0..2·length}, no overlap, `min_space` frames between spans
-    # (the ARMHuBERT/MaskHuBERT teacher override, METHODS.md §1.3).
+    # (the ARMHuBERT/MaskHuBERT teacher override).
     selection: str = "static"
     min_space: int = 1  # "uniform" only
-    prob_end: float = 0.0  # > 0: prob moves linearly from `prob` to `prob_end` over training (§5.3)
+    prob_end: float = 0.0  # > 0: prob moves linearly from `prob` to `prob_end` over training
+    frac: float = 0.0  # > 0: mask exactly this fraction of every row's frames (`prob` unused)
+    frac_end: float = 0.0  # > 0 (with frac): frac moves linearly from `frac` to `frac_end` over training
 
     def __post_init__(self):
         if not 0.0 < self.prob < 1.0:
             raise ValueError(f"prob must be in (0, 1), found {self.prob}")
         if self.prob_end and not 0.0 < self.prob_end < 1.0:
             raise ValueError(f"prob_end must be in (0, 1) (or 0: no schedule), found {self.prob_end}")
+        for name in ("frac", "frac_end"):
+            value = getattr(self, name)
+            if value and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1) (or 0: unused), found {value}")
+        if self.frac_end and not self.frac:
+            raise ValueError("frac_end schedules frac: set frac too")
+        if self.frac and self.prob_end:
+            raise ValueError("frac and prob_end exclude each other: with frac, schedule it with frac_end")
         if self.length < 1:
             raise ValueError(f"length must be >= 1, found {self.length}")
         _choice("selection", self.selection, ("static", "uniform"))
@@ -74,9 +101,18 @@ class MaskConfig:
 
     def prob_at(self, step: int, total: int) -> float:
         """The masking probability at ``step`` of ``total`` (linear schedule when ``prob_end`` is set)."""
-        if not self.prob_end:
-            return self.prob
-        return self.prob + (self.prob_end - self.prob) * min(1.0, step / max(1, total - 1))
+        return _linear(self.prob, self.prob_end, step, total)
+
+    def frac_at(self, step: int, total: int) -> float:
+        """The masked fraction at ``step`` of ``total`` (0 when ``prob`` rules)."""
+        return _linear(self.frac, self.frac_end, step, total)
+
+
+def _linear(start: float, end: float, step: int, total: int) -> float:
+    """``start`` moved linearly to ``end`` over ``total`` steps; ``end`` 0 means no schedule."""
+    if not end:
+        return start
+    return start + (end - start) * min(1.0, step / max(1, total - 1))
 
 
 @dataclass(frozen=True)
@@ -124,6 +160,11 @@ class KDConfig:
     ce_weight: float = 1.0  # CE on the teacher's unit (argmax of its logits, METHODS.md §2.3 [U])
     warmup_frac: float = 0.05  # KD term ramps linearly from 0 over this fraction of the steps
     head: str = "linear"  # student classifier: "linear" or "cosine" (HuBERT's cos/0.1 head) [U]
+    # Start the student's CNN from the teacher's (it must have the teacher's conv_layers,
+    # extractor_mode and conv_bias). The paper gives the student the teacher's CNN architecture but
+    # does not say how it is initialised [U]: False (a random CNN, no teacher loaded in the trial)
+    # keeps the method as it runs without the option; True is DistilHuBERT's choice.
+    init_cnn_from_teacher: bool = False
 
     def __post_init__(self):
         _choice("mode", self.mode, ("kd", "dkd"))
@@ -141,7 +182,9 @@ class StarConfig:
 
     layer_weight: float = 1.0  # layer-wise temporal Gram matrix G = X Xᵀ
     intra_weight: float = 1.0  # intra-layer temporal Gram matrix Ğ = X^l (X^{l+1})ᵀ
-    attn_weight: float = 0.0  # head-averaged attention maps (needs the live teacher)
+    # head-averaged attention maps; needs the live teacher and student.layer_drop 0 (a layer that
+    # layer drop skips has no map; refused rather than skipped, STaR's students have no layer drop)
+    attn_weight: float = 0.0
     norm: str = "dim"  # Gram normalisation: "none", "dim" (÷ channels), "cosine"
     distance: str = "mse"  # Gram distance: "mse", "l1", "kl" (row-softmaxed)
     attn_distance: str = "kl"  # attention-map distance: "kl" (rows) or "mse"
@@ -207,6 +250,13 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     final_dim: int = 256  # projection size of the prediction head
     nomask_weight: float = 0.0  # weight of the loss on unmasked frames (fairseq pred_nomask_weight)
+    # How the masked and unmasked sums are normalised when nomask_weight > 0. "fairseq" (default):
+    # both by one count, masked + unmasked frames, as fairseq's HuBERT criterion does (its sample
+    # size counts the frames of every term it adds): nomask_weight is fairseq's knob, so it means
+    # what it means there. "per_term": each sum by its own frame count (the masked mean + w × the
+    # unmasked mean), the embedded teacher's pretraining loss, kept so its cache key and weights do
+    # not change. With nomask_weight 0 (the papers' loss) both are the masked mean.
+    nomask_norm: str = "fairseq"
     feature_pen_weight: float = 10.0  # HuBERT's weight on the CNN feature penalty
     feat_weight: float = 0.0  # DiceHuBERT's optional L_SSL + w·L_feat (layer-to-layer MSE, §3.2)
     kd: KDConfig = field(default_factory=KDConfig)
@@ -224,10 +274,15 @@ class TrainConfig:
         if self.method not in METHODS + (PRETRAIN,):
             raise ValueError(f"method must be one of {', '.join(METHODS)}, found {self.method!r}")
         _choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
+        _choice("nomask_norm", self.nomask_norm, ("fairseq", "per_term"))
         is_lstm = isinstance(self.student, LstmConfig)
         if is_lstm != (self.method == "kd"):
             raise ValueError(f"method {self.method} needs a {'BiLSTM' if self.method == 'kd' else 'HuBERT'} "
                              f"student (student.arch: {'lstm' if self.method == 'kd' else 'hubert'})")
+        if self.method == "star" and self.star.attn_weight > 0 and self.student.layer_drop > 0:
+            # a dropped layer computes no attention map; STaR's students run without layer drop
+            raise ValueError(f"star.attn_weight > 0 needs student.layer_drop: 0 (found {self.student.layer_drop}): "
+                             "a layer skipped by layer drop has no attention map to distil")
         if self.nomask_weight < 0 or self.feat_weight < 0:
             raise ValueError("nomask_weight and feat_weight must be >= 0")
         if self.eval_every < 1:

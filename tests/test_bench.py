@@ -27,3 +27,24 @@ def test_bench_refuses_a_workdir_without_teacher_features(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "run the main command first" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_masking_bench_measures_what_each_knob_masks(tiny_corpus):
+    """bench/masking.py on the loop's real batches of a corpus and on fixed shapes: one JSON line
+    per setting; ``mask.frac`` lands on its target, ``mask.prob`` masks less than it says."""
+    runs = {}
+    for name, extra in (("corpus", ["--corpus", str(tiny_corpus.root), "--batch-seconds", "8"]),
+                        ("shape", ["--shape", "4x300"])):
+        out = subprocess.run([sys.executable, str(REPO / "bench" / "masking.py"), *extra, "--batches", "20"],
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        head, *settings = [json.loads(line) for line in out.stdout.strip().splitlines()]
+        assert head["batches"] == 20 and len(settings) >= 6
+        runs[name] = {(s["selection"], "frac" if "frac" in s else "prob", s.get("frac", s.get("prob"))): s
+                      for s in settings}
+    assert runs["shape"][("uniform", "frac", 0.4)]["masked_frac"] == 0.4
+    assert runs["shape"][("static", "frac", 0.57)]["masked_frac"] == 0.57
+    for measured in runs.values():
+        assert abs(measured[("uniform", "frac", 0.2)]["masked_frac"] - 0.2) < 0.01
+        uniform = measured[("uniform", "prob", 0.8)]
+        assert uniform["masked_frac"] < uniform["single_row"] < 0.8  # the batch cut takes its share

@@ -121,3 +121,25 @@ def test_read_ahead_keeps_order_and_raises_the_loaders_error():
     assert next(out) == 1
     with pytest.raises(OSError, match="corrupt.flac"):
         next(out)
+
+
+def test_every_masking_method_logs_what_it_masked(data, tmp_path, monkeypatch):
+    """``mask_frac`` is the fraction of frames the step really masked: a DiceHuBERT run logs it
+    (not only ARMHuBERT), and with ``mask.frac`` it equals the target, step by step."""
+    import raydistill.train.loop as loop
+
+    seen = []
+    original = loop.sample_mask
+    monkeypatch.setattr(loop, "sample_mask", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
+    reports = []
+    train(CONFIG, data, report=lambda m, c: reports.append(m), checkpoint_dir=tmp_path / "prob")
+    assert [r["mask_frac"] for r in reports] == pytest.approx(
+        [np.mean([float(m.float().mean()) for m in seen[i:i + 3]]) for i in (0, 3)])
+    assert all(r["mask_frac"] < 0.7 for r in reports)  # prob 0.8 is not 80 % of the frames
+    target = dataclasses.replace(CONFIG, mask=dataclasses.replace(CONFIG.mask, frac=0.3, frac_end=0.6))
+    seen.clear()
+    reports = []
+    train(target, data, report=lambda m, c: reports.append(m), checkpoint_dir=tmp_path / "frac")
+    fractions = [float(m.float().mean()) for m in seen]  # the linear schedule 0.3 -> 0.6 over 6 steps
+    assert fractions == pytest.approx([0.3 + 0.3 * s / 5 for s in range(6)], abs=0.02)
+    assert reports[-1]["mask_frac"] == pytest.approx(np.mean(fractions[3:]))

@@ -5,12 +5,13 @@ attention maps and logits, the same code paths as the embedded teacher, in secon
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from raydistill.config import TrainConfig
+from raydistill.config import ArmConfig, TrainConfig
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, describe, get_method, layer_map, teacher_needs
 from raydistill.models.checkpoint import STUDENT_FILE, load_student
@@ -110,6 +111,82 @@ def test_distilhubert_starts_from_the_teacher(teacher):
         method.init_from_teacher(method.build(wider, TeacherInfo.of(teacher.describe())), teacher, wider)
 
 
+def test_kd_student_cnn_starts_from_the_teachers_when_asked(teacher):
+    method, info = get_method("kd"), TeacherInfo.of(teacher.describe())
+    source = teacher.model.encoder.feature_extractor.state_dict()
+
+    def student_cnn(config):
+        module = method.build(config, info)
+        method.init_from_teacher(module, teacher, config)
+        return module.model.feature_extractor.state_dict()
+
+    on = TrainConfig.from_dict({**CONFIGS["kd"], "kd": {"init_cnn_from_teacher": True}})
+    copied = student_cnn(on)
+    assert copied.keys() == source.keys() and all(torch.equal(copied[k], source[k]) for k in source)
+    assert teacher_needs(on, info) == TeacherNeeds(logits=True, live=True)  # the trial loads the teacher
+    fresh = student_cnn(_config("kd"))  # the default: a random CNN
+    assert not any(torch.equal(fresh[k], source[k]) for k in source if k.endswith("conv.weight"))
+    narrow_cnn = {**CONFIGS["kd"]["student"], "conv_layers": hubert_conv(16)}
+    narrow = TrainConfig.from_dict({**CONFIGS["kd"], "student": narrow_cnn, "kd": {"init_cnn_from_teacher": True}})
+    with pytest.raises(UserError, match="init_cnn_from_teacher"):
+        student_cnn(narrow)
+
+
+def test_star_attention_maps_and_student_layer_drop_are_refused_together():
+    """A layer that layer drop skips computes no attention map: the step used to crash on it
+    ('NoneType' object has no attribute 'shape'); the config now refuses the pair."""
+    config = {**CONFIGS["star"], "student": {**SMALL, "layer_drop": 0.5}, "star": {"attn_weight": 1.0}}
+    with pytest.raises(UserError, match=r"star\.attn_weight.*student\.layer_drop"):
+        TrainConfig.from_dict(config)
+    assert TrainConfig.from_dict({**config, "star": {"attn_weight": 0.0}}).student.layer_drop == 0.5
+    assert TrainConfig.from_dict({**config, "student": SMALL}).star.attn_weight == 1.0
+
+
+@pytest.mark.parametrize("norm", [None, "fairseq", "per_term"])
+def test_dicehubert_unmasked_frames_normalisation_by_hand(norm):
+    """fairseq's HuBERT criterion divides the masked and the (weighted) unmasked sums by one
+    count, masked + unmasked frames (the default); ``per_term`` divides each by its own count."""
+    import math
+    from types import SimpleNamespace
+
+    from raydistill.methods import StepContext
+    from raydistill.models.hubert import HubertOutput
+    from raydistill.train.data import Batch
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0], [1.0, -2.0, 0.5]]])  # [1, 4, 3]
+    labels = torch.tensor([[0, 2, 2, 1]])
+    mask = torch.tensor([[True, False, False, False]])  # 1 masked frame, 3 unmasked
+    ce = [math.log(sum(math.exp(v) for v in row)) - row[y] for row, y in zip(logits[0].tolist(), labels[0].tolist())]
+    expected = {"fairseq": (ce[0] + 0.5 * (ce[1] + ce[2] + ce[3])) / 4,
+                "per_term": ce[0] / 1 + 0.5 * (ce[1] + ce[2] + ce[3]) / 3}[norm or "fairseq"]
+
+    def loss(**options):
+        config = TrainConfig.from_dict({"method": "dicehubert", "student": SMALL, "feature_pen_weight": 0.0,
+                                        "targets": {"teacher_layer": 2, "num_clusters": 3}, **options})
+        batch = Batch(wave=torch.zeros(1, 400), labels=labels, features={}, seconds=0.0)
+        ctx = StepContext(config, 0, batch, teacher_info=TeacherInfo(2, 64), teacher=None, centroids=None,
+                          device=torch.device("cpu"), world=1)
+        out = HubertOutput([logits], None, None, torch.tensor(0.0))  # the head is the identity: states are logits
+        return get_method("dicehubert").loss(SimpleNamespace(head=torch.nn.Identity()), out, mask, ctx)[0].item()
+
+    options = {} if norm is None else {"nomask_norm": norm}
+    assert loss(nomask_weight=0.5, **options) == pytest.approx(expected, rel=1e-6)
+    # without the unmasked term both are fairseq's sample size = the masked count
+    assert loss(nomask_weight=0.0, **options) == pytest.approx(ce[0], rel=1e-6)
+
+
+def test_the_embedded_teacher_keeps_its_per_term_loss_and_its_cache_key():
+    """The embedded teacher was pretrained with each sum over its own count: it keeps that loss,
+    and the option at that value stays out of its cache key (the cached teacher is reused)."""
+    from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER, _identity
+
+    for config in (EMBEDDED_TEACHER, SMOKE_TEACHER):
+        assert config.nomask_weight > 0 and config.nomask_norm == "per_term"
+        assert "nomask_norm" not in _identity(config)
+    fairseq = dataclasses.replace(EMBEDDED_TEACHER, nomask_norm="fairseq")
+    assert _identity(fairseq)["nomask_norm"] == "fairseq"  # another loss: another teacher
+
+
 def test_teacher_needs_of_each_method(teacher):
     info = TeacherInfo.of(teacher.describe())
     assert teacher_needs(_config("dicehubert"), info) == TeacherNeeds(units=((2, 8),), features=(1, 2))
@@ -152,6 +229,7 @@ PAPER = {
     "dicehubert-shallow-l4": ("params", 30_580_864),  # "30M"
     "maskhubert": ("params_train", 26.64e6),
     "armhubert": ("params_train", 26.45e6),
+    "armhubert-released": ("params_train", 26.45e6),
     "armhubert-s": ("params_train", 22.39e6),
     "starhubert": ("params", 22.31e6),
     "starhubert-l": ("params", 26.63e6),
@@ -170,6 +248,29 @@ def test_preset_sizes_match_the_papers(name):
 
 def test_presets_cover_the_issue():
     assert set(PAPER) == set(PRESETS)
+
+
+def test_armhubert_released_preset_carries_the_released_training_settings(capsys):
+    """The released ARMHuBERT's recipe beside the paper's definition, at the same size (d 480,
+    FFN 864 with the Q/K of every other layer re-invested): 22,015,552 parameters, 26,448,448
+    with the 12 projection heads."""
+    import json
+
+    from raydistill.cli import main
+
+    assert main(["describe", "--preset", "armhubert-released", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["params"], out["params_train"]) == (22_015_552, 26_448_448)
+    released = TrainConfig.from_dict(preset("armhubert-released")[1])
+    student = released.student
+    assert (student.embed_dim, student.ffn_dim, student.reuse_pattern) == (480, 864, (True, False) * 6)
+    assert student.reuse_mode == "reference_code" and student.layer_grad_scale and student.layer_drop == 0.0
+    mask = released.mask
+    assert (mask.selection, mask.prob, mask.length, mask.min_space) == ("uniform", 0.8, 10, 1)
+    assert released.arm == ArmConfig(masking=True, hint_weight=0.1, final_weight=1.0, loss="mse", reinvest_ffn=False)
+    assert (released.optim.lr, released.optim.warmup_frac, released.optim.feature_grad_mult) == (5e-3, 0.05, 1.0)
+    paper = TrainConfig.from_dict(preset("armhubert")[1])
+    assert paper.student == dataclasses.replace(student, reuse_mode="paper", layer_grad_scale=False)
 
 
 @pytest.mark.parametrize("prob,low,high", [(0.8, 0.74, 0.80), (0.4, 0.37, 0.42)])
@@ -241,3 +342,49 @@ def test_the_random_init_reference_is_keyed_by_the_students_initial_weights(tiny
     wider = TrainConfig.from_dict({**CONFIGS["dicehubert"], "student": {**SMALL, "ffn_dim": 128}, "optim": OPTIM})
     assert baselines.key("random_init", wider.to_dict()) != key
     assert baselines.key("random_init", _config("star").to_dict()) == key  # same student, same seed
+
+
+@pytest.mark.parametrize("selection", ["static", "uniform"])
+@pytest.mark.parametrize("frac", [0.2, 0.5, 0.8])
+def test_mask_frac_masks_that_fraction_of_every_row(selection, frac):
+    """``mask.frac`` is the fraction of frames masked, on long and on short rows alike, where
+    fairseq's ``prob`` masks far less of a short row than of a long one."""
+    from raydistill.config import MaskConfig
+    from raydistill.train.masking import sample_mask
+
+    generator = torch.Generator().manual_seed(0)
+    cfg = MaskConfig(selection=selection, frac=frac, min_space=1)
+    for frames, rows in ((60, 10), (133, 10), (600, 18)):
+        for _ in range(5):
+            mask = sample_mask(cfg, [frames] * rows, frames, generator=generator)
+            assert mask.sum(1).tolist() == [round(frac * frames)] * rows
+    by_prob = MaskConfig(selection=selection, prob=0.8)
+    short = np.mean([sample_mask(by_prob, [60] * 10, 60, generator=generator).float().mean().item() for _ in range(20)])
+    long = np.mean([sample_mask(by_prob, [600] * 10, 600, generator=generator).float().mean().item() for _ in range(20)])
+    assert short < long - 0.05
+
+
+def test_mask_frac_options_are_checked():
+    from raydistill.config import MaskConfig
+
+    assert MaskConfig(frac=0.2, frac_end=0.8).frac_at(50, 101) == pytest.approx(0.5)
+    assert MaskConfig().frac_at(10, 100) == 0.0
+    for bad, message in (({"frac": 1.0}, "frac must be in"), ({"frac_end": 0.5}, "set frac too"),
+                         ({"frac": 0.5, "prob_end": 0.6}, "exclude each other")):
+        with pytest.raises(ValueError, match=message):
+            MaskConfig(**bad)
+
+
+def test_new_options_leave_the_embedded_teachers_cache_key_alone():
+    """The names of the cached embedded teachers, pinned: an option added to TrainConfig at the
+    value those teachers were trained with must not move them (every existing workdir would
+    pretrain its teacher again, ≈ 10 min, for the same weights)."""
+    from types import SimpleNamespace
+
+    from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER, teacher_dir
+
+    corpus = SimpleNamespace(key="0123456789abcdef")
+    assert teacher_dir(corpus, Path("/cache"), EMBEDDED_TEACHER).name == "embedded-5627c75af310"
+    assert teacher_dir(corpus, Path("/cache"), SMOKE_TEACHER).name == "embedded-1c17137953cf"
+    masked_by_fraction = dataclasses.replace(EMBEDDED_TEACHER, mask=dataclasses.replace(EMBEDDED_TEACHER.mask, frac=0.5))
+    assert teacher_dir(corpus, Path("/cache"), masked_by_fraction).name != "embedded-5627c75af310"

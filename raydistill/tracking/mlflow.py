@@ -33,6 +33,7 @@ RUN_NAME = "mlflow.runName"
 TRIAL_METRICS = (
     "loss", "masked_loss", "unit_acc", "grad_norm", "lr", "audio_seconds_per_second", "train_seconds", "world_size",
     "resumed_from_step", "peak_host_mb", "peak_gpu_mb",
+    "mask_frac",  # the fraction of frames a masking method really masked (the knob is not it: docs/masking.md)
     "probe_score", "probe_pr_per", "probe_sid_acc",
     *SCORE_METRICS,  # every task's test and dev metric, overall_score, superb_score, eval_seconds
     "params", "macs_per_second",  # the student's size: objectives of a multi-objective search

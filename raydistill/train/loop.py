@@ -30,7 +30,7 @@ from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, save_student
 from raydistill.models.hubert import HubertModel
 from raydistill.teacher.sources import Teacher
 from raydistill.train.data import TrainData
-from raydistill.train.masking import sample_mask
+from raydistill.train.masking import masked_fraction, sample_mask
 from raydistill.utils import peak_memory
 
 Report = Callable[[dict, Optional[Path]], None]
@@ -167,11 +167,13 @@ def train(
         started = time.perf_counter()
         batch = next(batches)
         wave = batch.wave.to(device, non_blocking=True)
-        mask = None
+        mask, masking = None, {}
         if method.masks(config):
             frames = module.model.frames(wave.shape[1])
-            prob = config.mask.prob_at(step, opt.max_steps)
-            mask = sample_mask(config.mask, [frames] * wave.shape[0], frames, prob=prob, generator=mask_rng).to(device)
+            mask = sample_mask(config.mask, [frames] * wave.shape[0], frames, prob=config.mask.prob_at(step, opt.max_steps),
+                               frac=config.mask.frac_at(step, opt.max_steps), generator=mask_rng)
+            masking = {"mask_frac": masked_fraction(mask)}  # what was masked, whatever the knob said
+            mask = mask.to(device)
         ctx = StepContext(config, step, batch, teacher_info=info, teacher=live_teacher, centroids=centroids,
                           device=device, world=world)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
@@ -187,7 +189,7 @@ def train(
         scheduler.step()
         step += 1
         window.add(loss=loss.item(), grad_norm=float(grad_norm), audio_seconds=batch.seconds,
-                   seconds=time.perf_counter() - started, **extra)
+                   seconds=time.perf_counter() - started, **masking, **extra)
         if step % config.eval_every == 0 or step == opt.max_steps:
             metrics = {**window.summary(step, scheduler.get_last_lr()[0]), "world_size": world,
                        "resumed_from_step": resumed_from_step, **peak_memory(device)}

@@ -1,8 +1,9 @@
 """Which frames a training step masks: HuBERT's static spans or ARMHuBERT's uniform spans.
 
-Both follow fairseq's ``compute_mask_indices`` (METHODS.md §1.3): ``int(prob·T/length + U[0,1))``
-spans per row (at least ``min_masks``), then every row is cut down to the batch's smallest
-masked count (``require_same_masks``).
+Both follow fairseq's ``compute_mask_indices``: ``int(prob·T/length + U[0,1))`` spans per row
+(at least ``min_masks``), then every row is cut down to the batch's smallest masked count
+(``require_same_masks``). With ``MaskConfig.frac`` the same span laws are drawn until each row
+holds a given fraction of masked frames instead (docs/masking.md).
 """
 
 from __future__ import annotations
@@ -18,15 +19,39 @@ from raydistill.models.hubert import compute_span_mask
 
 def sample_mask(
     cfg: MaskConfig, lengths: list[int], frames: int, *, prob: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
+    frac: Optional[float] = None, generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """[B, frames] bool mask for rows of the given valid lengths (``prob`` overrides ``cfg.prob``)."""
+    """[B, frames] bool mask for rows of the given valid lengths.
+
+    ``prob`` / ``frac`` override ``cfg.prob`` / ``cfg.frac`` (the loop passes the scheduled
+    values); a positive fraction masks ``round(frac·T)`` frames of every row of length T.
+    """
+    frac = cfg.frac if frac is None else frac
+    if frac:
+        rows = [_row_to_fraction(cfg, int(n), frac, generator) for n in lengths]
+        return _equal_counts(rows, frames, generator)
     prob = cfg.prob if prob is None else prob
     if cfg.selection == "static":
         return compute_span_mask(lengths, frames, prob, cfg.length, min_masks=cfg.min_masks, generator=generator)
-    rows = [_uniform_spans(int(n), prob, cfg.length, cfg.min_masks, cfg.min_space, generator) for n in lengths]
+    rows = []
+    for n in lengths:
+        num = max(cfg.min_masks, int(prob * int(n) / cfg.length + float(torch.rand((), generator=generator))))
+        sizes = torch.randint(0, 2 * cfg.length + 1, (num,), generator=generator).tolist()
+        if sum(sizes) == 0:
+            sizes[0] = min(cfg.length, int(n) - 1)
+        rows.append(_place_apart(int(n), sizes, cfg.min_space, generator))
+    return _equal_counts(rows, frames, generator)
+
+
+def masked_fraction(mask: Tensor) -> float:
+    """The fraction of frames a [B, T] mask masks (what the loop logs as ``mask_frac``)."""
+    return float(mask.float().mean())
+
+
+def _equal_counts(rows: list[Tensor], frames: int, generator) -> Tensor:
+    """Rows of frame indices as a [B, frames] mask, each cut to the fewest masked frames of the batch."""
     fewest = min(len(r) for r in rows)
-    mask = torch.zeros(len(lengths), frames, dtype=torch.bool)
+    mask = torch.zeros(len(rows), frames, dtype=torch.bool)
     for i, idx in enumerate(rows):
         if len(idx) > fewest:
             idx = idx[torch.randperm(len(idx), generator=generator)[:fewest]]
@@ -39,16 +64,13 @@ def _randint(low: int, high: int, generator) -> int:
     return low + int(torch.randint(high - low, (), generator=generator))
 
 
-def _uniform_spans(length: int, prob: float, span: int, min_masks: int, min_space: int, generator) -> Tensor:
-    """Frame indices of one row: span lengths ~ U{0..2·span}, placed without overlap.
+def _place_apart(length: int, sizes: list[int], min_space: int, generator) -> Tensor:
+    """Frame indices of one row: spans of the given sizes, placed without overlap.
 
     Longest spans first; each goes into a free interval chosen with probability proportional
     to its size, at a uniform position, and leaves ``min_space`` free frames on both sides.
+    A span that fits nowhere is left out.
     """
-    num = max(min_masks, int(prob * length / span + float(torch.rand((), generator=generator))))
-    sizes = torch.randint(0, 2 * span + 1, (num,), generator=generator).tolist()
-    if sum(sizes) == 0:
-        sizes[0] = min(span, length - 1)
     shortest = min(sizes)
     free = [(0, length)]  # [start, end) intervals spans may still start in
     picked: list[int] = []
@@ -63,5 +85,48 @@ def _uniform_spans(length: int, prob: float, span: int, min_masks: int, min_spac
             free.append((s, start - min_space + 1))
         if e - start - size - min_space > shortest:
             free.append((start + size + min_space, e))
+    idx = torch.tensor(sorted(set(picked)), dtype=torch.long)
+    return idx[idx < length]
+
+
+def _row_to_fraction(cfg: MaskConfig, length: int, frac: float, generator) -> Tensor:
+    """Frame indices of one row holding ``round(frac·length)`` masked frames (at least one).
+
+    Static: spans of ``cfg.length`` frames at distinct random starts, overlap allowed, until
+    the union is large enough; the surplus of the last span is cut off its end. Uniform: span
+    lengths U{0..2·length} placed one at a time, apart as :func:`_place_apart` places them, the
+    last one shortened to end on the target, and one longer than every free gap shortened to
+    the longest that fits. A row reaches the target unless min_space leaves no room for it.
+    """
+    target = min(length, max(1, round(frac * length)))
+    if cfg.selection == "static":
+        span = min(cfg.length, length)
+        covered = torch.zeros(length, dtype=torch.bool)
+        order: list[int] = []
+        for start in torch.randperm(length - span + 1, generator=generator).tolist():
+            new = [t for t in range(start, start + span) if not covered[t]]
+            covered[new] = True
+            order.extend(new)
+            if len(order) >= target:
+                break
+        return torch.tensor(sorted(order[:target]), dtype=torch.long)
+    free = [(0, length)]  # [start, end) intervals spans may still start in, as _place_apart keeps them
+    picked: list[int] = []
+    while len(picked) < target:
+        size = min(int(torch.randint(0, 2 * cfg.length + 1, (), generator=generator)), target - len(picked))
+        room = [e - s - cfg.min_space for s, e in free]
+        if not room or max(room) < 1:
+            break  # no frame left that keeps min_space to its neighbours
+        size = min(size, max(room))  # a span too long for any gap is shortened to the longest that fits
+        if size == 0:
+            continue
+        weights = torch.tensor([float(e - s) if r >= size else 0.0 for (s, e), r in zip(free, room)])
+        s, e = free.pop(int(torch.multinomial(weights, 1, generator=generator)))
+        start = _randint(s, max(s + 1, e - size), generator)
+        picked.extend(range(start, start + size))
+        if start - s - cfg.min_space >= 1:
+            free.append((s, start - cfg.min_space + 1))
+        if e - start - size - cfg.min_space > 1:
+            free.append((start + size + cfg.min_space, e))
     idx = torch.tensor(sorted(set(picked)), dtype=torch.long)
     return idx[idx < length]

@@ -25,13 +25,16 @@ from raydistill.utils import log, stable_hash
 # HuBERT iteration 1, scaled to minutes on 2 CPU cores. Two documented departures from the
 # fairseq recipe, both measured on the embedded corpus (README, "Embedded teacher"): the loss
 # also covers unmasked frames (pred_nomask_weight 1; with masked frames only, 600 steps stay
-# near chance), and the CNN gets full gradients (feature_grad_mult 1 instead of 0.1).
+# near chance), and the CNN gets full gradients (feature_grad_mult 1 instead of 0.1). The two
+# sums are normalised each by its own frame count (nomask_norm "per_term", not fairseq's one
+# count): the loss the cached teachers were trained with.
 EMBEDDED_TEACHER = TrainConfig(
     method=PRETRAIN,
     student=PRESETS["tiny-teacher"],
     targets=TargetConfig(teacher_layer=0, num_clusters=100),  # layer 0 of the MFCC "source"
     optim=OptimConfig(lr=2e-3, max_steps=800, batch_seconds=24.0, warmup_frac=0.1, feature_grad_mult=1.0),
     nomask_weight=1.0,
+    nomask_norm="per_term",
     eval_every=100,
 )
 SMOKE_TEACHER = dataclasses.replace(
@@ -43,12 +46,18 @@ SMOKE_TEACHER = dataclasses.replace(
 
 
 def _identity(config: TrainConfig) -> dict:
-    """The config as the cache key sees it: speed-only options at their defaults are left out,
-    so adding such an option does not invalidate teachers pretrained before it existed."""
+    """The config as the cache key sees it: speed-only options at their defaults, and later
+    options at the value the earlier teachers were trained with, are left out, so adding such an
+    option does not invalidate teachers pretrained before it existed."""
     d = config.to_dict()
     for name, default in (("precision", "auto"), ("compile", False)):
         if d["optim"].get(name) == default:
             del d["optim"][name]
+    if d.get("nomask_norm") == "per_term":  # the loss of every teacher pretrained before the option
+        del d["nomask_norm"]
+    for name in ("frac", "frac_end"):  # masking by fraction: unused (0) by every teacher so far
+        if d["mask"].get(name) == 0.0:
+            del d["mask"][name]
     return d
 
 
