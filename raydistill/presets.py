@@ -50,11 +50,23 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "maskhubert": ("hubert-base", {"method": "armhubert", "student": {"preset": "maskhubert"},
                                    "mask": {"selection": "uniform", "prob": 0.8},
                                    "optim": {"lr": 5.0e-4}}),  # 26.64M
-    "armhubert": ("hubert-base", {"method": "armhubert",
-                                  "student": {"preset": "armhubert", "reuse_mode": "reference_code",
-                                              "layer_grad_scale": True},
+    # ARMHuBERT as the paper defines it: a reusing layer takes the source layer's attention
+    # probabilities as they are, per utterance and head; no layer gradient scaling
+    "armhubert": ("hubert-base", {"method": "armhubert", "student": {"preset": "armhubert"},
                                   "mask": {"selection": "uniform", "prob": 0.8},
                                   "optim": {"lr": 5.0e-3}}),  # 26.45M
+    # The released ARMHuBERT's training, at the same size as the paper preset: the reference code's
+    # reuse (second softmax, heads and utterances mixed), layer gradient scaling, uniform spans,
+    # MSE with hint 0.1 / final 1.0, lr 5e-3 with 5 % warm-up, full CNN gradients. FFN 864 is the
+    # released width (the Q/K of every other layer re-invested), so arm.reinvest_ffn stays off.
+    "armhubert-released": ("hubert-base", {
+        "method": "armhubert",
+        "student": {"preset": "armhubert", "reuse_pattern": [True, False] * 6, "reuse_mode": "reference_code",
+                    "layer_grad_scale": True},
+        "mask": {"selection": "uniform", "prob": 0.8, "length": 10, "min_space": 1},
+        "arm": {"masking": True, "hint_weight": 0.1, "final_weight": 1.0, "loss": "mse", "reinvest_ffn": False},
+        "optim": {"lr": 5.0e-3, "warmup_frac": 0.05, "betas": [0.9, 0.98], "eps": 1.0e-6, "feature_grad_mult": 1.0},
+    }),  # 26.45M
     "armhubert-s": ("hubert-base", {"method": "armhubert",
                                     "student": {"preset": "armhubert-s", "reuse_mode": "reference_code",
                                                 "layer_grad_scale": True},

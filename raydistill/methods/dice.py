@@ -5,6 +5,12 @@ Hard labels (CE on the nearest unit) or soft labels (KL to ``softmax(-‖h - c�
 masked frames; optional unmasked-frame loss (fairseq ``pred_nomask_weight``), HuBERT's CNN
 feature penalty, and the paper's ablation ``L_SSL + w·L_feat`` (layer-to-layer MSE through
 per-layer projections, Eq. 1; the teacher side comes from unmasked input).
+
+With the unmasked-frame loss, ``nomask_norm`` says what the two sums are divided by: one count,
+masked + unmasked frames, as fairseq's HuBERT criterion (the default: the knob is fairseq's), or
+each its own count (``per_term``, the masked mean + w × the unmasked mean), the loss the embedded
+teacher was pretrained with (``hubert-pretrain`` keeps it). The papers' loss (weight 0) is the
+masked mean either way.
 """
 
 from __future__ import annotations
@@ -56,14 +62,20 @@ class DiceHubert(Method):
         logits, targets = predict(mask)
         masked_sum = masked_prediction_loss(logits, targets)
         count = mask.sum()
-        loss = ctx.mean(masked_sum, count) + config.feature_pen_weight * out.features_pen
         metrics = {"masked_loss": (masked_sum / count).item(),
                    "unit_acc": (unit_accuracy(logits.detach(), targets) / count).item()}
         if config.nomask_weight > 0:
             nomask_logits, nomask_targets = predict(~mask)
             nomask_sum = masked_prediction_loss(nomask_logits, nomask_targets)
-            loss = loss + config.nomask_weight * ctx.mean(nomask_sum, (~mask).sum())
-            metrics["nomask_loss"] = (nomask_sum / (~mask).sum()).item()
+            nomask_count = (~mask).sum()
+            if config.nomask_norm == "fairseq":  # one sample size: every frame of both terms
+                loss = ctx.mean(masked_sum + config.nomask_weight * nomask_sum, count + nomask_count)
+            else:
+                loss = ctx.mean(masked_sum, count) + config.nomask_weight * ctx.mean(nomask_sum, nomask_count)
+            metrics["nomask_loss"] = (nomask_sum / nomask_count).item()
+        else:
+            loss = ctx.mean(masked_sum, count)
+        loss = loss + config.feature_pen_weight * out.features_pen
         if config.feat_weight > 0:
             teacher_layers = layer_map(config.student.num_layers, ctx.teacher_info.num_layers)
             targets = ctx.teacher_states(sorted(set(teacher_layers)))

@@ -4,7 +4,9 @@ Teacher logits: the pre-training head's ``cos(P·o_t, e_c)/0.1`` over its C unit
 exactly (float32) once per search. Target class t of a frame: the argmax of the teacher's
 logits (the units the teacher was trained on are not part of a checkpoint; METHODS.md §2.3
 lists this fallback [U]). The student sees unmasked input and every frame counts (the
-paper's choice of frames is not known [U]; this is DistilHuBERT-style distillation).
+paper's choice of frames is not known [U]; this is DistilHuBERT-style distillation). The
+student's CNN has the teacher's architecture; whether it starts from the teacher's weights is
+not stated [U]: random by default, copied with ``kd.init_cnn_from_teacher`` (as DistilHuBERT).
 
     L = w_CE · CE(z_S, t) + min(step / warm-up, 1) · (KD or α·TCKD + β·NCKD)
 """
@@ -32,13 +34,28 @@ class LogitKD(Method):
             raise UserError("method kd distils the teacher's pre-training logits, but the teacher has no "
                             "pre-training head (use a raydistill teacher or a torchaudio hubert_pretrain checkpoint)")
         cached = config.teacher_features == "cached"
-        return TeacherNeeds(logits=cached, live=not cached)
+        # init_cnn_from_teacher: the trial loads the teacher to copy its CNN; logits may stay cached
+        return TeacherNeeds(logits=cached, live=not cached or config.kd.init_cnn_from_teacher)
 
     def build(self, config: TrainConfig, teacher: TeacherInfo):
         model = frozen_mask_emb(LstmModel(config.student))
         dim, classes = config.student.embed_dim, teacher.num_classes
         head = nn.Linear(dim, classes) if config.kd.head == "linear" else PredictionHead(dim, classes, config.final_dim)
         return Student(model, head=head)
+
+    def init_from_teacher(self, module, teacher, config: TrainConfig) -> None:
+        """With ``kd.init_cnn_from_teacher``: copy the teacher's CNN into the student's."""
+        if not config.kd.init_cnn_from_teacher:
+            return
+        source = teacher.model.encoder.feature_extractor.state_dict()
+        target = module.model.feature_extractor
+        shapes = {k: v.shape for k, v in target.state_dict().items()}
+        if shapes != {k: v.shape for k, v in source.items()}:
+            t = teacher.model.cfg
+            raise UserError(f"kd.init_cnn_from_teacher: the student's CNN differs from the teacher's (conv_layers "
+                            f"{[list(c) for c in t.conv_layers]}, extractor_mode {t.extractor_mode}, conv_bias "
+                            f"{t.conv_bias}); give the student that CNN or set kd.init_cnn_from_teacher: false")
+        target.load_state_dict(source)
 
     def loss(self, module, out, mask, ctx: StepContext):
         kd = ctx.config.kd

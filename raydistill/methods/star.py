@@ -3,7 +3,8 @@
 * layer-wise temporal Gram matrix ``G^l = X^l X^lᵀ`` (N × N: no projection head needed);
 * intra-layer temporal Gram matrix ``Ğ^{l+1} = X^l (X^{l+1})ᵀ`` (input and output of a layer,
   ``X^0`` = the Transformer input);
-* optionally the head-averaged attention maps (needs the live teacher).
+* optionally the head-averaged attention maps (needs the live teacher, and a student without
+  layer drop: a skipped layer computes no map, so the config refuses the pair).
 
 ``L = w_layer · mean_l d(G_S, G_T) + w_intra · mean_l d(Ğ_S, Ğ_T) + w_attn · mean_l d(Ā_S, Ā_T)``.
 The paper's normalisation and distance are not known [U]; defaults: Gram ÷ channels, MSE.

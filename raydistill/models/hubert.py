@@ -185,7 +185,7 @@ def _thin_cnn(channels: int) -> ConvLayers:
 # Recycle-and-Distill students (METHODS.md §5.2), architectures as released: 12 post-LN layers,
 # 12 heads, a thin CNN ending in d channels, no feature projection (fairseq style). reuse_mode and
 # layer_grad_scale keep their defaults ("paper", off); the released code ran "reference_code" with
-# layer_grad_scale on (ARMHuBERT), which a run config can set.
+# layer_grad_scale on (ARMHuBERT), which a run config can set (the run preset armhubert-released).
 _ARM = dict(num_layers=12, num_heads=12, project_features=False, dropout=0.1, attention_dropout=0.1,
             activation_dropout=0.1, dropout_input=0.05, layer_drop=0.0)
 
