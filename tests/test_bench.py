@@ -1,9 +1,11 @@
-"""bench/: the k-means benchmark runs end to end on tiny rows and prints one JSON measurement."""
+"""bench/: each benchmark runs end to end on tiny inputs and prints its JSON measurements."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,3 +50,17 @@ def test_masking_bench_measures_what_each_knob_masks(tiny_corpus):
         assert abs(measured[("uniform", "frac", 0.2)]["masked_frac"] - 0.2) < 0.01
         uniform = measured[("uniform", "prob", 0.8)]
         assert uniform["masked_frac"] < uniform["single_row"] < 0.8  # the batch cut takes its share
+
+
+@pytest.mark.slow
+def test_ablate_trains_one_student_per_value(tmp_path):
+    """bench/ablate.py at smoke scale: the base config with one knob set to each value, trained
+    and scored; each JSON line carries the value it ran with and the trial's scores."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "ablate.py"), "--space", str(REPO / "search_spaces" / "distil.yaml"),
+                          "--vary", "optim.feature_grad_mult=0.1,1.0", "--set", "student.num_layers=1",
+                          "--smoke", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert [r["optim.feature_grad_mult"] for r in runs] == [0.1, 1.0]
+    assert all(r["set"] == {"student.num_layers": 1} and "overall_score" in r and r["params"] > 0 for r in runs)
+    assert runs[0]["params"] == runs[1]["params"]  # the same student, only the gradient scale differs
