@@ -67,26 +67,38 @@ def _randint(low: int, high: int, generator) -> int:
 def _place_apart(length: int, sizes: list[int], min_space: int, generator) -> Tensor:
     """Frame indices of one row: spans of the given sizes, placed without overlap.
 
-    Longest spans first; each goes into a free interval chosen with probability proportional
-    to its size, at a uniform position, and leaves ``min_space`` free frames on both sides.
-    A span that fits nowhere is left out.
+    Longest spans first, each by :func:`_take`; a span that fits nowhere is left out.
     """
     shortest = min(sizes)
     free = [(0, length)]  # [start, end) intervals spans may still start in
     picked: list[int] = []
     for size in sorted(sizes, reverse=True):
-        room = torch.tensor([float(e - s) if e - s >= size + min_space else 0.0 for s, e in free])
-        if float(room.sum()) == 0:
+        start = _take(free, size, min_space, shortest, generator)
+        if start is None:
             break
-        s, e = free.pop(int(torch.multinomial(room, 1, generator=generator)))
-        start = _randint(s, max(s + 1, e - size), generator)
         picked.extend(range(start, start + size))
-        if start - s - min_space >= shortest:
-            free.append((s, start - min_space + 1))
-        if e - start - size - min_space > shortest:
-            free.append((start + size + min_space, e))
     idx = torch.tensor(sorted(set(picked)), dtype=torch.long)
     return idx[idx < length]
+
+
+def _take(free: list[tuple[int, int]], size: int, min_space: int, keep: int, generator) -> Optional[int]:
+    """Place one span of ``size`` frames in the free intervals; its start, or None if none has room.
+
+    The interval is chosen with probability proportional to its size among those with room
+    for the span and ``min_space`` frames, the start is uniform in it, and what is left on
+    either side (``min_space`` frames kept free) stays in ``free`` if it could still hold a
+    span of ``keep`` frames.
+    """
+    room = torch.tensor([float(e - s) if e - s >= size + min_space else 0.0 for s, e in free])
+    if float(room.sum()) == 0:
+        return None
+    s, e = free.pop(int(torch.multinomial(room, 1, generator=generator)))
+    start = _randint(s, max(s + 1, e - size), generator)
+    if start - s - min_space >= keep:
+        free.append((s, start - min_space + 1))
+    if e - start - size - min_space > keep:
+        free.append((start + size + min_space, e))
+    return start
 
 
 def _row_to_fraction(cfg: MaskConfig, length: int, frac: float, generator) -> Tensor:
@@ -94,9 +106,9 @@ def _row_to_fraction(cfg: MaskConfig, length: int, frac: float, generator) -> Te
 
     Static: spans of ``cfg.length`` frames at distinct random starts, overlap allowed, until
     the union is large enough; the surplus of the last span is cut off its end. Uniform: span
-    lengths U{0..2·length} placed one at a time, apart as :func:`_place_apart` places them, the
-    last one shortened to end on the target, and one longer than every free gap shortened to
-    the longest that fits. A row reaches the target unless min_space leaves no room for it.
+    lengths U{0..2·length} placed one at a time by :func:`_take`, the last one shortened to end
+    on the target, and one longer than every free gap shortened to the longest that fits. A row
+    reaches the target unless min_space leaves no room for it.
     """
     target = min(length, max(1, round(frac * length)))
     if cfg.selection == "static":
@@ -110,23 +122,17 @@ def _row_to_fraction(cfg: MaskConfig, length: int, frac: float, generator) -> Te
             if len(order) >= target:
                 break
         return torch.tensor(sorted(order[:target]), dtype=torch.long)
-    free = [(0, length)]  # [start, end) intervals spans may still start in, as _place_apart keeps them
+    free = [(0, length)]
     picked: list[int] = []
     while len(picked) < target:
         size = min(int(torch.randint(0, 2 * cfg.length + 1, (), generator=generator)), target - len(picked))
-        room = [e - s - cfg.min_space for s, e in free]
-        if not room or max(room) < 1:
+        longest = max((e - s - cfg.min_space for s, e in free), default=0)
+        if longest < 1:
             break  # no frame left that keeps min_space to its neighbours
-        size = min(size, max(room))  # a span too long for any gap is shortened to the longest that fits
+        size = min(size, longest)
         if size == 0:
             continue
-        weights = torch.tensor([float(e - s) if r >= size else 0.0 for (s, e), r in zip(free, room)])
-        s, e = free.pop(int(torch.multinomial(weights, 1, generator=generator)))
-        start = _randint(s, max(s + 1, e - size), generator)
+        start = _take(free, size, cfg.min_space, 1, generator)
         picked.extend(range(start, start + size))
-        if start - s - cfg.min_space >= 1:
-            free.append((s, start - cfg.min_space + 1))
-        if e - start - size - cfg.min_space > 1:
-            free.append((start + size + cfg.min_space, e))
     idx = torch.tensor(sorted(set(picked)), dtype=torch.long)
     return idx[idx < length]
