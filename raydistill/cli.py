@@ -366,11 +366,10 @@ def _compare(args) -> dict:
     config, module, teacher_info = load_student(args.checkpoint)
     checked_corpus = check_corpus(args.corpus)
     spec = args.teacher or teacher_info.get("spec") or "embedded"
-    teacher = None if parse_spec(spec)[0] == "embedded" else load_teacher(spec)
-    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=args.smoke)
+    checked_teacher = None if parse_spec(spec)[0] == "embedded" else load_teacher(spec)
+    corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke, checked=checked_corpus)
     device = default_device()
-    if teacher is None:
-        teacher = resolve_teacher(spec, workdir, corpus, smoke=args.smoke, device=device)
+    teacher = resolve_teacher(spec, workdir, corpus, smoke=args.smoke, device=device, checked=checked_teacher)
     random_init = student_model(config, TeacherInfo.of(teacher.describe()), seed=0)
     upstreams = [HubertUpstream(teacher.model, name="teacher"), HubertUpstream(module.model, name="student"),
                  HubertUpstream(random_init, name="random_init"), FBankUpstream()]
@@ -390,7 +389,7 @@ def _evaluate(args) -> dict:
     workdir = Workdir(args.workdir).check()
     config, module, teacher = load_student(args.checkpoint)
     checked_corpus = check_corpus(args.corpus)  # before the embedded corpus would be built
-    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=args.smoke)
+    corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke, checked=checked_corpus)
     device = default_device()
     scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
                                budget, seed=args.seed, device=device)
@@ -442,7 +441,7 @@ def _teacher(args) -> dict:
         Workdir(args.workdir).check()
         checked_corpus = check_corpus(args.corpus)  # before anything is written
         workdir = Workdir(args.workdir).check_writable()
-        corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=args.smoke)
+        corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke, checked=checked_corpus)
         teacher = resolve_teacher("embedded", workdir, corpus, smoke=args.smoke, device=default_device())
     else:
         if parse_spec(args.spec)[0] == "embedded":

@@ -212,19 +212,26 @@ def embedded_corpus_dir(workdir: Workdir, config) -> Path:
     return workdir.corpora / f"{config.name}-{stable_hash(config.identity(), 8)}"
 
 
-def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False) -> Corpus:
-    """``None``/``embedded``: synthesise (once) the embedded corpus; otherwise a corpus directory."""
+def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False,
+                   checked: Optional[Corpus] = None) -> Corpus:
+    """``None``/``embedded``: synthesise (once) the embedded corpus; otherwise a corpus directory.
+    ``checked``: what :func:`check_corpus` already loaded for ``spec`` (not read again)."""
+    if checked is not None:
+        return checked
     if spec in (None, "embedded"):
         from raydistill.corpus.synth import CorpusConfig, build_corpus
 
         config = CorpusConfig.smoke() if smoke else CorpusConfig.default()
         return build_corpus(config, embedded_corpus_dir(workdir, config))
-    check_corpus(spec)
-    return Corpus.load(Path(spec))
+    return check_corpus(spec)
 
 
-def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool = False, device: str = "cpu") -> Teacher:
-    """Load the teacher; ``embedded`` pretrains the small HuBERT on ``corpus`` first (cached)."""
+def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool = False, device: str = "cpu",
+                    checked: Optional[Teacher] = None) -> Teacher:
+    """Load the teacher; ``embedded`` pretrains the small HuBERT on ``corpus`` first (cached).
+    ``checked``: what :func:`check_teacher` already loaded for ``spec`` (not loaded again)."""
+    if checked is not None:
+        return checked
     kind, _ = parse_spec(spec)
     if kind != "embedded":
         return load_teacher(spec)

@@ -172,9 +172,8 @@ def run_search(opts: SearchOptions) -> dict:
     ray = connect(opts.address)
     device = default_device()
 
-    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=opts.smoke)
-    teacher = checked_teacher if checked_teacher is not None else resolve_teacher(
-        opts.teacher, workdir, corpus, smoke=opts.smoke, device=device)
+    corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke, checked=checked_corpus)
+    teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device, checked=checked_teacher)
     store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers), device=device)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
     prep_seconds = time.monotonic() - started

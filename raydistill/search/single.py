@@ -85,9 +85,9 @@ def run_train(opts: TrainOptions) -> dict:
     exp = experiment_id(client, opts.experiment, None if opts.mlflow_uri else workdir.mlflow_artifacts)
     ray = connect(opts.address)
     device = default_device()
-    corpus = checked_corpus if checked_corpus is not None else resolve_corpus(None, workdir, smoke=smoke)
-    teacher = checked_teacher if checked_teacher is not None else resolve_teacher(
-        "embedded", workdir, corpus, smoke=smoke, device=device)
+    corpus = resolve_corpus(opts.corpus or doc.get("corpus"), workdir, smoke=smoke, checked=checked_corpus)
+    teacher = resolve_teacher(opts.teacher or doc.get("teacher", "embedded"), workdir, corpus, smoke=smoke,
+                              device=device, checked=checked_teacher)
     info = TeacherInfo.of(teacher.describe())
     store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device)
     run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])
