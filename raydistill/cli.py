@@ -42,10 +42,13 @@ def _common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", help="a corpus directory (default: the embedded espeak-ng corpus)")
     p.add_argument("--teacher", help="embedded (default) | raydistill:CKPT | torchaudio:STATE_DICT[#arch] | hf:DIR; "
                                      + MASK_EMB_HELP)
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (DDP; default 1)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Train worker (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray Train workers per trial (DDP; default: the search space's resources, else 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs per Train worker (default: the search space's resources, else 1)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="GPUs per Train worker, fractions allowed (default: 1 if the cluster has GPUs, else 0)")
+                   help="GPUs per Train worker, fractions allowed (default: the search space's resources, "
+                        "else 1 if the cluster has GPUs, else 0)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -80,7 +83,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "several make a multi-objective search (Optuna's multi-objective TPE), e.g. "
                         "overall_score:max,params:min or overall_score:max,macs_per_second:min. Metrics: "
                         "overall_score (must be included, max), params, macs_per_second; at most 3")
+    p.add_argument("--cache-budget", metavar="SIZE",
+                   help="most disk the teacher's cached targets may take, e.g. 500G or 2T (default: the free "
+                        "space where the cache lives); see `raydistill plan`")
+    p.add_argument("--teacher-features", choices=("auto", "cached", "live"), default="auto",
+                   help="where trials read the teacher's features and logits: auto (default) caches them when "
+                        "they fit the budget and else runs the teacher in every trial; cached refuses what does "
+                        "not fit; live always runs it in the trials (units are cached either way)")
     _common_run_flags(p)
+
+    p = sub.add_parser("plan", help="what a search will cache and compute, before anything runs",
+                       description="Work out a search's teacher passes, cache sizes (features, logits, units), "
+                                   "per-trial FLOPs from the built models, GPU-hours at a stated MFU and the "
+                                   "evaluation's cost. Reads the space, the corpus's manifest (or --hours) and the "
+                                   "teacher; writes nothing.")
+    p.add_argument("--space", type=Path, required=True, help="search-space YAML file")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--corpus", help="a corpus directory (its train split's audio)")
+    what.add_argument("--hours", type=float, help="hours of train audio instead, e.g. 960 for LibriSpeech-960")
+    p.add_argument("--teacher", help="a teacher spec to load and count (default: HuBERT-base's architecture)")
+    p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    p.add_argument("--smoke", action="store_true", help="plan the space's smoke settings")
+    p.add_argument("--cache-budget", metavar="SIZE", help="as for search: e.g. 500G (default: no limit)")
+    p.add_argument("--teacher-features", choices=("auto", "cached", "live"), default="auto")
+    p.add_argument("--gpu-tflops", type=float, default=312.0,
+                   help="the GPU's peak TFLOP/s (default 312: an A100's dense bf16)")
+    p.add_argument("--mfu", type=float, default=0.12,
+                   help="model FLOPs utilisation assumed (default 0.12: published HuBERT-sized training runs at "
+                        "8-16 %% of an A100's peak)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"),
+                   help="where the search would cache (its free space is compared with the cache; default ./runs)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("train", help="train one configuration (e.g. an exported one) on Ray Train",
                        description="Rerun one configuration file (as written by `raydistill export`).")
@@ -225,8 +258,11 @@ def _dispatch(args) -> Optional[dict]:
             teacher=args.teacher or "embedded", smoke=bool(args.smoke), name=args.name, resume=args.resume,
             seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
             objectives=args.objectives, final_suite=args.final_suite, max_failures=args.max_failures,
+            cache_budget=args.cache_budget, teacher_features=args.teacher_features,
         ))
         return None  # run_search printed its summary
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "train":
         from raydistill.search.single import TrainOptions, run_train
 
@@ -257,6 +293,31 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "describe":
         return _describe(args)
     raise AssertionError(args.command)
+
+
+def _plan(args) -> Optional[dict]:
+    from raydistill.prepare import Workdir, check_corpus
+    from raydistill.search.plan import CorpusShape, available_bytes, format_plan, make_plan, parse_bytes
+    from raydistill.search.space import load_space
+
+    if args.trials < 1:
+        raise UserError(f"--trials must be >= 1, found {args.trials}")
+    for flag, value in (("--gpu-tflops", args.gpu_tflops), ("--mfu", args.mfu)):
+        if not (math.isfinite(value) and value > 0) or (flag == "--mfu" and value > 1):
+            raise UserError(f"{flag} must be a number > 0{' and <= 1' if flag == '--mfu' else ''}, found {value}")
+    space = load_space(args.space, smoke=args.smoke)
+    if args.corpus:
+        corpus = CorpusShape.from_corpus(check_corpus(args.corpus))
+    else:
+        corpus = CorpusShape.from_hours(960.0 if args.hours is None else args.hours)
+    budget = parse_bytes(args.cache_budget) if args.cache_budget else None
+    free = available_bytes(Workdir(args.workdir).check().cache)
+    plan = make_plan(space, corpus, trials=args.trials, teacher_spec=args.teacher, budget=budget, free=free,
+                     mode=args.teacher_features, gpu_tflops=args.gpu_tflops, mfu=args.mfu)
+    if args.json:
+        return plan
+    print(format_plan(plan))
+    return None
 
 
 def _check_export(args) -> str:

@@ -198,7 +198,7 @@ def check_teacher(spec: str, *, smoke: bool, needs: Callable, masked: bool, what
 
 def check_needs(needs: TeacherNeeds, teacher_layers: int, has_head: bool, spec: str) -> None:
     """A UserError if a run asks the teacher for a layer it lacks, or for logits without a head."""
-    for layer in needs.cached_layers:
+    for layer in needs.layers:
         if layer > teacher_layers:
             raise UserError(f"teacher layer {layer} does not exist: the teacher has {teacher_layers} layers")
     if needs.logits and not has_head:
@@ -244,10 +244,12 @@ def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool 
 
 
 def ensure_targets(
-    teacher: Teacher, corpus: Corpus, workdir: Workdir, needs: TeacherNeeds, *, device: str = "cpu"
+    teacher: Teacher, corpus: Corpus, workdir: Workdir, needs: TeacherNeeds, *, device: str = "cpu",
+    distributed: bool = False,
 ) -> TargetStore:
     """The teacher's targets of the train split that trials read: k-means units for every
-    (layer, K) in ``needs.units``, features of ``needs.features``, logits if asked."""
+    (layer, K) in ``needs.units``, features of ``needs.features``, logits if asked.
+    ``distributed``: the teacher pass runs as Ray tasks over shards (``targets/teacher_pass.py``)."""
     check_needs(needs, teacher.num_layers, teacher.head is not None, teacher.spec)
     train = corpus.split("train")
     if not train:
@@ -259,7 +261,8 @@ def ensure_targets(
         log(f"computing teacher targets: (layer, K) = {missing}, features {missing_layers} "
             "(once; every trial reads the cache)")
         teacher.to(device)
-        store.ensure(teacher, corpus, train, needs.units, layers=needs.cached_layers, device=device)
+        store.ensure(teacher, corpus, train, needs.units, layers=needs.cached_layers, device=device,
+                     distributed=distributed)
         teacher.to("cpu")
     return store
 

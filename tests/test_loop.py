@@ -24,7 +24,7 @@ CONFIG = TrainConfig.from_dict({
 @pytest.fixture(scope="module")
 def data(tiny_corpus, tmp_path_factory):
     store = TargetStore(tmp_path_factory.mktemp("targets") / "mfcc")
-    store.ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)])
+    store.ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)], layers=[0])
     return TrainData(tiny_corpus, store, CONFIG.targets, CONFIG.student.conv_layers)
 
 
@@ -70,7 +70,7 @@ def test_resume_continues_from_the_checkpoint(data, tmp_path):
 
 
 def test_soft_labels_train(tiny_corpus, tmp_path):
-    store = TargetStore(tmp_path / "mfcc").ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)])
+    store = TargetStore(tmp_path / "mfcc").ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)], layers=[0])
     config = dataclasses.replace(CONFIG, targets=dataclasses.replace(CONFIG.targets, labels="soft", temperature=5.0))
     data = TrainData(tiny_corpus, store, config.targets, config.student.conv_layers)
     reports = []

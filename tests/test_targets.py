@@ -48,7 +48,7 @@ def test_store_builds_once_and_trials_read_aligned_targets(tiny_corpus, tmp_path
     torch.manual_seed(0)
     teacher = Teacher(model=HubertModel(PRESETS["tiny-teacher"]), spec="test", key="tiny")
     train = tiny_corpus.split("train")
-    store = TargetStore(tmp_path / "store").ensure(teacher, tiny_corpus, train, [(2, 8), (3, 8)])
+    store = TargetStore(tmp_path / "store").ensure(teacher, tiny_corpus, train, [(2, 8), (3, 8)], layers=[2, 3])
     index = store.index
     assert index["ids"] == [u.id for u in train]
     assert index["frames"] == [teacher.frames(u.num_samples) for u in train]

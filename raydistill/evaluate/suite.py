@@ -138,6 +138,13 @@ class EvalBudget:
 
     @classmethod
     def named(cls, name: str) -> "EvalBudget":
+        """A budget by name, optionally restricted to some tasks: ``full``, ``full:pr,sid,asr``."""
+        name, _, tasks = name.partition(":")
+        if tasks:
+            unknown = [t for t in tasks.split(",") if t not in TASKS]
+            if unknown:
+                raise UserError(f"unknown evaluation task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+            return cls.named(name).with_tasks(tasks.split(","))
         presets: dict[str, Callable[[], EvalBudget]] = {
             "smoke": cls.smoke, "probe": cls.probe, "full": cls.full,
         }

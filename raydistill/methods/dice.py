@@ -33,8 +33,10 @@ class DiceHubert(Method):
         features = {t.teacher_layer} if t.labels == "soft" else set()
         if config.feat_weight > 0:
             features |= set(layer_map(config.student.num_layers, teacher.num_layers))
-        live = config.feat_weight > 0 and config.teacher_features == "live"
-        return TeacherNeeds(units=((t.teacher_layer, t.num_clusters),), features=tuple(sorted(features)), live=live)
+        units = ((t.teacher_layer, t.num_clusters),)
+        if config.teacher_features == "live":  # soft labels and L_feat from the teacher run in the trial
+            return TeacherNeeds(units=units, live=bool(features))
+        return TeacherNeeds(units=units, features=tuple(sorted(features)))
 
     def build(self, config: TrainConfig, teacher: TeacherInfo):
         module = MaskedPredictor(config.student, config.targets.num_clusters, config.final_dim)
@@ -50,7 +52,7 @@ class DiceHubert(Method):
         last = out.states[-1]
         labels = batch.labels.to(ctx.device)
         t = config.targets
-        soft_features = batch.features[t.teacher_layer].to(ctx.device) if t.labels == "soft" else None
+        soft_features = ctx.teacher_states([t.teacher_layer])[t.teacher_layer] if t.labels == "soft" else None
         centroids = ctx.centroids
 
         def predict(select):

@@ -37,7 +37,9 @@ from raydistill.corpus.manifest import Corpus
 from raydistill.prepare import (Workdir, check_corpus, check_mlflow_uri, check_teacher, default_device, ensure_targets,
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
+from raydistill.search.plan import parse_bytes
 from raydistill.search.space import SearchSpace, load_space
+from raydistill.targets.store import store_root
 from raydistill.search.trial import DRIVER_MEMORY, trial_config, trial_driver
 from raydistill.teacher.sources import Teacher
 from raydistill.utils import log, stable_hash
@@ -54,6 +56,7 @@ class Checked(NamedTuple):
     search_id: str
     corpus: Optional[Corpus]  # None: the embedded corpus (synthesised later)
     teacher: Optional[Teacher]  # None: the embedded teacher (pretrained later)
+    features: Optional[str]  # "cached" | "live": where trials read the teacher's features (None: decided later)
 
 
 @dataclass
@@ -61,9 +64,9 @@ class SearchOptions:
     space: Path
     trials: int = 8
     max_concurrent: Optional[int] = None  # default: as many trials as the cluster's CPUs/GPUs fit
-    workers: int = 1  # Ray Train workers per trial (DDP when > 1)
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: Optional[float] = None  # default: 1 if the cluster has GPUs, else 0
+    workers: Optional[int] = None  # Ray Train workers per trial (DDP when > 1); default: the space's, else 1
+    cpus_per_worker: Optional[float] = None  # default: the space's resources, else 1
+    gpus_per_worker: Optional[float] = None  # default: the space's, else 1 if the cluster has GPUs, else 0
     workdir: Path = Path("runs")
     mlflow_uri: Optional[str] = None  # default: SQLite in the workdir
     experiment: str = "raydistill"
@@ -79,10 +82,18 @@ class SearchOptions:
     max_failures: int = 1  # restarts per trial from its checkpoint: Train workers, and Tune's trial driver
     objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
     final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
+    cache_budget: Optional[str] = None  # most disk the teacher cache may take ("500G"); default: the free space
+    teacher_features: str = "auto"  # auto | cached | live (search/plan.py: choose_teacher_features)
 
     def validate(self) -> Checked:
         """Every check of the options and of the files they name, writing nothing and starting
-        nothing (cheapest first): bad input fails in seconds and leaves the workdir as it was."""
+        nothing (cheapest first): bad input fails in seconds and leaves the workdir as it was.
+        Resources the flags leave open are filled in from the space's ``resources``."""
+        space = load_space(self.space, smoke=self.smoke)
+        defaults = {"workers": 1, "cpus_per_worker": 1.0, **space.resources}
+        for name in ("workers", "cpus_per_worker", "gpus_per_worker"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults.get(name))
         check_run_options(self)
         for flag, value, low in (("--trials", self.trials, 1), ("--max-failures", self.max_failures, 0),
                                  ("--grace-period", self.grace_period, 1),
@@ -96,15 +107,39 @@ class SearchOptions:
         if self.name is not None and not NAME.fullmatch(self.name):
             raise UserError(f"--name {self.name!r}: a search id is letters, digits, '.', '_' and '-' "
                             "(starting with a letter or digit)")
-        space = load_space(self.space, smoke=self.smoke)
         objectives = resolve_objectives(self.objectives, space.objectives)
         search_id = _search_id(Workdir(self.workdir), self)
+        if self.teacher_features not in ("auto", "cached", "live"):
+            raise UserError(f"--teacher-features must be auto, cached or live, found {self.teacher_features!r}")
+        budget = parse_bytes(self.cache_budget) if self.cache_budget is not None else None
         corpus = check_corpus(self.corpus)
-        teacher = check_teacher(self.teacher, smoke=self.smoke, needs=lambda info: space.teacher_needs(info.num_layers),
+        infos = []
+        teacher = check_teacher(self.teacher, smoke=self.smoke,
+                                needs=lambda info: infos.append(info) or space.teacher_needs(info.num_layers),
                                 masked=masks_teacher(space),
                                 what=f"search space {self.space} (armhubert with arm.masking)")
+        features = None
+        if corpus is not None:  # the cache's size is known now: switch to live or refuse before writing anything
+            features = self.choose_features(space, infos[0], corpus, teacher.key if teacher else None, budget)
         check_services(self)
-        return Checked(space, objectives, search_id, corpus, teacher)
+        return Checked(space, objectives, search_id, corpus, teacher, features)
+
+    def choose_features(self, space: SearchSpace, info: TeacherInfo, corpus: Corpus, teacher_key: Optional[str],
+                        budget: Optional[int]) -> str:
+        """``cached`` or ``live`` for this search's trials (or a UserError): the cache's size
+        against ``--cache-budget`` and the free space (search/plan.py)."""
+        from raydistill.search.plan import CorpusShape, available_bytes, choose_teacher_features, human_bytes
+
+        workdir = Workdir(self.workdir)
+        existing = 0
+        if teacher_key is not None:  # what an earlier search already cached needs no new space
+            root = store_root(workdir.cache, teacher_key, corpus.key)
+            existing = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+        choice, items, why = choose_teacher_features(
+            space, info, CorpusShape.from_corpus(corpus).frames, mode=self.teacher_features, budget=budget,
+            free=available_bytes(workdir.cache), existing=existing)
+        log(f"teacher features: {choice} in the trials; cache {human_bytes(sum(i['bytes'] for i in items))} ({why})")
+        return choice
 
 
 def check_run_options(opts) -> None:
@@ -160,7 +195,7 @@ def masks_teacher(space: SearchSpace) -> bool:
 
 def run_search(opts: SearchOptions) -> dict:
     started = time.monotonic()
-    space, objectives, search_id, checked_corpus, checked_teacher = opts.validate()  # nothing written before
+    space, objectives, search_id, checked_corpus, checked_teacher, features = opts.validate()  # nothing written before
     workdir = Workdir(opts.workdir).check_writable()
     from raydistill.tracking.mlflow import SearchTracker
 
@@ -174,8 +209,16 @@ def run_search(opts: SearchOptions) -> dict:
 
     corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke, checked=checked_corpus)
     teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device, checked=checked_teacher)
-    store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers), device=device)
+    if features is None:  # the embedded corpus: its size is known once it is built
+        features = opts.choose_features(space, TeacherInfo.of(teacher.describe()), corpus, teacher.key,
+                                        parse_bytes(opts.cache_budget) if opts.cache_budget else None)
+    if features == "live":
+        space = space.with_base({"teacher_features": "live"})
+    store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers, live=features == "live"),
+                           device=device, distributed=True)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
+    if space.tasks and budgets["full"] != "probe":  # the tasks the space's corpus has labels for (LibriSpeech: no keyword clips)
+        budgets["full"] += ":" + ",".join(space.tasks)
     prep_seconds = time.monotonic() - started
 
     tracker.start_search(search_id, {
@@ -183,6 +226,7 @@ def run_search(opts: SearchOptions) -> dict:
         "teacher": teacher.spec, "teacher_key": teacher.key, "corpus_spec": opts.corpus or "embedded",
         "corpus": str(corpus.root), "corpus_key": corpus.key,
         "workers": opts.workers, "seed": opts.seed, "objectives": format_objectives(objectives),
+        "teacher_features": features,
     }, space_file=Path(opts.space))
     try:
         from raydistill.search.baselines import Baselines

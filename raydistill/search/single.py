@@ -36,10 +36,14 @@ class TrainOptions:
     smoke: Optional[bool] = None  # default: what the file says
     corpus: Optional[str] = None  # default: what the file says
     teacher: Optional[str] = None
-    workers: int = 1
-    cpus_per_worker: float = 1.0
+    workers: Optional[int] = None  # default 1
+    cpus_per_worker: Optional[float] = None  # default 1
     gpus_per_worker: Optional[float] = None
     seed: int = 0
+
+    def __post_init__(self):
+        self.workers = 1 if self.workers is None else self.workers
+        self.cpus_per_worker = 1.0 if self.cpus_per_worker is None else self.cpus_per_worker
 
     def validate(self):
         """Every check of the options and of the files they name, writing nothing and starting
@@ -89,7 +93,7 @@ def run_train(opts: TrainOptions) -> dict:
     teacher = resolve_teacher(opts.teacher or doc.get("teacher", "embedded"), workdir, corpus, smoke=smoke,
                               device=device, checked=checked_teacher)
     info = TeacherInfo.of(teacher.describe())
-    store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device)
+    store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device, distributed=True)
     run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])
     setup = make_setup(opts, f"train-{run_id_hash}", {}, corpus, store, teacher,
                        {"probe": "smoke", "full": "smoke"} if smoke else {"probe": "probe", "full": "full"},

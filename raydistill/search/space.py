@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,10 @@ from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_ob
 from raydistill.targets.store import TeacherNeeds
 from raydistill.utils import read_yaml
 
-TOP_KEYS = {"method", "description", "base", "methods", "smoke", "params", "objectives", "compose"}
-COMPOSE_KEYS = {"compose", "description", "objectives"}  # a composed space's bases and knobs are its files
+TOP_KEYS = {"method", "description", "base", "methods", "smoke", "params", "objectives", "compose", "resources", "tasks"}
+# a composed space's bases and knobs are its files; resources and tasks may be set for the whole search
+COMPOSE_KEYS = {"compose", "description", "objectives", "resources", "tasks"}
+RESOURCE_KEYS = {"workers": int, "cpus_per_worker": float, "gpus_per_worker": float}
 PARAM_KEYS = {
     "float": {"type", "low", "high", "log", "step", "when"},
     "int": {"type", "low", "high", "log", "step", "when"},
@@ -117,6 +120,10 @@ class SearchSpace:
     method_bases: dict = dataclasses.field(default_factory=dict)  # method -> base overrides
     # {metric: max|min}, in order (search/objectives.py); more than one: multi-objective search
     objectives: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    # per-trial resources the search asks for unless its flags say otherwise (workers, cpus_per_worker,
+    # gpus_per_worker); ``smoke: {resources: ...}`` replaces them in a smoke run
+    resources: dict = dataclasses.field(default_factory=dict)
+    tasks: Optional[tuple[str, ...]] = None  # the final evaluation's tasks (None: all seven)
 
     def methods(self) -> list[str]:
         """Every method a trial may run."""
@@ -167,6 +174,11 @@ class SearchSpace:
             set_path(d, name, value)
         return d
 
+    def with_base(self, values: dict) -> "SearchSpace":
+        """The same space with ``values`` (a nested config dict) set in every method's base."""
+        return dataclasses.replace(self, base=merge(self.base, values),
+                                   method_bases={m: merge(b, values) for m, b in self.method_bases.items()})
+
     def base_config(self, method: Optional[str] = None) -> TrainConfig:
         """The base configuration of ``method`` (default: the file's ``method``), unsampled."""
         return TrainConfig.from_dict(self.base_for(method or self.method), where=f"{self.path}: base")
@@ -183,12 +195,15 @@ class SearchSpace:
             raise UserError(f"{self.path}: {len(combos)} (teacher_layer, num_clusters) pairs; at most {MAX_TARGET_COMBOS}")
         return combos
 
-    def teacher_needs(self, teacher_layers: int) -> TeacherNeeds:
+    def teacher_needs(self, teacher_layers: int, *, live: bool = False) -> TeacherNeeds:
         """What the search computes from the teacher before trial 1, for every trial it may run:
         DiceHuBERT's units for every (layer, K); the pre-training logits if ``kd`` may run;
         every layer's features if a feature-based method (or soft labels, or L_feat) may.
-        Trials that need the teacher live (masked input, attention maps) load it themselves."""
+        Trials that need the teacher live (masked input, attention maps) load it themselves;
+        ``live``: every trial runs the teacher for its features and logits (only units are cached)."""
         methods = self.methods()
+        if live:
+            return TeacherNeeds(units=tuple(self.target_combos()))
         dice_features = "dicehubert" in methods and (
             self._param_for("targets.labels", "dicehubert") is not None
             or self._param_for("feat_weight", "dicehubert") is not None
@@ -306,8 +321,11 @@ def _compose(raw: dict, path: Path, smoke: bool) -> SearchSpace:
             params.append(dataclasses.replace(p, name=f"{method}:{p.name}", when=when))
     objectives = parse_objectives(raw.get("objectives"), f"{where}: objectives")
     # a trial's base is its method's own, whole: nothing is shared between the files
+    resources = _resources(raw, where, smoke) if "resources" in raw else _agreed(parts, "resources", where)
+    tasks = _tasks(raw, where) if "tasks" in raw else _agreed(parts, "tasks", where)
     space = SearchSpace(where, methods[0], str(raw.get("description", "")), {"method": methods[0]}, tuple(params),
-                        {method: part.base_for(method) for method, (_, part) in parts.items()}, objectives)
+                        {method: part.base_for(method) for method, (_, part) in parts.items()}, objectives,
+                        resources, tasks)
     _check_values(space)  # every value once more; each file's combinations were checked with the file
     space.target_combos()
     return space
@@ -323,7 +341,7 @@ def _load(raw: dict, where: str, smoke: bool) -> SearchSpace:
             raise UserError(f"{where}: {section} must be a mapping")
     base = merge({"method": method}, raw.get("base") or {})
     if smoke:
-        base = merge(base, raw.get("smoke") or {})
+        base = merge(base, {k: v for k, v in (raw.get("smoke") or {}).items() if k != "resources"})
     method_bases = raw.get("methods") or {}
     for name, overrides in method_bases.items():
         if name not in METHODS:
@@ -340,12 +358,53 @@ def _load(raw: dict, where: str, smoke: bool) -> SearchSpace:
         params.append(_parse_param(name, spec, params, where))
     objectives = parse_objectives(raw.get("objectives"), f"{where}: objectives")
     space = SearchSpace(where, method, str(raw.get("description", "")), base, tuple(params), method_bases,
-                        objectives)
+                        objectives, _resources(raw, where, smoke), _tasks(raw, where))
     for name in space.methods():
         TrainConfig.from_dict(space.base_for(name), where=f"{where}: base of method {name}")
     _check_values(space)
     space.target_combos()
     return space
+
+
+def _resources(raw: dict, where: str, smoke: bool) -> dict:
+    """``resources`` (with ``smoke.resources`` over it in a smoke run), checked: {name: number}."""
+    resources = dict(raw.get("resources") or {})
+    smoke_part = (raw.get("smoke") or {}).get("resources") if isinstance(raw.get("smoke"), dict) else None
+    for section, part in (("resources", raw.get("resources")), ("smoke.resources", smoke_part)):
+        if part is not None and not isinstance(part, dict):
+            raise UserError(f"{where}: {section} must be a mapping of {', '.join(RESOURCE_KEYS)}")
+    if smoke and smoke_part:
+        resources.update(smoke_part)
+    for key, value in resources.items():
+        if key not in RESOURCE_KEYS:
+            raise UserError(f"{where}: resources.{key}: unknown (allowed: {', '.join(RESOURCE_KEYS)})")
+        kind = RESOURCE_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise UserError(f"{where}: resources.{key}: expected a{'n integer' if kind is int else ' number'}, found {value!r}")
+        resources[key] = kind(value)
+    return resources
+
+
+def _tasks(raw: dict, where: str) -> Optional[tuple[str, ...]]:
+    from raydistill.evaluate.suite import TASKS
+
+    tasks = raw.get("tasks")
+    if tasks is None:
+        return None
+    if not isinstance(tasks, list) or not tasks or any(t not in TASKS for t in tasks):
+        raise UserError(f"{where}: tasks must be a non-empty list of {', '.join(TASKS)}, found {tasks!r}")
+    return tuple(tasks)
+
+
+def _agreed(parts: dict, field: str, where: str):
+    """A composed space's ``resources`` / ``tasks`` when the search does not set them: its files',
+    which must then agree."""
+    values = {name: getattr(part, field) for name, part in parts.values()}
+    distinct = {json.dumps(v, sort_keys=True) for v in values.values()}
+    if len(distinct) > 1:
+        raise UserError(f"{where}: the composed files ask for different {field} "
+                        f"({'; '.join(f'{n}: {v}' for n, v in values.items())}): set {field} in {Path(where).name}")
+    return next(iter(values.values()))
 
 
 def _parse_param(name: Any, spec: Any, earlier: list[Param], where: str) -> Param:

@@ -8,6 +8,8 @@ k-means++ computed on a subsample. faiss-gpu is used when installed and a GPU is
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from raydistill.errors import UserError
@@ -61,13 +63,13 @@ def fit_kmeans(
         (centroids [k, D] float32, inertia = mean squared distance of the fit rows to their centroid).
     """
     faiss = _faiss()
-    x = np.asarray(x, dtype=np.float32)
     n, d = x.shape
     if n < k:
         raise UserError(f"k-means needs at least K={k} frames, found {n}: use a smaller K or a bigger corpus")
     rng = np.random.default_rng(seed)
-    if n > max_points:
-        x = x[np.sort(rng.choice(n, max_points, replace=False))]
+    # rows first, then float32: a memory-mapped x is never read whole
+    rows = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else slice(None)
+    x = np.asarray(x[rows], dtype=np.float32)
     init_x = x if x.shape[0] <= init_points else x[rng.choice(x.shape[0], init_points, replace=False)]
     init = kmeans_plusplus(np.ascontiguousarray(init_x), k, rng)
     km = faiss.Kmeans(
@@ -82,22 +84,26 @@ def fit_kmeans(
 
 
 def assign(
-    x: np.ndarray, centroids: np.ndarray, *, chunk: int = 65_536, return_distances: bool = False
+    x: np.ndarray, centroids: np.ndarray, *, chunk: int = 65_536, return_distances: bool = False,
+    out: Optional[np.ndarray] = None,
 ):
-    """Nearest centroid of every row of ``x`` (squared L2), in chunks so memory stays bounded.
+    """Nearest centroid of every row of ``x`` (squared L2), in chunks so memory stays bounded:
+    one chunk of float32 rows at a time, whatever the size of a memory-mapped ``x``.
 
-    Returns labels [N] int64, or ``(sq_distances [N], labels [N])`` with ``return_distances``.
+    Returns labels [N] (``out`` when given, e.g. an int32 memmap; else int64), or
+    ``(sq_distances [N], labels [N])`` with ``return_distances``.
     """
     faiss = _faiss()
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    labels = np.empty(len(x), dtype=np.int64)
-    dists = np.empty(len(x), dtype=np.float32)
+    labels = out if out is not None else np.empty(len(x), dtype=np.int64)
+    dists = np.empty(len(x), dtype=np.float32) if return_distances else None
     for start in range(0, len(x), chunk):
         block = np.ascontiguousarray(x[start : start + chunk], dtype=np.float32)
         d, i = index.search(block, 1)
         labels[start : start + len(block)] = i[:, 0]
-        dists[start : start + len(block)] = d[:, 0]
+        if dists is not None:
+            dists[start : start + len(block)] = d[:, 0]
     return (dists, labels) if return_distances else labels
 
 

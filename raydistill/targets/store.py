@@ -18,12 +18,13 @@ cache and a rerun picks up whatever finished. Trials open the ``.npy`` files wit
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -31,10 +32,11 @@ from torch import Tensor
 
 from raydistill.corpus.manifest import Corpus, Utterance
 from raydistill.targets.kmeans import assign, fit_kmeans
-from raydistill.utils import Progress, atomic_dir, atomic_write_text, log
+from raydistill.utils import atomic_dir, atomic_write_text, log, stable_hash
 
 
 LOGITS = -1  # pseudo-layer: the teacher's pre-training head logits (cos/0.1 over its C units)
+KMEANS_POINTS = 100_000  # frames k-means fits on (HuBERT's recipe fits on a 10 % subset of its frames)
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,14 @@ class TeacherNeeds:
 
     @property
     def cached_layers(self) -> tuple[int, ...]:
-        """Every array the cache must hold (units need their layer's features for k-means)."""
-        layers = set(self.features) | {layer for layer, _ in self.units}
-        return tuple(sorted(layers)) + ((LOGITS,) if self.logits else ())
+        """The arrays of features the cache holds for trials to read (``LOGITS``: the logits).
+        Units need no features cached: k-means fits on a sample drawn in the teacher pass."""
+        return tuple(sorted(self.features)) + ((LOGITS,) if self.logits else ())
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Every hidden state read: of features or of units."""
+        return tuple(sorted(set(self.features) | {layer for layer, _ in self.units}))
 
 
 class FeatureSource(Protocol):
@@ -71,6 +78,9 @@ class FeatureSource(Protocol):
 
     def layer_features(self, wave: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
         """wave [B, S], lengths [B] -> ({layer: [B, T, D]}, frame lengths [B])."""
+
+    def dim(self, layer: int) -> int:
+        """Width of ``layer``'s features (``LOGITS``: the number of units)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,13 @@ class TargetStore:
     def _kdir(self, layer: int, k: int) -> Path:
         return self._layer_dir(layer) / f"k{k}"
 
+    def has_sample(self, layer: int) -> bool:
+        return (self.root / "samples" / f"layer{layer}.npy").is_file()
+
+    def sample(self, layer: int) -> np.ndarray:
+        """The k-means sample of ``layer``: a bounded random subset of its frames [N, D] float16."""
+        return np.load(self.root / "samples" / f"layer{layer}.npy")
+
     # ---------------------------------------------------------------- building
     def ensure(
         self,
@@ -120,79 +137,120 @@ class TargetStore:
         layers: Sequence[int] = (),
         seed: int = 0,
         device: str = "cpu",
+        batch_seconds: float = 60.0,
+        shard_seconds: float = 600.0,
+        cpus: float = 1.0,
+        max_workers: Optional[int] = None,
+        max_points: int = KMEANS_POINTS,
+        distributed: bool = False,
     ) -> "TargetStore":
-        """Compute whatever is missing: one pass of the source over the audio for all missing
-        layers (those of ``layers_and_ks`` plus ``layers``, which may include ``LOGITS``),
-        then one k-means per missing (layer, K)."""
-        if (self.root / "index.json").is_file():
-            ids = self.index["ids"]
-            if ids != [u.id for u in utterances]:
-                raise RuntimeError(f"target cache {self.root} was built for other utterances")
-        wanted = {layer for layer, _ in layers_and_ks} | set(layers)
-        missing_layers = sorted(layer for layer in wanted if not self.has_layer(layer))
-        if missing_layers:
-            self._extract(source, corpus, utterances, missing_layers, device)
-        for layer, k in sorted(set(layers_and_ks)):
-            if not self.has_kmeans(layer, k):
-                self._kmeans(layer, k, seed)
+        """Compute whatever is missing, in at most two passes of the teacher over the audio
+        (``targets/teacher_pass.py``: Ray tasks over shards when Ray is up, else here):
+
+        1. features of the missing ``layers`` (which may include ``LOGITS``), and a bounded
+           k-means sample of every layer whose units are missing;
+        2. k-means per missing (layer, K) on that sample; labels of every frame from the
+           cached features in chunks, or — for a layer not cached — from a second pass that
+           assigns them as the teacher computes the layer.
+
+        ``distributed``: the passes run as Ray tasks (Ray initialised, a :class:`Teacher` that a
+        task can load from its spec, a corpus and cache every node sees); else in this process.
+        """
+        index = self._index(source, corpus, utterances)
+        total = int(sum(index["frames"]))
+        missing_layers = sorted(layer for layer in set(layers) if not self.has_layer(layer))
+        missing_units = sorted(c for c in set(layers_and_ks) if not self.has_kmeans(*c))
+        # units of a layer that is not cached: k-means fits on a sample drawn in the pass
+        sampled = sorted({layer for layer, _ in missing_units if layer not in missing_layers
+                          and not self.has_layer(layer) and not self.has_sample(layer)})
+        pass_args = dict(source=source, corpus=corpus, utterances=utterances, index=index, device=device,
+                         batch_seconds=batch_seconds, shard_seconds=shard_seconds, cpus=cpus,
+                         max_workers=max_workers, seed=seed, distributed=distributed)
+        if missing_layers or sampled:
+            prob = min(1.0, 1.2 * max_points / max(total, 1))
+            self._pass(layers=tuple(missing_layers), sample_layers=tuple(sampled), sample_prob=prob, **pass_args)
+        live_units = []
+        for layer, k in missing_units:
+            started = time.monotonic()
+            cached = self.has_layer(layer)
+            # a cached layer's memmap is subsampled by row (never read whole); else the pass's sample
+            x = self.features(layer) if cached else self.sample(layer)
+            centroids, inertia = fit_kmeans(x, k, seed=seed, max_points=max_points)
+            info = {"inertia": inertia, "seed": seed, "frames": total, "fit_frames": int(min(len(x), max_points))}
+            if cached:
+                with atomic_dir(self._kdir(layer, k)) as tmp:
+                    labels = np.lib.format.open_memmap(tmp / "labels.npy", mode="w+", dtype=np.int32, shape=(total,))
+                    assign(x, centroids, out=labels)
+                    labels.flush()
+                    del labels
+                    self._write_kmeans(tmp, centroids, {**info, "seconds": time.monotonic() - started})
+                log(f"k-means layer {layer} K={k}: inertia {inertia:.3f}, {time.monotonic() - started:.1f}s")
+            else:
+                live_units.append((layer, k, centroids, info))
+        if live_units:  # layers not cached: a second teacher pass assigns their units
+            self._pass(units=tuple((layer, k) for layer, k, _, _ in live_units),
+                       centroids={(layer, k): (c, info) for layer, k, c, info in live_units}, **pass_args)
         return self
 
-    def _extract(self, source, corpus, utterances, layers, device) -> None:
-        """One pass of ``source`` over the audio, writing every missing layer to a memmap.
+    def _index(self, source: FeatureSource, corpus: Corpus, utterances: Sequence[Utterance]) -> dict:
+        """The store's index (ids, frame offsets and counts), checked against an existing one."""
+        frames = [source.frames(u.num_samples) for u in utterances]
+        index = {"ids": [u.id for u in utterances], "offsets": np.concatenate([[0], np.cumsum(frames)])[:-1].tolist(),
+                 "frames": frames, "source": source.key, "corpus": corpus.key}
+        if (self.root / "index.json").is_file() and self.index["ids"] != index["ids"]:
+            raise RuntimeError(f"target cache {self.root} was built for other utterances")
+        return index
 
-        Utterances go one at a time: HuBERT's CNN GroupNorm makes padded batches differ
-        from single utterances, and a target must not depend on its batch-mates.
-        """
-        frames = np.array([source.frames(u.num_samples) for u in utterances], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(frames)])
-        started = time.monotonic()
-        names = ", ".join("logits" if layer == LOGITS else str(layer) for layer in layers)
-        progress = Progress(f"teacher features (layers {names})", len(utterances), " utts")
-        with contextlib.ExitStack() as stack:
-            tmp = {layer: stack.enter_context(atomic_dir(self._layer_dir(layer))) for layer in layers}
-            out: dict[int, np.ndarray] = {}
-            for i, utt in enumerate(utterances):
-                wave = torch.from_numpy(corpus.load_audio(utt))[None].to(device)
-                feats, flen = source.layer_features(wave, torch.tensor([wave.shape[1]], device=device), layers)
-                if int(flen[0]) != frames[i]:
-                    raise RuntimeError(f"{source.key} gave {int(flen[0])} frames for {utt.id}, expected {frames[i]}")
-                for layer in layers:
-                    x = feats[layer][0].float().cpu().numpy()
-                    if layer not in out:
-                        # features in float16 (k-means and feature targets); logits exact, float32
-                        dtype = np.float32 if layer == LOGITS else np.float16
-                        out[layer] = np.lib.format.open_memmap(
-                            tmp[layer] / "features.npy", mode="w+", dtype=dtype, shape=(int(offsets[-1]), x.shape[1])
-                        )
-                    out[layer][offsets[i] : offsets[i + 1]] = x
-                progress.update()
-            for array in out.values():
-                array.flush()
-            del out
+    def _pass(self, *, source, corpus, utterances, index, device, batch_seconds, shard_seconds, cpus, max_workers,
+              seed, distributed, layers=(), sample_layers=(), sample_prob=1.0, units=(), centroids=None) -> None:
+        """One teacher pass (resumable: its directory keeps finished shards), then its outputs
+        renamed into the store."""
+        from raydistill.targets import teacher_pass as tp
+
+        what = {"layers": list(layers), "sample_layers": list(sample_layers), "units": [list(u) for u in units],
+                "batch_seconds": batch_seconds, "seed": seed, "sample_prob": sample_prob}
+        out = self.root / f".pass-{stable_hash(what, 10)}"
+        for stale in self.root.glob(".pass-*"):  # an interrupted pass of other needs: not resumable here
+            if stale != out:
+                shutil.rmtree(stale, ignore_errors=True)
+        spec = tp.PassSpec(source=getattr(source, "source", source.key), corpus_dir=str(corpus.root), out=str(out),
+                           layers=tuple(layers), sample_layers=tuple(sample_layers), sample_prob=sample_prob,
+                           units=tuple(units), batch_seconds=batch_seconds, seed=seed)
+        dims = {layer: source.dim(layer) for layer in layers}
+        extra = {tp.centroids_name(*u): c for u, (c, _) in (centroids or {}).items()}
+        tp.prepare(spec, index, dims, extra)
+        seconds = [u.num_samples / 16000 for u in utterances]
+        shards = tp.make_shards(seconds, shard_seconds)
+        names = ", ".join(["logits" if x == LOGITS else f"layer {x}" for x in layers]
+                          + [f"sample of layer {x}" for x in sample_layers] + [f"units l{a} K{b}" for a, b in units])
+        stats = tp.run_pass(spec, shards, seconds, teacher=source, corpus=corpus, device=device, cpus=cpus,
+                            max_workers=max_workers, label=f"teacher pass ({names})",
+                            distributed=distributed)
+        # every shard is done: move the outputs into the store
+        # every shard is done: rename the outputs into the store (files: a layer's directory
+        # may already hold the units of that layer)
+        for layer in layers:
+            self._layer_dir(layer).mkdir(parents=True, exist_ok=True)
+            os.replace(out / tp.output_name(layer), self._layer_dir(layer) / "features.npy")
+        for layer in sample_layers:
+            (self.root / "samples").mkdir(parents=True, exist_ok=True)
+            np.save(out / f"sample-{layer}.npy", tp.collect_samples(out, layer))
+            os.replace(out / f"sample-{layer}.npy", self.root / "samples" / f"layer{layer}.npy")
+        for layer, k in units:
+            centroids_k, info = centroids[(layer, k)]
+            with atomic_dir(self._kdir(layer, k)) as tmp:
+                os.replace(out / tp.units_name(layer, k), tmp / "labels.npy")
+                self._write_kmeans(tmp, centroids_k, {**info, "assigned": "in the teacher pass"})
         if not (self.root / "index.json").is_file():
-            index = {
-                "ids": [u.id for u in utterances],
-                "offsets": offsets[:-1].tolist(),
-                "frames": frames.tolist(),
-                "source": source.key,
-                "corpus": corpus.key,
-            }
             atomic_write_text(self.root / "index.json", json.dumps(index))
-        log(f"features of layers {names}: {int(offsets[-1])} frames in {time.monotonic() - started:.1f}s")
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"teacher pass ({names}): {stats.seconds:.0f} audio-s in {stats.wall:.1f}s "
+            f"({stats.speed:.0f} audio-s/s, {stats.workers} worker(s), {stats.shards} shards run, {stats.skipped} resumed)")
 
-    def _kmeans(self, layer: int, k: int, seed: int) -> None:
-        started = time.monotonic()
-        feats = self.features(layer)
-        centroids, inertia = fit_kmeans(feats, k, seed=seed)
-        labels = assign(feats, centroids).astype(np.int32)
-        seconds = time.monotonic() - started
-        with atomic_dir(self._kdir(layer, k)) as tmp:
-            np.save(tmp / "centroids.npy", centroids)
-            np.save(tmp / "labels.npy", labels)
-            info = {"inertia": inertia, "seconds": seconds, "seed": seed, "frames": int(len(labels))}
-            (tmp / "info.json").write_text(json.dumps(info))
-        usage = np.bincount(labels, minlength=k)
-        log(f"k-means layer {layer} K={k}: inertia {inertia:.3f}, {int((usage > 0).sum())}/{k} units used, {seconds:.1f}s")
+    @staticmethod
+    def _write_kmeans(folder: Path, centroids: np.ndarray, info: dict) -> None:
+        np.save(folder / "centroids.npy", centroids)
+        (folder / "info.json").write_text(json.dumps(info))
 
 
 def store_root(cache_dir: Path, source_key: str, corpus_key: str) -> Path:

@@ -46,6 +46,9 @@ class MfccSource:
     def frames(self, num_samples: int) -> int:
         return conv_frames(num_samples, hubert_conv())
 
+    def dim(self, layer: int) -> int:
+        return 39
+
     def layer_features(self, wave: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
         if list(layers) != [0]:
             raise ValueError(f"MFCC features have a single layer 0, asked for {list(layers)}")

@@ -76,6 +76,10 @@ class Teacher:
     def frames(self, num_samples: int) -> int:
         return self.model.frames(num_samples)
 
+    def dim(self, layer: int) -> int:
+        """Width of hidden state ``layer`` (``LOGITS``: the pre-training head's units)."""
+        return self.num_classes if layer == LOGITS else self.model.cfg.embed_dim
+
     @torch.inference_mode()
     def layer_features(self, wave: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
         """``layers`` are hidden-state indices; ``LOGITS`` (-1) asks for the pre-training head's logits."""

@@ -83,7 +83,8 @@ def pretrain_teacher(
     resume = partial if (partial / STATE_FILE).is_file() else None
     train_utts = corpus.split("train")
     store = TargetStore(store_root(cache_dir, source.key, corpus.key))
-    store.ensure(source, corpus, train_utts, [(0, config.targets.num_clusters)], seed=config.seed)
+    # MFCCs are 39 numbers a frame: cached, so k-means and its labels read them (one pass)
+    store.ensure(source, corpus, train_utts, [(0, config.targets.num_clusters)], layers=[0], seed=config.seed)
     data = TrainData(corpus, store, config.targets, config.student.conv_layers)
     log(
         f"pretraining the embedded teacher ({config.student.num_layers} layers x {config.student.embed_dim}, "

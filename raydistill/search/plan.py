@@ -1,0 +1,298 @@
+"""What a search will cache and compute, worked out before anything runs (``raydistill plan``).
+
+Figures, and where they come from:
+
+* **frames**: HuBERT's CNN gives 50 frames per second (20 ms stride), so ``frames = 50 × s``
+  of train audio (with ``--corpus``: the CNN's exact count per utterance, a little less);
+* **cache**: features of a hidden state are float16, ``frames × D × 2`` bytes; the
+  pre-training logits float32, ``frames × C × 4``; the units of one (layer, K) int32,
+  ``frames × 4`` plus ``K × D × 4`` of centroids; the k-means sample of a layer that is not
+  cached ``1.2 × 100 000 × D × 2`` (``targets/store.py``);
+* **teacher passes**: one pass for the cached features (and samples); a second when units
+  are wanted of a layer that is not cached (its labels are assigned as the teacher computes
+  it, after k-means has fitted on the first pass's sample). FLOPs = 2 × MACs/s × seconds;
+* **trials**: a step trains on ``batch_seconds`` of audio; the student costs 3 × its forward
+  (forward + backward ≈ 2 × forward), a teacher run live in the trial 1 × (2 × with masked
+  input, which runs it twice). MACs/s are counted on the built models (``models/macs.py``) at
+  the corpus's mean utterance length, since attention grows with T²;
+* **evaluation**: feature extraction of the evaluated utterances by the student, per
+  evaluation (the probe suite at every ASHA rung, the full suite at the end); the heads
+  trained on the features are small beside it and left out;
+* **GPU-hours** = FLOPs / (peak × MFU): the peak of the GPU (``--gpu-tflops``, default an
+  A100's 312 dense bf16 TFLOP/s) at a stated MFU (``--mfu``, default 0.12: published
+  wav2vec 2.0 / HuBERT-sized training runs at 8-16 %, held back by the memory-bound first
+  convolution, GroupNorm and padding). Nothing here has been measured on a GPU yet: the MFU
+  is an assumption to be replaced by ``bench/step.py``'s figure;
+* a step's audio is ``batch_seconds`` per Train worker, times the space's ``resources.workers``.
+
+Every trial is counted to its last step: ASHA stops some early, so the trial figures are an
+upper bound. A composed space splits its trials evenly over its methods.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from raydistill.errors import UserError
+from raydistill.methods import TeacherInfo
+from raydistill.search.space import SearchSpace
+from raydistill.targets.store import KMEANS_POINTS, LOGITS, TeacherNeeds
+
+FRAMES_PER_SECOND = 50
+LIBRISPEECH_MEAN_SECONDS = 12.3  # mean utterance of LibriSpeech-960 (train), used with --hours
+A100_BF16_TFLOPS = 312.0
+DEFAULT_MFU = 0.12  # published raw-waveform SSL/distillation training: 8-16 % of an A100's bf16 peak
+UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def human_bytes(n: float) -> str:
+    for unit in UNITS:
+        if abs(n) < 1000 or unit == UNITS[-1]:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def parse_bytes(text: str, what: str = "--cache-budget") -> int:
+    """``500G``, ``1.5T``, ``800GB``, ``10000000`` -> bytes (decimal units, as disks are sold)."""
+    s = str(text).strip().upper().removesuffix("B")
+    scale = 1
+    for i, unit in enumerate("KMGTP", start=1):
+        if s.endswith(unit):
+            s, scale = s[:-1], 1000 ** i
+            break
+    try:
+        value = float(s)
+    except ValueError:
+        raise UserError(f"{what} {text!r}: write a size such as 500G, 1.5T or 800GB") from None
+    if not value >= 0:
+        raise UserError(f"{what} {text!r}: must be >= 0")
+    return int(value * scale)
+
+
+@dataclass(frozen=True)
+class CorpusShape:
+    seconds: float  # train audio
+    frames: int
+    mean_seconds: float  # mean utterance length
+    source: str  # "--hours 960" or the corpus directory
+
+    @classmethod
+    def from_hours(cls, hours: float) -> "CorpusShape":
+        if not hours > 0:
+            raise UserError(f"--hours must be > 0, found {hours}")
+        seconds = hours * 3600.0
+        return cls(seconds, int(round(FRAMES_PER_SECOND * seconds)), LIBRISPEECH_MEAN_SECONDS, f"--hours {hours:g}")
+
+    @classmethod
+    def from_corpus(cls, corpus) -> "CorpusShape":
+        from raydistill.models.hubert import conv_frames, hubert_conv
+
+        train = corpus.split("train")
+        seconds = sum(u.num_samples for u in train) / 16000
+        frames = sum(conv_frames(u.num_samples, hubert_conv()) for u in train)
+        return cls(seconds, frames, seconds / max(len(train), 1), str(corpus.root))
+
+
+def cache_items(needs: TeacherNeeds, frames: int, teacher: TeacherInfo, *, cached_layers=None) -> list[dict]:
+    """Every array the target store will hold for ``needs``: {what, bytes, shape, dtype}."""
+    items = []
+    for layer in needs.features:
+        items.append({"what": f"features of layer {layer}", "shape": [frames, teacher.embed_dim], "dtype": "float16",
+                      "bytes": frames * teacher.embed_dim * 2})
+    if needs.logits:
+        items.append({"what": "pre-training logits", "shape": [frames, teacher.num_classes], "dtype": "float32",
+                      "bytes": frames * teacher.num_classes * 4})
+    cached = set(needs.features) if cached_layers is None else set(cached_layers)
+    for layer, k in needs.units:
+        items.append({"what": f"units of layer {layer}, K={k}", "shape": [frames], "dtype": "int32",
+                      "bytes": frames * 4 + k * teacher.embed_dim * 4})
+    for layer in sorted({layer for layer, _ in needs.units} - cached):
+        rows = int(1.2 * KMEANS_POINTS)
+        items.append({"what": f"k-means sample of layer {layer}", "shape": [rows, teacher.embed_dim],
+                      "dtype": "float16", "bytes": rows * teacher.embed_dim * 2})
+    return items
+
+
+def teacher_passes(needs: TeacherNeeds) -> list[str]:
+    """What each teacher pass over the train audio computes for ``needs``."""
+    first = [f"layer {layer}" for layer in needs.features] + (["logits"] if needs.logits else [])
+    uncached = sorted({layer for layer, _ in needs.units} - set(needs.features))
+    first += [f"k-means sample of layer {layer}" for layer in uncached]
+    passes = [", ".join(first)] if first else []
+    if uncached:
+        passes.append(", ".join(f"units of layer {layer}, K={k}" for layer, k in needs.units if layer in uncached))
+    return passes
+
+
+def available_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds (or will hold) ``path``."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: int, *, mode: str,
+                            budget: Optional[int], free: int, existing: int = 0) -> tuple[str, list[dict], str]:
+    """Cache the teacher's features for the trials, or run it live in them: ``(choice, cache
+    items, why)``. ``mode``: ``auto`` caches what fits ``budget`` (and the ``free`` bytes,
+    less the ``existing`` bytes already cached), else goes live; ``cached`` refuses what does
+    not fit; ``live`` always goes live. Units are cached either way (int32: small); when even
+    they do not fit, the search is refused."""
+    cached_needs = space.teacher_needs(teacher.num_layers)
+    live_needs = space.teacher_needs(teacher.num_layers, live=True)
+    cached_items, live_items = cache_items(cached_needs, frames, teacher), cache_items(live_needs, frames, teacher)
+    limit = min(budget if budget is not None else float("inf"), free + existing)
+    where = (f"--cache-budget {human_bytes(budget)}" if budget is not None and budget <= free + existing
+             else f"the {human_bytes(free + existing)} free where the cache lives")
+
+    def total(items):
+        return sum(i["bytes"] for i in items)
+
+    if mode == "live" or (cached_needs == live_needs):
+        return ("live" if mode == "live" else "cached"), live_items, "only units are cached"
+    if total(cached_items) <= limit:
+        return "cached", cached_items, f"{human_bytes(total(cached_items))} fits {where}"
+    if mode == "cached":
+        raise UserError(f"the teacher cache would take {human_bytes(total(cached_items))}, more than {where}: "
+                        "raise --cache-budget, free space, or run the teacher in the trials with --teacher-features live")
+    if total(live_items) > limit:
+        raise UserError(f"even the teacher's units take {human_bytes(total(live_items))}, more than {where}: "
+                        "raise --cache-budget or free space")
+    return "live", live_items, (f"the features would take {human_bytes(total(cached_items))}, more than {where}: "
+                                "trials run the teacher live (only units are cached)")
+
+
+def teacher_macs(teacher_spec: Optional[str], seconds: float):
+    """(TeacherInfo, MACs per audio second, name) of the teacher: a spec is loaded; without one,
+    HuBERT-base's architecture is built (random weights) and counted."""
+    from raydistill.models.hubert import PRESETS, HubertModel
+    from raydistill.models.macs import macs_per_second
+    from raydistill.presets import TEACHERS
+
+    if teacher_spec:
+        from raydistill.teacher.sources import load_teacher
+
+        teacher = load_teacher(teacher_spec)
+        info = TeacherInfo.of(teacher.describe())
+        return info, macs_per_second(teacher.model, seconds), teacher_spec
+    return TEACHERS["hubert-base"], macs_per_second(HubertModel(PRESETS["hubert-base"]), seconds), "hubert-base"
+
+
+def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_spec: Optional[str] = None,
+              budget: Optional[int] = None, free: Optional[int] = None, mode: str = "auto",
+              gpu_tflops: float = A100_BF16_TFLOPS, mfu: float = DEFAULT_MFU, final_suite: str = "full") -> dict:
+    """The whole plan as a dict (what ``plan --json`` prints)."""
+    from raydistill.evaluate.suite import TASKS, EvalBudget
+    from raydistill.methods import describe, get_method
+
+    seconds = min(corpus.mean_seconds, 15.6)
+    info, t_macs, t_name = teacher_macs(teacher_spec, seconds)
+    free = free if free is not None else 2**62  # no file system given: only the budget limits
+    try:
+        choice, items, why = choose_teacher_features(space, info, corpus.frames, mode=mode, budget=budget, free=free)
+    except UserError as e:  # a plan shows what does not fit rather than refusing to be made
+        choice = "live" if "units" in str(e) else "cached"
+        items = cache_items(space.teacher_needs(info.num_layers, live=choice == "live"), corpus.frames, info)
+        why = f"a search would be refused: {e}"
+    needs = space.teacher_needs(info.num_layers, live=choice == "live")
+    passes = teacher_passes(needs)
+    pass_flops = 2 * t_macs * corpus.seconds
+    flops_per_tflop = 1e12 * gpu_tflops * mfu
+
+    methods = []
+    probe = EvalBudget.named("probe")
+    full = EvalBudget.named(final_suite)
+    tasks = space.tasks or full.tasks or TASKS
+    # features are extracted once per evaluation for every task's utterances: PR and SID share
+    # one subset, every other task draws its own
+    groups = 1 + len([t for t in tasks if t not in ("pr", "sid")])
+    eval_seconds = {"probe": (probe.train_utts + probe.dev_utts + probe.test_utts) * corpus.mean_seconds,
+                    "full": groups * (full.train_utts + full.dev_utts + full.test_utts) * corpus.mean_seconds}
+    for method in space.methods():
+        config = space.base_config(method)
+        if choice == "live":
+            config = space.with_base({"teacher_features": "live"}).base_config(method)
+        sizes = describe(config, info, macs=False)
+        s_macs = describe_macs(config, info, seconds)
+        step_audio = config.optim.batch_seconds * int(space.resources.get("workers", 1))
+        audio = step_audio * config.optim.max_steps
+        method_needs = get_method(method).needs(config, info)
+        teacher_runs = 0 if not method_needs.live else (2 if (method == "armhubert" and config.arm.masking) else 1)
+        train_flops = 6 * s_macs * audio + 2 * teacher_runs * t_macs * audio
+        evals = config.num_evals
+        eval_flops = 2 * s_macs * (eval_seconds["probe"] * evals + eval_seconds["full"])
+        methods.append({"method": method, "params": sizes["params"], "student_macs_per_second": s_macs,
+                        "steps": config.optim.max_steps, "batch_seconds": step_audio, "audio_seconds": audio,
+                        "teacher_live_runs_per_step": teacher_runs, "evaluations": evals,
+                        "train_flops": train_flops, "eval_flops": eval_flops,
+                        "gpu_hours": (train_flops + eval_flops) / flops_per_tflop / 3600})
+    per_trial = sum(m["train_flops"] + m["eval_flops"] for m in methods) / len(methods)
+    total_cache = sum(i["bytes"] for i in items)
+    return {
+        "space": space.path, "trials": trials,
+        "corpus": {"source": corpus.source, "seconds": corpus.seconds, "hours": corpus.seconds / 3600,
+                   "frames": corpus.frames, "mean_utterance_seconds": corpus.mean_seconds},
+        "teacher": {"name": t_name, "layers": info.num_layers, "dim": info.embed_dim, "units": info.num_classes,
+                    "macs_per_second": t_macs},
+        "teacher_features": {"choice": choice, "why": why, "budget": budget},
+        "cache": {"items": items, "bytes": total_cache},
+        "kmeans_memory_bytes": KMEANS_POINTS * info.embed_dim * 4 if needs.units else 0,
+        "teacher_passes": [{"computes": p, "audio_seconds": corpus.seconds, "flops": pass_flops,
+                            "gpu_hours": pass_flops / flops_per_tflop / 3600} for p in passes],
+        "methods": methods,
+        "gpu": {"peak_tflops": gpu_tflops, "mfu": mfu},
+        "totals": {"teacher_pass_gpu_hours": len(passes) * pass_flops / flops_per_tflop / 3600,
+                   "trials_gpu_hours": trials * per_trial / flops_per_tflop / 3600,
+                   "gpu_hours": (len(passes) * pass_flops + trials * per_trial) / flops_per_tflop / 3600},
+    }
+
+
+def describe_macs(config, teacher: TeacherInfo, seconds: float) -> float:
+    """The student's forward MACs per audio second at ``seconds`` of input."""
+    from raydistill.methods import get_method
+    from raydistill.models.macs import macs_per_second
+
+    return float(macs_per_second(get_method(config.method).build(config, teacher).model, seconds))
+
+
+def format_plan(plan: dict) -> str:
+    """The plan as a person reads it."""
+    c, t = plan["corpus"], plan["teacher"]
+    tf = plan["teacher_features"]
+    lines = [
+        f"plan for {plan['space']}: {plan['trials']} trials",
+        f"corpus   {c['hours']:.1f} h of train audio ({c['source']}), {c['frames']:,} frames at 50/s, "
+        f"mean utterance {c['mean_utterance_seconds']:.1f} s",
+        f"teacher  {t['name']}: {t['layers']} layers x {t['dim']}, {t['units']} units, "
+        f"{t['macs_per_second'] / 1e9:.2f} GMAC per audio-second",
+        f"trials read the teacher's features: {tf['choice']} ({tf['why']})",
+        "",
+        f"cache ({human_bytes(plan['cache']['bytes'])}):",
+    ]
+    for item in plan["cache"]["items"]:
+        shape = " x ".join(f"{n:,}" for n in item["shape"])
+        lines.append(f"  {item['what']:<34} {shape:>22} {item['dtype']:<8} {human_bytes(item['bytes']):>10}")
+    if plan["kmeans_memory_bytes"]:
+        lines.append(f"  k-means fits on {KMEANS_POINTS:,} sampled frames: {human_bytes(plan['kmeans_memory_bytes'])} "
+                     "of memory, whatever the corpus size")
+    lines += ["", "teacher passes over the train audio:"]
+    for i, p in enumerate(plan["teacher_passes"], 1):
+        lines.append(f"  {i}. {p['computes']}: {p['flops'] / 1e15:.1f} PFLOP, {p['gpu_hours']:.2f} GPU-h")
+    gpu = plan["gpu"]
+    lines += ["", f"per trial (to its last step; GPU-hours at {gpu['peak_tflops']:g} TFLOP/s x MFU {gpu['mfu']:g}):",
+              f"  {'method':<13}{'params':>9}{'GMAC/s':>8}{'steps':>9}{'audio-h':>9}{'live T':>7}"
+              f"{'train PFLOP':>13}{'eval PFLOP':>12}{'GPU-h':>8}"]
+    for m in plan["methods"]:
+        lines.append(f"  {m['method']:<13}{m['params'] / 1e6:>8.2f}M{m['student_macs_per_second'] / 1e9:>8.2f}"
+                     f"{m['steps']:>9,}{m['audio_seconds'] / 3600:>9.0f}{m['teacher_live_runs_per_step']:>7}"
+                     f"{m['train_flops'] / 1e15:>13.1f}{m['eval_flops'] / 1e15:>12.2f}{m['gpu_hours']:>8.1f}")
+    tot = plan["totals"]
+    lines += ["", f"total: teacher passes {tot['teacher_pass_gpu_hours']:.1f} GPU-h + {plan['trials']} trials "
+                  f"{tot['trials_gpu_hours']:.0f} GPU-h = {tot['gpu_hours']:.0f} GPU-h (an upper bound: ASHA stops "
+                  "some trials early)"]
+    return "\n".join(lines)
