@@ -43,7 +43,8 @@ def test_shipped_spaces_are_valid():
             space = load_space(path, smoke=smoke)
             assert space.params
             needs = space.teacher_needs(4)
-            assert needs.units or needs.features or needs.logits
+            # masking distillation runs the teacher live on masked input: nothing to cache for arm.yaml
+            assert bool(needs.units or needs.features or needs.logits) == (path.stem != "arm"), path
 
 
 METHOD_FILES = ["dice.yaml", "kd.yaml", "star.yaml", "arm.yaml", "distil.yaml"]

@@ -153,8 +153,13 @@ def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: in
     def total(items):
         return sum(i["bytes"] for i in items)
 
-    if mode == "live" or (cached_needs == live_needs):
-        return ("live" if mode == "live" else "cached"), live_items, "only units are cached"
+    if mode == "live":
+        return "live", live_items, "--teacher-features live: only units are cached"
+    if cached_needs == live_needs:  # nothing but units (or nothing) to cache
+        if total(live_items) > limit:
+            raise UserError(f"the teacher's units take {human_bytes(total(live_items))}, more than {where}: "
+                            "raise --cache-budget or free space")
+        return "cached", live_items, "no features to cache: trials that need the teacher run it themselves"
     if total(cached_items) <= limit:
         return "cached", cached_items, f"{human_bytes(total(cached_items))} fits {where}"
     if mode == "cached":

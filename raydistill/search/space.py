@@ -209,10 +209,24 @@ class SearchSpace:
             or self._param_for("feat_weight", "dicehubert") is not None
             or self.config(self._values_for("dicehubert")).targets.labels == "soft"
             or self.config(self._values_for("dicehubert")).feat_weight > 0)
-        features = dice_features or any(m in methods for m in ("star", "armhubert", "distilhubert"))
+        # ARMHuBERT's masking distillation runs the teacher live on masked input: its trials read no
+        # cached features unless some trial may run without masking
+        arm_features = "armhubert" in methods and self._may_take("arm.masking", False, "armhubert")
+        features = dice_features or arm_features or any(m in methods for m in ("star", "distilhubert"))
         return TeacherNeeds(units=tuple(self.target_combos()),
                             features=tuple(range(teacher_layers + 1)) if features else (),
                             logits="kd" in methods)
+
+    def _may_take(self, path: str, value, method: str) -> bool:
+        """Whether a trial of ``method`` may run with ``path`` set to ``value``."""
+        param = self._param_for(path, method)
+        if param is not None:
+            return any(v == value for v in param.values_to_check())
+        config = self.config(self._values_for(method))
+        obj = config
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return obj == value
 
     def _values_for(self, method: str) -> dict:
         return {"method": method} if any(p.name == "method" for p in self.params) else {}

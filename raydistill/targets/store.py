@@ -138,7 +138,7 @@ class TargetStore:
         seed: int = 0,
         device: str = "cpu",
         batch_seconds: float = 60.0,
-        shard_seconds: float = 600.0,
+        shard_seconds: Optional[float] = None,
         cpus: float = 1.0,
         max_workers: Optional[int] = None,
         max_points: int = KMEANS_POINTS,
@@ -207,8 +207,12 @@ class TargetStore:
         renamed into the store."""
         from raydistill.targets import teacher_pass as tp
 
+        seconds = [u.num_samples / 16000 for u in utterances]
+        # default: 10-600 s of audio a shard, at least 64 shards below 10 h (work for every worker)
+        shard_seconds = shard_seconds or min(600.0, max(10.0, sum(seconds) / 64))
         what = {"layers": list(layers), "sample_layers": list(sample_layers), "units": [list(u) for u in units],
-                "batch_seconds": batch_seconds, "seed": seed, "sample_prob": sample_prob}
+                "batch_seconds": batch_seconds, "seed": seed, "sample_prob": sample_prob,
+                "shard_seconds": shard_seconds}  # a resumed pass must cut the same shards
         out = self.root / f".pass-{stable_hash(what, 10)}"
         for stale in self.root.glob(".pass-*"):  # an interrupted pass of other needs: not resumable here
             if stale != out:
@@ -219,7 +223,6 @@ class TargetStore:
         dims = {layer: source.dim(layer) for layer in layers}
         extra = {tp.centroids_name(*u): c for u, (c, _) in (centroids or {}).items()}
         tp.prepare(spec, index, dims, extra)
-        seconds = [u.num_samples / 16000 for u in utterances]
         shards = tp.make_shards(seconds, shard_seconds)
         names = ", ".join(["logits" if x == LOGITS else f"layer {x}" for x in layers]
                           + [f"sample of layer {x}" for x in sample_layers] + [f"units l{a} K{b}" for a, b in units])

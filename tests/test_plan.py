@@ -1,0 +1,116 @@
+"""`raydistill plan` and the cache budget: figures checked against hand arithmetic, and the
+choice between caching the teacher's features and running it live in the trials."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raydistill.cli import main
+from raydistill.errors import UserError
+from raydistill.methods import TeacherInfo
+from raydistill.search.plan import CorpusShape, choose_teacher_features, make_plan, parse_bytes
+from raydistill.search.space import load_space
+
+BASE = Path(__file__).resolve().parents[1] / "search_spaces" / "base"
+HUBERT_BASE = TeacherInfo(12, 768, 500)
+HOURS = 960
+SECONDS = HOURS * 3600  # 3,456,000 s of LibriSpeech-960
+FRAMES = 50 * SECONDS  # 172,800,000 frames at HuBERT's 20 ms stride
+FEATURE_BYTES = FRAMES * 768 * 2  # one hidden state in float16: 265,420,800,000 B
+
+
+@pytest.fixture(scope="module")
+def dice_plan():
+    return make_plan(load_space(BASE / "dice.yaml"), CorpusShape.from_hours(HOURS), trials=8, mode="cached")
+
+
+def test_librispeech_960_with_hubert_base_matches_hand_arithmetic(dice_plan):
+    plan = dice_plan
+    assert plan["corpus"]["frames"] == FRAMES == 172_800_000
+    assert plan["teacher"]["layers"] == 12 and plan["teacher"]["dim"] == 768
+    items = {i["what"]: i["bytes"] for i in plan["cache"]["items"]}
+    assert items["features of layer 9"] == FEATURE_BYTES == 265_420_800_000
+    assert items["units of layer 9, K=500"] == FRAMES * 4 + 500 * 768 * 4 == 692_736_000
+    assert items["units of layer 6, K=100"] == FRAMES * 4 + 100 * 768 * 4
+    # the space searches soft labels and L_feat, so every hidden state 0..12 is cached
+    assert sum(1 for w in items if w.startswith("features")) == 13
+    assert plan["cache"]["bytes"] == 13 * FEATURE_BYTES + sum(FRAMES * 4 + k * 768 * 4
+                                                               for k in (100, 500) for _ in (6, 9, 12))
+    # one pass of HuBERT-base over the audio: 2 FLOPs per MAC
+    (single,) = plan["teacher_passes"]
+    assert single["flops"] == pytest.approx(2 * plan["teacher"]["macs_per_second"] * SECONDS)
+    assert 7.0e9 < plan["teacher"]["macs_per_second"] < 7.7e9  # HuBERT-base: 7.1-7.6 GMAC/s at 5-15.6 s
+    # a trial: 3 x the student's forward over steps x batch seconds (x workers)
+    (dice,) = plan["methods"]
+    audio = dice["steps"] * dice["batch_seconds"]
+    assert dice["train_flops"] == pytest.approx(6 * dice["student_macs_per_second"] * audio)
+    gpu = plan["gpu"]
+    assert dice["gpu_hours"] == pytest.approx((dice["train_flops"] + dice["eval_flops"])
+                                              / (gpu["peak_tflops"] * 1e12 * gpu["mfu"]) / 3600)
+
+
+def test_a_live_teacher_costs_every_trial_a_teacher_forward_and_caches_only_units():
+    space = load_space(BASE / "dice.yaml")
+    plan = make_plan(space, CorpusShape.from_hours(HOURS), trials=8, mode="live")
+    items = {i["what"]: i["bytes"] for i in plan["cache"]["items"]}
+    assert not any(w.startswith("features") for w in items)
+    assert items["k-means sample of layer 9"] == int(1.2 * 100_000) * 768 * 2
+    # units of layers that are not cached take two passes: sample for k-means, then labels
+    assert len(plan["teacher_passes"]) == 2 and "units of layer 9, K=500" in plan["teacher_passes"][1]["computes"]
+    distil = make_plan(load_space(BASE / "distil.yaml"), CorpusShape.from_hours(HOURS), trials=1, mode="live")
+    (m,) = distil["methods"]
+    assert m["teacher_live_runs_per_step"] == 1 and distil["cache"]["bytes"] == 0 and not distil["teacher_passes"]
+    audio = m["steps"] * m["batch_seconds"]
+    assert m["train_flops"] == pytest.approx(6 * m["student_macs_per_second"] * audio
+                                             + 2 * distil["teacher"]["macs_per_second"] * audio)
+
+
+def test_the_budget_decides_cached_or_live_or_refuses():
+    space = load_space(BASE / "distil.yaml")
+    needs = space.teacher_needs(12)
+    assert needs.features  # cached, DistilHuBERT reads teacher layers
+    full = len(needs.features) * FEATURE_BYTES
+    big, small = full + 1, full - 1
+    assert choose_teacher_features(space, HUBERT_BASE, FRAMES, mode="auto", budget=big, free=10 * big)[0] == "cached"
+    choice, items, why = choose_teacher_features(space, HUBERT_BASE, FRAMES, mode="auto", budget=small, free=10 * big)
+    assert choice == "live" and items == [] and "--cache-budget" in why
+    # the free space limits too: an earlier search's bytes already on disk count as available
+    assert choose_teacher_features(space, HUBERT_BASE, FRAMES, mode="auto", budget=None, free=small)[0] == "live"
+    assert choose_teacher_features(space, HUBERT_BASE, FRAMES, mode="auto", budget=None, free=small,
+                                   existing=2)[0] == "cached"
+    with pytest.raises(UserError, match="--teacher-features live"):
+        choose_teacher_features(space, HUBERT_BASE, FRAMES, mode="cached", budget=small, free=10 * big)
+    dice = load_space(BASE / "dice.yaml")
+    with pytest.raises(UserError, match="even the teacher's units"):
+        choose_teacher_features(dice, HUBERT_BASE, FRAMES, mode="auto", budget=10**9, free=10 * big)
+
+
+@pytest.mark.parametrize("text,value", [("500G", 500 * 10**9), ("1.5T", 1_500 * 10**9), ("800GB", 800 * 10**9),
+                                        ("12345", 12345), ("2m", 2 * 10**6)])
+def test_sizes(text, value):
+    assert parse_bytes(text) == value
+
+
+def test_plan_command(capsys, tmp_path):
+    assert main(["plan", "--space", str(BASE / "all.yaml"), "--hours", "960", "--json", "--workdir",
+                 str(tmp_path / "w"), "--teacher-features", "cached"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [m["method"] for m in plan["methods"]] == ["dicehubert", "kd", "star", "armhubert", "distilhubert"]
+    assert plan["corpus"]["frames"] == FRAMES and not (tmp_path / "w").exists()  # nothing written
+    assert main(["plan", "--space", str(BASE / "star.yaml"), "--hours", "960", "--cache-budget", "1T",
+                 "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "trials read the teacher's features: live" in out and "GPU-h" in out
+    for bad in (["--hours", "0"], ["--cache-budget", "lots"], ["--mfu", "2"], ["--trials", "0"]):
+        assert main(["plan", "--space", str(BASE / "star.yaml"), *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_search_over_budget_is_refused_before_anything_is_written(tiny_corpus, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    code = main(["search", "--space", str(BASE.parent / "star.yaml"), "--corpus", str(tiny_corpus.root),
+                 "--workdir", str(workdir), "--cache-budget", "1K", "--teacher-features", "cached", "--smoke"])
+    err = capsys.readouterr().err
+    assert code == 2 and "more than --cache-budget 1.0 KB" in err, err
+    assert not workdir.exists()
