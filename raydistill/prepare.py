@@ -245,11 +245,12 @@ def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool 
 
 def ensure_targets(
     teacher: Teacher, corpus: Corpus, workdir: Workdir, needs: TeacherNeeds, *, device: str = "cpu",
-    distributed: bool = False,
+    distributed: bool = False, gpus: Optional[bool] = None,
 ) -> TargetStore:
     """The teacher's targets of the train split that trials read: k-means units for every
     (layer, K) in ``needs.units``, features of ``needs.features``, logits if asked.
-    ``distributed``: the teacher pass runs as Ray tasks over shards (``targets/teacher_pass.py``)."""
+    ``distributed``: the teacher pass runs as Ray tasks over shards (``targets/teacher_pass.py``),
+    each on one GPU if ``gpus`` (default: if the cluster has GPUs)."""
     check_needs(needs, teacher.num_layers, teacher.head is not None, teacher.spec)
     train = corpus.split("train")
     if not train:
@@ -262,7 +263,7 @@ def ensure_targets(
             "(once; every trial reads the cache)")
         teacher.to(device)
         store.ensure(teacher, corpus, train, needs.units, layers=needs.cached_layers, device=device,
-                     distributed=distributed)
+                     distributed=distributed, gpus=gpus)
         teacher.to("cpu")
     return store
 

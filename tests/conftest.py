@@ -48,3 +48,60 @@ def smoke_corpus(tmp_path_factory):
     from raydistill.corpus.synth import CorpusConfig, build_corpus
 
     return build_corpus(CorpusConfig.smoke(), tmp_path_factory.mktemp("corpus") / "smoke", progress=False)
+
+
+@pytest.fixture(scope="session")
+def librispeech_tree(tiny_corpus, tmp_path_factory):
+    """A small LibriSpeech-layout tree of real (espeak-ng) speech: the tiny corpus's sentences
+    as ``<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` with one ``trans.txt`` per
+    chapter; train -> train-clean-100, dev -> dev-clean, test -> test-clean. Seen speakers
+    appear in all three (SID), unseen ones in dev/test only (ASV), as in LibriSpeech."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("LibriSpeech")
+    subsets = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+    speakers = {s: str(100 + i) for i, s in enumerate(sorted({u.speaker for u in tiny_corpus.utterances}))}
+    chapters: dict = {}
+    for utt in tiny_corpus.utterances:
+        if utt.kind not in ("sentence", "command") or not utt.text:
+            continue
+        spk = speakers[utt.speaker]
+        chapter = f"{spk}0{list(subsets).index(utt.split)}"
+        folder = root / subsets[utt.split] / spk / chapter
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = chapters.setdefault(folder, [])
+        utt_id = f"{spk}-{chapter}-{len(lines):04d}"
+        sf.write(folder / f"{utt_id}.flac", tiny_corpus.load_audio(utt), 16000, subtype="PCM_16")
+        lines.append(f"{utt_id} {utt.text.upper()}")
+    for folder, lines in chapters.items():
+        (folder / f"{folder.parent.name}-{folder.name}.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def librispeech_corpus(librispeech_tree, tmp_path_factory):
+    """The tree read by `raydistill corpus librispeech` (phones from espeak-ng G2P)."""
+    from raydistill.corpus import read_librispeech
+
+    return read_librispeech(librispeech_tree, tmp_path_factory.mktemp("ls-corpus") / "corpus", progress=False)
+
+
+@pytest.fixture(scope="session")
+def base_teachers(tmp_path_factory):
+    """HuBERT-base-shaped teachers with random weights, as users bring them: torchaudio's
+    ``hubert_pretrain_base`` (pre-training head, mask embedding) and ``hubert_base`` (encoder
+    only) state dicts, and a Hugging Face ``HubertModel`` directory."""
+    import torch
+    import torchaudio
+
+    d = tmp_path_factory.mktemp("base-teachers")
+    torch.manual_seed(0)
+    torch.save(torchaudio.models.hubert_pretrain_base().state_dict(), d / "hubert_pretrain_base.pt")
+    torch.save(torchaudio.models.hubert_base().state_dict(), d / "hubert_base.pt")
+    teachers = {"pretrain": d / "hubert_pretrain_base.pt", "base": d / "hubert_base.pt"}
+    try:
+        import transformers
+    except ImportError:
+        return teachers
+    transformers.HubertModel(transformers.HubertConfig()).save_pretrained(d / "hf")
+    return {**teachers, "hf": d / "hf"}

@@ -64,3 +64,23 @@ def test_ablate_trains_one_student_per_value(tmp_path):
     assert [r["optim.feature_grad_mult"] for r in runs] == [0.1, 1.0]
     assert all(r["set"] == {"student.num_layers": 1} and "overall_score" in r and r["params"] > 0 for r in runs)
     assert runs[0]["params"] == runs[1]["params"]  # the same student, only the gradient scale differs
+
+
+def test_teacher_pass_bench_measures_batched_and_one_at_a_time(tiny_corpus, tmp_path):
+    """bench/teacher_pass.py --what pass in process (the Ray rows need a cluster of their own:
+    test_cluster.py runs the distributed pass), and --what kmeans on two small synthetic sizes."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "teacher_pass.py"), "--what", "pass", "--corpus",
+                          str(tiny_corpus.root), "--utterances", "6", "--ray-workers", "", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["utterances"] == 6 and record["batched_speedup"] > 0
+    for mode in ("in_process_one_at_a_time", "in_process_batched"):
+        assert record[mode]["audio_seconds_per_second"] > 0
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "teacher_pass.py"), "--what", "kmeans", "--frames",
+                          "3000,12000", "--dim", "16", "--k", "10", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sizes = json.loads(out.stdout.strip().splitlines()[-1])["sizes"]
+    assert [s["frames"] for s in sizes] == [3000, 12000]
+    assert all(s["assign_peak_anon_mib"] > 0 for s in sizes)

@@ -347,3 +347,83 @@ def test_a_node_dies_and_the_interrupted_trial_restarts_from_its_checkpoint(node
     (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]
     print(f"node kill: {len(runs)} trial runs, interrupted trial resumed at steps {resumed_steps(client, again)}")
     assert max(resumed_steps(client, again)) > 0  # restarted from its last checkpoint, not from step 0
+
+
+PASS_DRIVER = """
+import sys
+from pathlib import Path
+import ray
+from raydistill.corpus.manifest import Corpus
+from raydistill.targets.store import TargetStore
+from raydistill.teacher.sources import load_teacher
+ray.init(address=sys.argv[1])
+corpus = Corpus.load(sys.argv[2])
+TargetStore(Path(sys.argv[4])).ensure(load_teacher(sys.argv[3]), corpus, corpus.split("train"), [(9, 20)],
+                                      layers=[4], distributed=True, shard_seconds=4.0, batch_seconds=8.0)
+print("pass complete")
+"""
+
+
+def test_the_distributed_teacher_pass_survives_a_killed_node_and_driver(nodes, librispeech_corpus, base_teachers,
+                                                                         tmp_path):
+    """HuBERT-base (random weights) over a LibriSpeech-layout corpus as Ray tasks on the worker
+    nodes: one node is killed while it runs a shard (Ray reruns that shard elsewhere), then the
+    driver is killed; a second driver keeps the finished shards and completes the pass. The
+    result equals the same pass run in one process."""
+    from raydistill.targets.store import TargetStore
+    from raydistill.targets.teacher_pass import done_shards
+    from raydistill.teacher.sources import load_teacher
+
+    while len([w for w in nodes.workers if w.poll() is None]) < 2:
+        nodes.add_worker()
+    spec = f"torchaudio:{base_teachers['pretrain']}"
+    train = librispeech_corpus.split("train")
+    reference = TargetStore(tmp_path / "reference").ensure(load_teacher(spec), librispeech_corpus, train, [(9, 20)],
+                                                           layers=[4], shard_seconds=4.0, batch_seconds=8.0)
+    root = tmp_path / "store"
+    command = [sys.executable, "-c", PASS_DRIVER, nodes.address, str(librispeech_corpus.root), spec, str(root)]
+    log = tmp_path / "driver.log"
+    driver = _start_driver(command, log)
+    try:
+        def shard_running_after_one_done():
+            _assert_running(driver, log, "a node could be killed")
+            passes = list(root.glob(".pass-*"))
+            if not passes or not done_shards(passes[0]):
+                return None
+            listed = subprocess.run([RAY, "list", "tasks", "--address", nodes.dashboard, "--format", "json",
+                                     "--detail", "-f", "state=RUNNING", "-f", "func_or_class_name=_ray_shard"],
+                                    env=ENV, capture_output=True, text=True)
+            running = [t for t in json.loads(listed.stdout or "[]") if t.get("worker_pid")]
+            return (passes[0], running[0]["worker_pid"]) if running else None
+
+        pass_dir, pid = _wait(shard_running_after_one_done, 600, "a shard running after the first finished", every=0.3)
+        victim = nodes.node_of(pid)
+        assert victim is not nodes.head
+        nodes.kill(victim)
+        done_at_kill = len(done_shards(pass_dir))
+        _wait(lambda: len(done_shards(pass_dir)) > done_at_kill + 1 or driver.poll() is not None, 600,
+              "two more shards after the node died")
+        _assert_running(driver, log, "its driver could be killed")
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        kept = len(done_shards(pass_dir))
+        assert not (root / "layer4" / "features.npy").exists()  # nothing in the store until every shard is done
+        driver = _start_driver(command, log)
+        assert driver.wait(timeout=900) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    import re
+
+    output = log.read_text()
+    resumed = re.search(r"(\d+)/(\d+) shards already done \(resuming\)", output)
+    assert resumed and kept <= int(resumed[1]) < int(resumed[2]), output[-2000:]
+    print(f"distributed teacher pass: node killed after {done_at_kill} shards, driver killed after {kept}; resumed")
+    store = TargetStore(root)
+    import numpy as np
+
+    np.testing.assert_allclose(np.asarray(store.features(4), np.float32), np.asarray(reference.features(4), np.float32),
+                               atol=5e-3, rtol=5e-3)
+    assert store.has_kmeans(9, 20) and not store.has_layer(9)
+    agree = (np.asarray(store.labels(9, 20)) == np.asarray(reference.labels(9, 20))).mean()
+    assert agree > 0.95, agree

@@ -111,7 +111,7 @@ def cache_items(needs: TeacherNeeds, frames: int, teacher: TeacherInfo, *, cache
         items.append({"what": f"units of layer {layer}, K={k}", "shape": [frames], "dtype": "int32",
                       "bytes": frames * 4 + k * teacher.embed_dim * 4})
     for layer in sorted({layer for layer, _ in needs.units} - cached):
-        rows = int(1.2 * KMEANS_POINTS)
+        rows = min(frames, int(1.2 * KMEANS_POINTS))
         items.append({"what": f"k-means sample of layer {layer}", "shape": [rows, teacher.embed_dim],
                       "dtype": "float16", "bytes": rows * teacher.embed_dim * 2})
     return items
@@ -193,7 +193,7 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
               gpu_tflops: float = A100_BF16_TFLOPS, mfu: float = DEFAULT_MFU, final_suite: str = "full") -> dict:
     """The whole plan as a dict (what ``plan --json`` prints)."""
     from raydistill.evaluate.suite import TASKS, EvalBudget
-    from raydistill.methods import describe, get_method
+    from raydistill.methods import describe
 
     seconds = min(corpus.mean_seconds, 15.6)
     info, t_macs, t_name = teacher_macs(teacher_spec, seconds)
@@ -226,8 +226,7 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
         s_macs = describe_macs(config, info, seconds)
         step_audio = config.optim.batch_seconds * int(space.resources.get("workers", 1))
         audio = step_audio * config.optim.max_steps
-        method_needs = get_method(method).needs(config, info)
-        teacher_runs = 0 if not method_needs.live else (2 if (method == "armhubert" and config.arm.masking) else 1)
+        teacher_runs = teacher_runs_per_step(config)
         train_flops = 6 * s_macs * audio + 2 * teacher_runs * t_macs * audio
         evals = config.num_evals
         eval_flops = 2 * s_macs * (eval_seconds["probe"] * evals + eval_seconds["full"])
@@ -255,6 +254,19 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
                    "trials_gpu_hours": trials * per_trial / flops_per_tflop / 3600,
                    "gpu_hours": (len(passes) * pass_flops + trials * per_trial) / flops_per_tflop / 3600},
     }
+
+
+def teacher_runs_per_step(config) -> int:
+    """Teacher forward passes a training step runs (0: it reads the cache; a teacher loaded only
+    to initialise the student costs no steps)."""
+    live = config.teacher_features == "live"
+    if config.method == "armhubert":
+        return 2 if config.arm.masking else int(live)  # masked and unmasked input
+    if config.method == "star":
+        return int(live or config.star.attn_weight > 0)  # attention maps are never cached
+    if config.method == "dicehubert":
+        return int(live and (config.targets.labels == "soft" or config.feat_weight > 0))
+    return int(live)  # kd, distilhubert
 
 
 def describe_macs(config, teacher: TeacherInfo, seconds: float) -> float:

@@ -214,8 +214,11 @@ def run_search(opts: SearchOptions) -> dict:
                                         parse_bytes(opts.cache_budget) if opts.cache_budget else None)
     if features == "live":
         space = space.with_base({"teacher_features": "live"})
+    # the teacher pass runs where the trials will: on GPUs when they ask for them (an autoscaling
+    # cluster may have none yet), else where the cluster has them
+    gpus = opts.gpus_per_worker > 0 if opts.gpus_per_worker is not None else None
     store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers, live=features == "live"),
-                           device=device, distributed=True)
+                           device=device, distributed=True, gpus=gpus)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
     if space.tasks and budgets["full"] != "probe":  # the tasks the space's corpus has labels for (LibriSpeech: no keyword clips)
         budgets["full"] += ":" + ",".join(space.tasks)

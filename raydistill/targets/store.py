@@ -143,6 +143,7 @@ class TargetStore:
         max_workers: Optional[int] = None,
         max_points: int = KMEANS_POINTS,
         distributed: bool = False,
+        gpus: Optional[bool] = None,
     ) -> "TargetStore":
         """Compute whatever is missing, in at most two passes of the teacher over the audio
         (``targets/teacher_pass.py``: Ray tasks over shards when Ray is up, else here):
@@ -165,7 +166,7 @@ class TargetStore:
                           and not self.has_layer(layer) and not self.has_sample(layer)})
         pass_args = dict(source=source, corpus=corpus, utterances=utterances, index=index, device=device,
                          batch_seconds=batch_seconds, shard_seconds=shard_seconds, cpus=cpus,
-                         max_workers=max_workers, seed=seed, distributed=distributed)
+                         max_workers=max_workers, seed=seed, distributed=distributed, gpus=gpus)
         if missing_layers or sampled:
             prob = min(1.0, 1.2 * max_points / max(total, 1))
             self._pass(layers=tuple(missing_layers), sample_layers=tuple(sampled), sample_prob=prob, **pass_args)
@@ -202,7 +203,7 @@ class TargetStore:
         return index
 
     def _pass(self, *, source, corpus, utterances, index, device, batch_seconds, shard_seconds, cpus, max_workers,
-              seed, distributed, layers=(), sample_layers=(), sample_prob=1.0, units=(), centroids=None) -> None:
+              seed, distributed, gpus, layers=(), sample_layers=(), sample_prob=1.0, units=(), centroids=None) -> None:
         """One teacher pass (resumable: its directory keeps finished shards), then its outputs
         renamed into the store."""
         from raydistill.targets import teacher_pass as tp
@@ -228,7 +229,7 @@ class TargetStore:
                           + [f"sample of layer {x}" for x in sample_layers] + [f"units l{a} K{b}" for a, b in units])
         stats = tp.run_pass(spec, shards, seconds, teacher=source, corpus=corpus, device=device, cpus=cpus,
                             max_workers=max_workers, label=f"teacher pass ({names})",
-                            distributed=distributed)
+                            distributed=distributed, gpus=gpus)
         # every shard is done: move the outputs into the store
         # every shard is done: rename the outputs into the store (files: a layer's directory
         # may already hold the units of that layer)

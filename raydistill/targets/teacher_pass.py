@@ -167,8 +167,14 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if corpus is None:
         corpus = _cached(("corpus", spec.corpus_dir), lambda: Corpus.load(spec.corpus_dir))
-    if teacher is None:
-        teacher = _cached(("teacher", spec.source, device), lambda: load_teacher(spec.source).to(device))
+    if teacher is None:  # a Ray task: the worker process keeps a CPU copy for its next shards
+        cpu_copy = _cached(("teacher", spec.source), lambda: load_teacher(spec.source))
+        try:
+            return run_shard(spec, shard, start, stop, teacher=cpu_copy.to(device), corpus=corpus, device=device)
+        finally:
+            cpu_copy.to("cpu")  # an idle worker must not hold GPU memory the trials need
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
     started = time.monotonic()
     index = json.loads((out / "index.json").read_text())
     by_id = {u.id: u for u in corpus.utterances}
@@ -245,9 +251,10 @@ def prepare(spec: PassSpec, index: dict, dims: dict[int, int], extra: Optional[d
 
 def run_pass(spec: PassSpec, shards: list[tuple[int, int]], seconds: Sequence[float], *, teacher=None,
              corpus=None, device: str = "cpu", cpus: float = 1.0, max_workers: Optional[int] = None,
-             label: str = "teacher pass", distributed: bool = True) -> PassStats:
+             label: str = "teacher pass", distributed: bool = True, gpus: Optional[bool] = None) -> PassStats:
     """Run every shard without a done marker: as Ray tasks if Ray is initialised (and
-    ``distributed``), else here, one after the other."""
+    ``distributed``), else here, one after the other. ``gpus``: a task takes one GPU (default:
+    if the cluster has GPUs now; a search on an autoscaling GPU cluster says so explicitly)."""
     out = Path(spec.out)
     done = done_shards(out)
     todo = [(i, s) for i, s in enumerate(shards) if i not in done]
@@ -272,15 +279,22 @@ def run_pass(spec: PassSpec, shards: list[tuple[int, int]], seconds: Sequence[fl
         for i, (a, b) in todo:
             finished(run_shard(spec, i, a, b, teacher=teacher, corpus=corpus, device=device))
     else:
-        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus is None:
+            gpus = ray.cluster_resources().get("GPU", 0) > 0
         options = {"num_gpus": 1, "num_cpus": cpus} if gpus else {"num_cpus": cpus}
-        task = ray.remote(max_retries=3)(_ray_shard).options(**options)
-        capacity = int(gpus) if gpus else int(ray.cluster_resources().get("CPU", 1) // cpus)
-        stats.workers = max(1, min(capacity, max_workers or capacity, len(todo)))
+        # max_calls=0: a GPU worker is reused for the next shard (Ray's default for GPU tasks is
+        # a fresh process each time, reloading the teacher); it gives its GPU memory back after each
+        task = ray.remote(max_retries=3, max_calls=0)(_ray_shard).options(**options)
+        # every shard is submitted at once (an autoscaler sees the demand and adds GPU nodes);
+        # max_workers caps the shards in flight instead
+        limit = max_workers or len(todo)
+        resources = ray.cluster_resources()
+        fit = int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1) // cpus)
+        stats.workers = max(1, min(limit, fit or 1, len(todo)))
         pending, queue = {}, list(todo)
         payload = asdict(spec)
         while queue or pending:
-            while queue and len(pending) < stats.workers:
+            while queue and len(pending) < limit:
                 i, (a, b) = queue.pop(0)
                 pending[task.remote(payload, i, a, b)] = i
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=30)
