@@ -137,7 +137,7 @@ class TargetStore:
         layers: Sequence[int] = (),
         seed: int = 0,
         device: str = "cpu",
-        batch_seconds: float = 60.0,
+        batch_seconds: Optional[float] = None,
         shard_seconds: Optional[float] = None,
         cpus: float = 1.0,
         max_workers: Optional[int] = None,

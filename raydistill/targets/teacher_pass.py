@@ -18,7 +18,8 @@ redoes the rest, whose rows are simply written again. Only when every shard is d
 arrays renamed into the store.
 
 **Batches.** Within a shard, utterances are sorted by length and grouped into batches of at
-most ``batch_seconds`` of padded audio, so padding stays small. HuBERT-base's first CNN layer
+most ``batch_seconds`` of padded audio (default: 60 s on a GPU; on CPU one utterance at a time,
+measured faster there), so padding stays small. HuBERT-base's first CNN layer
 is a GroupNorm over the whole time axis: zero padding would change every frame of a padded
 row. ``HubertModel`` therefore runs the CNN row by row when a batch's lengths differ, then
 the transformer on the padded batch with a key-padding mask; a frame's target is that of the
@@ -47,6 +48,7 @@ from raydistill.utils import Progress, atomic_write_text, log
 
 LOGITS = -1  # pseudo-layer of the pre-training logits (the store's LOGITS)
 SAMPLE_RATE = 16000
+GPU_BATCH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,9 @@ class PassSpec:
     sample_layers: tuple[int, ...] = ()  # layers sampled for k-means
     sample_prob: float = 1.0
     units: tuple[tuple[int, int], ...] = ()  # (layer, K): labels assigned with out/centroids-l{L}-k{K}.npy
-    batch_seconds: float = 60.0  # padded audio per forward pass
+    # padded audio per forward pass; None: 60 s on a GPU, one utterance at a time on CPU, where
+    # batching buys no parallelism and its padding cost 17 % (bench/RESULTS.md)
+    batch_seconds: Optional[float] = None
     seed: int = 0
 
     @classmethod
@@ -189,7 +193,8 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
     names = [output_name(layer) for layer in spec.layers] + [units_name(*u) for u in spec.units]
     rows: dict[str, list] = {name: [None] * len(utts) for name in names}
     per_utt_samples: dict[int, list] = {layer: [None] * len(utts) for layer in spec.sample_layers}
-    for batch in length_batches([u.num_samples for u in utts], spec.batch_seconds):
+    budget = spec.batch_seconds if spec.batch_seconds is not None else (GPU_BATCH_SECONDS if device != "cpu" else 0.0)
+    for batch in length_batches([u.num_samples for u in utts], budget):
         waves = [torch.from_numpy(corpus.load_audio(utts[i])) for i in batch]
         lengths = torch.tensor([len(w) for w in waves])
         wave = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(device)
