@@ -149,9 +149,11 @@ def write_rows(path: Path, first_row: int, rows: np.ndarray) -> None:
 _LOADED: dict = {}  # per worker process: teacher and corpus, reused by the shards it runs
 
 
-def _cached(key, make):
+def _cached(key: tuple, make):
+    """One loaded object per kind (``key[0]``: corpus, teacher), kept for the next shard."""
     if key not in _LOADED:
-        _LOADED.clear()
+        for old in [k for k in _LOADED if k[0] == key[0]]:
+            del _LOADED[old]
         _LOADED[key] = make()
     return _LOADED[key]
 
@@ -188,7 +190,6 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
                  for layer, k in spec.units}
     wanted = sorted(set(spec.layers) | set(spec.sample_layers) | {layer for layer, _ in spec.units})
     rng = np.random.default_rng([spec.seed, shard])
-    samples: dict[int, list[np.ndarray]] = {layer: [] for layer in spec.sample_layers}
     # rows of every output, per utterance in shard order, filled batch by batch
     names = [output_name(layer) for layer in spec.layers] + [units_name(*u) for u in spec.units]
     rows: dict[str, list] = {name: [None] * len(utts) for name in names}
@@ -203,8 +204,9 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
             n = int(flen[row])
             if n != frames[i]:
                 raise RuntimeError(f"{teacher.key} gave {n} frames for {utts[i].id}, expected {frames[i]}")
-            for layer in spec.layers:
-                rows[output_name(layer)][i] = feats[layer][row, :n].float().cpu().numpy()
+            for layer in spec.layers:  # held in the stored dtype: a shard's rows stay ~2 bytes a number
+                dtype = torch.float32 if layer == LOGITS else torch.float16
+                rows[output_name(layer)][i] = feats[layer][row, :n].to(dtype).cpu().numpy()
             for layer, k in spec.units:
                 x = feats[layer][row, :n].float()
                 rows[units_name(layer, k)][i] = torch.cdist(x, centroids[(layer, k)]).argmin(1).int().cpu().numpy()
