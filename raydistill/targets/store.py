@@ -8,11 +8,16 @@ Layout of one store (one source of features × one corpus)::
     <root>/layer<L>/k<K>/labels.npy     int32 [total_frames]: nearest centroid (hard labels)
     <root>/layer<L>/k<K>/info.json      inertia, fit time, seed
     <root>/logits/features.npy        float32 [total_frames, C]: the teacher's pre-training logits
+    <root>/samples/layer<L>.npy       float16 [~120k, D]: k-means sample of a layer not cached
+    <root>/.pass-<hash>/              a teacher pass under way (targets/teacher_pass.py); kept
+                                      across a killed driver, removed once its outputs are in place
 
 ``<root>`` is named after the key (source, corpus), so a store is valid for exactly one
-teacher and one corpus; layer and K are directories inside it. Every directory is written
+teacher and one corpus; layer and K are directories inside it. Every array is written
 under a temporary name and renamed into place, so a crash never leaves a half-written
-cache and a rerun picks up whatever finished. Trials open the ``.npy`` files with
+cache and a rerun picks up whatever finished (a pass, its finished shards). Units need no
+cached features: their layer is sampled in the pass, k-means fits on the sample and a second
+pass assigns every frame (docs/real-scale.md). Trials open the ``.npy`` files with
 ``mmap_mode="r"``: the OS shares the pages between trials instead of each loading a copy.
 """
 
@@ -241,10 +246,12 @@ class TargetStore:
             np.save(out / f"sample-{layer}.npy", tp.collect_samples(out, layer))
             os.replace(out / f"sample-{layer}.npy", self.root / "samples" / f"layer{layer}.npy")
         for layer, k in units:
-            centroids_k, info = centroids[(layer, k)]
+            _, info = centroids[(layer, k)]
             with atomic_dir(self._kdir(layer, k)) as tmp:
                 os.replace(out / tp.units_name(layer, k), tmp / "labels.npy")
-                self._write_kmeans(tmp, centroids_k, {**info, "assigned": "in the teacher pass"})
+                # the centroids the shards assigned with: a resumed pass keeps the first fit's file
+                self._write_kmeans(tmp, np.load(out / tp.centroids_name(layer, k)),
+                                   {**info, "assigned": "in the teacher pass"})
         if not (self.root / "index.json").is_file():
             atomic_write_text(self.root / "index.json", json.dumps(index))
         shutil.rmtree(out, ignore_errors=True)
