@@ -114,3 +114,6 @@ def test_search_over_budget_is_refused_before_anything_is_written(tiny_corpus, t
     err = capsys.readouterr().err
     assert code == 2 and "more than --cache-budget 1.0 KB" in err, err
     assert not workdir.exists()
+    code = main(["search", "--space", str(BASE.parent / "star.yaml"), "--corpus", str(tiny_corpus.root),
+                 "--workdir", str(workdir), "--cache-budget", "lots", "--smoke"])
+    assert code == 2 and "--cache-budget 'lots'" in capsys.readouterr().err and not workdir.exists()
