@@ -258,9 +258,10 @@ def ensure_targets(
     store = TargetStore(store_root(workdir.cache, teacher.key, corpus.key))
     missing = [c for c in needs.units if not store.has_kmeans(*c)]
     missing_layers = [layer for layer in needs.cached_layers if not store.has_layer(layer)]
-    if missing or missing_layers:
-        log(f"computing teacher targets: (layer, K) = {missing}, features {missing_layers} "
-            "(once; every trial reads the cache)")
+    if missing or missing_layers or not (store.root / "index.json").is_file():
+        if missing or missing_layers:
+            log(f"computing teacher targets: (layer, K) = {missing}, features {missing_layers} "
+                "(once; every trial reads the cache)")
         teacher.to(device)
         store.ensure(teacher, corpus, train, needs.units, layers=needs.cached_layers, device=device,
                      distributed=distributed, gpus=gpus)

@@ -132,3 +132,12 @@ def test_write_rows_touches_only_its_rows(tmp_path):
     assert (out[:4] == 7).all() and (out[6:] == 7).all()
     with pytest.raises(ValueError, match="past its 10 rows"):
         tp.write_rows(path, 9, np.zeros((2, 3)))
+
+
+def test_a_store_of_nothing_still_indexes_the_utterances(teacher, tiny_corpus, tmp_path):
+    """Trials that run the teacher live (masking distillation) read no cached array, but their
+    batches come from the store's index: it is written without a teacher pass."""
+    train = tiny_corpus.split("train")
+    store = TargetStore(tmp_path / "s").ensure(teacher, tiny_corpus, train, [])
+    assert store.index["ids"] == [u.id for u in train]
+    assert not list(store.root.glob("layer*")) and not list(store.root.glob(".pass-*"))

@@ -196,6 +196,8 @@ class TargetStore:
         if live_units:  # layers not cached: a second teacher pass assigns their units
             self._pass(units=tuple((layer, k) for layer, k, _, _ in live_units),
                        centroids={(layer, k): (c, info) for layer, k, c, info in live_units}, **pass_args)
+        if not (self.root / "index.json").is_file():  # trials that read nothing cached still need the index
+            atomic_write_text(self.root / "index.json", json.dumps(index))
         return self
 
     def _index(self, source: FeatureSource, corpus: Corpus, utterances: Sequence[Utterance]) -> dict:
