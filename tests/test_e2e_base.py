@@ -77,12 +77,12 @@ def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpu
     the search switches to the live teacher by itself. Only the units are cached, fitted on the
     pass's sample and assigned in a second pass (soft labels and L_feat come from the live teacher)."""
     workdir = tmp_path / "runs"
-    code = main(["search", "--space", str(BASE / "dice.yaml"), "--smoke", "--trials", "2", "--corpus",
+    code = main(["search", "--space", str(BASE / "dice.yaml"), "--smoke", "--trials", "1", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"torchaudio:{base_teachers['base']}",
                  "--cache-budget", "30M", "--workdir", str(workdir), "--experiment", "enc"])
     assert code == 0
     trials, runs = trial_runs(workdir, "enc")
-    assert len(trials) == 2 and all(LIBRISPEECH_METRICS <= set(t.data.metrics) for t in trials)
+    assert len(trials) == 1 and LIBRISPEECH_METRICS <= set(trials[0].data.metrics)
     (parent,) = [r for r in runs if r.data.tags.get("raydistill.kind") == "search"]
     assert parent.data.params["teacher_features"] == "live"
     (store,) = (workdir / "cache" / "targets").iterdir()
