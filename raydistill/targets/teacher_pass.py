@@ -63,7 +63,7 @@ class PassSpec:
     sample_prob: float = 1.0
     units: tuple[tuple[int, int], ...] = ()  # (layer, K): labels assigned with out/centroids-l{L}-k{K}.npy
     # padded audio per forward pass; None: 60 s on a GPU, one utterance at a time on CPU, where
-    # batching buys no parallelism and its padding cost 17 % (bench/RESULTS.md)
+    # batching buys no parallelism and its padding cost 15-17 % (bench/RESULTS.md)
     batch_seconds: Optional[float] = None
     seed: int = 0
 
