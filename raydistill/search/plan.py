@@ -97,7 +97,7 @@ class CorpusShape:
         return cls(seconds, frames, seconds / max(len(train), 1), str(corpus.root))
 
 
-def cache_items(needs: TeacherNeeds, frames: int, teacher: TeacherInfo, *, cached_layers=None) -> list[dict]:
+def cache_items(needs: TeacherNeeds, frames: int, teacher: TeacherInfo) -> list[dict]:
     """Every array the target store will hold for ``needs``: {what, bytes, shape, dtype}."""
     items = []
     for layer in needs.features:
@@ -106,11 +106,10 @@ def cache_items(needs: TeacherNeeds, frames: int, teacher: TeacherInfo, *, cache
     if needs.logits:
         items.append({"what": "pre-training logits", "shape": [frames, teacher.num_classes], "dtype": "float32",
                       "bytes": frames * teacher.num_classes * 4})
-    cached = set(needs.features) if cached_layers is None else set(cached_layers)
     for layer, k in needs.units:
         items.append({"what": f"units of layer {layer}, K={k}", "shape": [frames], "dtype": "int32",
                       "bytes": frames * 4 + k * teacher.embed_dim * 4})
-    for layer in sorted({layer for layer, _ in needs.units} - cached):
+    for layer in sorted({layer for layer, _ in needs.units} - set(needs.features)):
         rows = min(frames, int(1.2 * KMEANS_POINTS))
         items.append({"what": f"k-means sample of layer {layer}", "shape": [rows, teacher.embed_dim],
                       "dtype": "float16", "bytes": rows * teacher.embed_dim * 2})
@@ -193,7 +192,9 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
               gpu_tflops: float = A100_BF16_TFLOPS, mfu: float = DEFAULT_MFU, final_suite: str = "full") -> dict:
     """The whole plan as a dict (what ``plan --json`` prints)."""
     from raydistill.evaluate.suite import TASKS, EvalBudget
-    from raydistill.methods import describe
+    from raydistill.methods import get_method
+    from raydistill.models.hubert import count_params
+    from raydistill.models.macs import macs_per_second
 
     seconds = min(corpus.mean_seconds, 15.6)
     info, t_macs, t_name = teacher_macs(teacher_spec, seconds)
@@ -201,7 +202,7 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
     try:
         choice, items, why = choose_teacher_features(space, info, corpus.frames, mode=mode, budget=budget, free=free)
     except UserError as e:  # a plan shows what does not fit rather than refusing to be made
-        choice = "live" if "units" in str(e) else "cached"
+        choice = "cached" if mode == "cached" else "live"  # features refused, or even the units
         items = cache_items(space.teacher_needs(info.num_layers, live=choice == "live"), corpus.frames, info)
         why = f"a search would be refused: {e}"
     needs = space.teacher_needs(info.num_layers, live=choice == "live")
@@ -222,15 +223,15 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
         config = space.base_config(method)
         if choice == "live":
             config = space.with_base({"teacher_features": "live"}).base_config(method)
-        sizes = describe(config, info, macs=False)
-        s_macs = describe_macs(config, info, seconds)
+        student = get_method(method).build(config, info).model  # built once: counted and its MACs
+        s_macs = float(macs_per_second(student, seconds))
         step_audio = config.optim.batch_seconds * int(space.resources.get("workers", 1))
         audio = step_audio * config.optim.max_steps
         teacher_runs = teacher_runs_per_step(config)
         train_flops = 6 * s_macs * audio + 2 * teacher_runs * t_macs * audio
         evals = config.num_evals
         eval_flops = 2 * s_macs * (eval_seconds["probe"] * evals + eval_seconds["full"])
-        methods.append({"method": method, "params": sizes["params"], "student_macs_per_second": s_macs,
+        methods.append({"method": method, "params": count_params(student), "student_macs_per_second": s_macs,
                         "steps": config.optim.max_steps, "batch_seconds": step_audio, "audio_seconds": audio,
                         "teacher_live_runs_per_step": teacher_runs, "evaluations": evals,
                         "train_flops": train_flops, "eval_flops": eval_flops,
@@ -267,14 +268,6 @@ def teacher_runs_per_step(config) -> int:
     if config.method == "dicehubert":
         return int(live and (config.targets.labels == "soft" or config.feat_weight > 0))
     return int(live)  # kd, distilhubert
-
-
-def describe_macs(config, teacher: TeacherInfo, seconds: float) -> float:
-    """The student's forward MACs per audio second at ``seconds`` of input."""
-    from raydistill.methods import get_method
-    from raydistill.models.macs import macs_per_second
-
-    return float(macs_per_second(get_method(config.method).build(config, teacher).model, seconds))
 
 
 def format_plan(plan: dict) -> str:

@@ -111,7 +111,8 @@ class SearchOptions:
         search_id = _search_id(Workdir(self.workdir), self)
         if self.teacher_features not in ("auto", "cached", "live"):
             raise UserError(f"--teacher-features must be auto, cached or live, found {self.teacher_features!r}")
-        budget = parse_bytes(self.cache_budget) if self.cache_budget is not None else None
+        if self.cache_budget is not None:
+            parse_bytes(self.cache_budget)  # a bad size fails here, before the corpus or teacher is read
         corpus = check_corpus(self.corpus)
         infos = []
         teacher = check_teacher(self.teacher, smoke=self.smoke,
@@ -120,12 +121,12 @@ class SearchOptions:
                                 what=f"search space {self.space} (armhubert with arm.masking)")
         features = None
         if corpus is not None:  # the cache's size is known now: switch to live or refuse before writing anything
-            features = self.choose_features(space, infos[0], corpus, teacher.key if teacher else None, budget)
+            features = self.choose_features(space, infos[0], corpus, teacher.key if teacher else None)
         check_services(self)
         return Checked(space, objectives, search_id, corpus, teacher, features)
 
-    def choose_features(self, space: SearchSpace, info: TeacherInfo, corpus: Corpus, teacher_key: Optional[str],
-                        budget: Optional[int]) -> str:
+    def choose_features(self, space: SearchSpace, info: TeacherInfo, corpus: Corpus,
+                        teacher_key: Optional[str]) -> str:
         """``cached`` or ``live`` for this search's trials (or a UserError): the cache's size
         against ``--cache-budget`` and the free space (search/plan.py)."""
         from raydistill.search.plan import CorpusShape, available_bytes, choose_teacher_features, human_bytes
@@ -136,7 +137,8 @@ class SearchOptions:
             root = store_root(workdir.cache, teacher_key, corpus.key)
             existing = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
         choice, items, why = choose_teacher_features(
-            space, info, CorpusShape.from_corpus(corpus).frames, mode=self.teacher_features, budget=budget,
+            space, info, CorpusShape.from_corpus(corpus).frames, mode=self.teacher_features,
+            budget=parse_bytes(self.cache_budget) if self.cache_budget is not None else None,
             free=available_bytes(workdir.cache), existing=existing)
         log(f"teacher features: {choice} in the trials; cache {human_bytes(sum(i['bytes'] for i in items))} ({why})")
         return choice
@@ -210,8 +212,7 @@ def run_search(opts: SearchOptions) -> dict:
     corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke, checked=checked_corpus)
     teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device, checked=checked_teacher)
     if features is None:  # the embedded corpus: its size is known once it is built
-        features = opts.choose_features(space, TeacherInfo.of(teacher.describe()), corpus, teacher.key,
-                                        parse_bytes(opts.cache_budget) if opts.cache_budget else None)
+        features = opts.choose_features(space, TeacherInfo.of(teacher.describe()), corpus, teacher.key)
     if features == "live":
         space = space.with_base({"teacher_features": "live"})
     # the teacher pass runs where the trials will: on GPUs when they ask for them (an autoscaling

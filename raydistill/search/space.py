@@ -49,6 +49,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import operator
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,11 +223,7 @@ class SearchSpace:
         param = self._param_for(path, method)
         if param is not None:
             return any(v == value for v in param.values_to_check())
-        config = self.config(self._values_for(method))
-        obj = config
-        for part in path.split("."):
-            obj = getattr(obj, part)
-        return obj == value
+        return operator.attrgetter(path)(self.config(self._values_for(method))) == value
 
     def _values_for(self, method: str) -> dict:
         return {"method": method} if any(p.name == "method" for p in self.params) else {}

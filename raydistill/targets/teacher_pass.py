@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -82,7 +82,6 @@ class PassStats:
     shards: int = 0
     skipped: int = 0
     workers: int = 1
-    per_shard: list = field(default_factory=list)
 
     @property
     def speed(self) -> float:
@@ -150,7 +149,7 @@ _LOADED: dict = {}  # per worker process: teacher and corpus, reused by the shar
 
 
 def _cached(key: tuple, make):
-    """One loaded object per kind (``key[0]``: corpus, teacher), kept for the next shard."""
+    """One loaded object per kind (``key[0]``: corpus, teacher, index), kept for the next shard."""
     if key not in _LOADED:
         for old in [k for k in _LOADED if k[0] == key[0]]:
             del _LOADED[old]
@@ -182,8 +181,9 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
     started = time.monotonic()
-    index = json.loads((out / "index.json").read_text())
-    by_id = {u.id: u for u in corpus.utterances}
+    # the pass's index (every utterance of the corpus: megabytes at 960 h), read once per worker
+    index, by_id = _cached(("index", str(out)), lambda: (json.loads((out / "index.json").read_text()),
+                                                          {u.id: u for u in corpus.utterances}))
     utts = [by_id[i] for i in index["ids"][start:stop]]
     offsets, frames = index["offsets"][start:stop], index["frames"][start:stop]
     centroids = {(layer, k): torch.from_numpy(np.load(out / centroids_name(layer, k))).to(device)
@@ -274,7 +274,6 @@ def run_pass(spec: PassSpec, shards: list[tuple[int, int]], seconds: Sequence[fl
     started = time.monotonic()
 
     def finished(result: dict) -> None:
-        stats.per_shard.append(result)
         stats.seconds += result["seconds"]
         stats.shards += 1
         elapsed = time.monotonic() - started
