@@ -32,6 +32,7 @@ from raydistill.evaluate.probes import train_asr_probe, train_pr_probe, train_ut
 from raydistill.evaluate.qbe import MIN_QUERY_FRAMES, run_qbe, speech_span
 from raydistill.evaluate.speaker import train_asv_probe
 from raydistill.evaluate.upstream import Upstream, extract_features
+from raydistill.utils import log
 
 TASKS = ("pr", "sid", "ks", "ic", "asr", "asv", "qbe")
 PROBE_TASKS = ("pr", "sid")  # what the cheap evaluation at every ASHA rung runs
@@ -309,12 +310,15 @@ def evaluate_upstream(
                "asr": lambda d: _speech_recognition(d, budget, seed, device),
                "asv": lambda d: _speaker_verification(d, budget, seed, device),
                "qbe": lambda d: _query_by_example(corpus, d, upstream.num_states)}
-    for task in budget.tasks:
+    for i, task in enumerate(budget.tasks, 1):
         task_start = time.perf_counter()
         out = runners[task](data[task])
         if out:
             results |= out
             results[f"{task}_seconds"] = time.perf_counter() - task_start
+        if progress:
+            log(f"  {upstream.name}: task {i}/{len(budget.tasks)} {task} "
+                + (f"done in {results[f'{task}_seconds']:.0f}s" if out else "skipped (no data for it)"))
     if not any(key in results for key in OVERALL_SCORE_METRICS):
         raise UserError(
             f"corpus {corpus.name} supports none of the tasks {', '.join(budget.tasks)}: e.g. PR needs "

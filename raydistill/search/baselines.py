@@ -33,6 +33,7 @@ class Baselines:
                  device: str = "cpu", seed: int = 0):
         self.workdir, self.corpus, self.teacher, self.tracker = workdir, corpus, teacher, tracker
         self.budget, self.device, self.seed = budget, device, seed
+        self.run_ids: dict[str, str] = {}  # reference name -> its MLflow run (logged ones)
 
     def references(self) -> dict:
         """The FBank and teacher scores (``superb_score``'s 0 and 1000), computed once per corpus."""
@@ -63,7 +64,7 @@ class Baselines:
         log(f"scoring the {name} reference ({self.budget} evaluation)")
         upstream, params = built or self._upstream(name, student)
         scores = evaluate_upstream(upstream, self.corpus, EvalBudget.named(self.budget),
-                                   seed=self.seed, device=self.device)
+                                   seed=self.seed, device=self.device, progress=True)
         metrics = {**score_metrics(scores), "params": params}
         atomic_write_text(cache, json.dumps(metrics))
         return key, metrics
@@ -78,8 +79,9 @@ class Baselines:
         key, metrics = self.score(name, student)
         metrics = {**metrics, **score_metrics(metrics, self.references())}
         if self.tracker is not None:
-            self.tracker.log_baseline(name, key, metrics, {"corpus": self.corpus.key, "budget": self.budget,
-                                                           "teacher": self.teacher.spec, "params": metrics["params"]})
+            self.run_ids[name] = self.tracker.log_baseline(name, key, metrics, {"corpus": self.corpus.key,
+                                                                                "budget": self.budget,
+                                                                                "teacher": self.teacher.spec})
         return metrics
 
     def _upstream(self, name: str, student: Optional[dict]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raydistill.utils import log
+from raydistill.utils import Progress, log
 
 
 def _evaluate(checkpoint_dir: str, setup: dict) -> dict:
@@ -42,9 +42,13 @@ def evaluate_stopped_trials(tracker, results, setup: dict) -> int:
         return 0
     log(f"full evaluation of {len(todo)} trial(s) stopped early by ASHA, from their last checkpoint")
     task = ray.remote(num_cpus=setup["cpus_per_worker"], num_gpus=setup["gpus_per_worker"])(_evaluate)
-    refs = [task.remote(path, setup) for _, path, _ in todo]
-    for (trial_id, _, step), metrics in zip(todo, ray.get(refs)):
+    pending = {task.remote(path, setup): (trial_id, step) for trial_id, path, step in todo}
+    bar = Progress("full evaluation of stopped trials", len(todo), " trials", every_s=0)
+    while pending:  # log each trial as soon as it is scored: a long evaluation shows progress
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        trial_id, step = pending.pop(ref)
         run_id, _ = tracker.trial_run(trial_id)
-        tracker.log_metrics(run_id, metrics, step=step)
+        tracker.log_metrics(run_id, ray.get(ref), step=step)
         tracker.client.set_tag(run_id, "raydistill.evaluated", "from_last_checkpoint")
+        bar.update(1, note=f"trial {trial_id} scored")
     return len(todo)
