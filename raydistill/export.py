@@ -31,10 +31,14 @@ import yaml
 
 from raydistill.errors import UserError
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
-from raydistill.tracking.mlflow import KIND, SEARCH_ID, client_for
+from raydistill.evaluate.suite import SCORE_METRICS
+from raydistill.provenance import from_tags
+from raydistill.tracking.mlflow import EVALUATED, KIND, SEARCH_ID, STATUS, client_for, run_config, scored
 from raydistill.utils import atomic_dir, log
 
 SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
+# with SCORES first, every score and size a trial's run holds (the ``scores`` of an exported file)
+ALL_SCORES = {*SCORE_METRICS, "probe_score", "probe_pr_per", "probe_sid_acc", "params", "macs_per_second"}
 
 
 def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
@@ -80,7 +84,7 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
     query = f"tags.`{KIND}` = 'trial'" + (f" and tags.`{SEARCH_ID}` = '{search_id}'" if search_id else "")
     runs = client.search_runs([exp.experiment_id], filter_string=query,
                               order_by=["metrics.overall_score DESC"], max_results=5000)
-    runs = [r for r in runs if "overall_score" in r.data.metrics and "config_json" in r.data.params]
+    runs = [r for r in runs if scored(r) and run_config(r) is not None]
     if not runs:
         raise UserError(f"experiment {experiment!r} has no scored trials" + (f" in search {search_id}" if search_id else ""))
     top = runs[:top_k]
@@ -192,15 +196,25 @@ def _parent_params(client, run, parents: dict) -> dict:
 
 
 def _config_doc(client, run, parents: dict, uri: str, experiment: str) -> dict:
+    """One exported configuration: what ``train`` reruns, the trial's scores, where it came from
+    (``source``) and what produced it (``provenance``: code and library versions, the corpus's
+    and teacher's hashes, the search, the trial's status)."""
     search = _parent_params(client, run, parents)
+    prov = from_tags(run.data.tags)
+    prov.setdefault("corpus_key", search.get("corpus_key"))  # runs logged before provenance tags
+    prov.setdefault("teacher_key", search.get("teacher_key"))
+    prov.update(search_id=run.data.tags.get(SEARCH_ID), status=run.data.tags.get(STATUS, "unknown"),
+                scored_from_last_checkpoint=run.data.tags.get(EVALUATED) == "from_last_checkpoint")
     return {
         "corpus": search.get("corpus_spec", "embedded"),
         "teacher": search.get("teacher", "embedded"),
         "smoke": search.get("smoke") == "True",
-        "train": json.loads(run.data.params["config_json"]),
-        "scores": {k: run.data.metrics[k] for k in SCORES if k in run.data.metrics},
+        "train": run_config(run),
+        "scores": {k: run.data.metrics[k] for k in (*SCORES, *sorted(ALL_SCORES - set(SCORES)))
+                   if k in run.data.metrics},
         "source": {"mlflow_uri": uri, "experiment": experiment, "run_id": run.info.run_id,
                    "run_name": run.info.run_name, "search_id": run.data.tags.get(SEARCH_ID)},
+        "provenance": prov,
     }
 
 

@@ -55,7 +55,7 @@ def test_every_base_space_runs_one_trial_per_method(searched):
         assert LIBRISPEECH_METRICS <= set(metrics), sorted(metrics)
         assert not {"ks_acc", "ic_acc", "qbe_map"} & set(metrics)  # the space's tasks: none without labels
         # the trial ran its own file's base with its smoke section
-        config = json.loads(trial.data.params["config_json"])
+        config = json.loads(trial.data.tags["raydistill.config"])
         space = load_space(BASE / FILES[config["method"]], smoke=True)
         assert config["optim"]["max_steps"] == space.base_config().optim.max_steps
 

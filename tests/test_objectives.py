@@ -168,9 +168,8 @@ def fill_store(root: Path) -> str:
         for i, (name, (score, params, macs, status)) in enumerate(trials.items()):
             if search == "s-single" and i > 1:
                 break
-            run_id, created = tracker.trial_run(f"{search}-{i}", f"{search}-{name}",
-                                                {"optim.lr": 1e-3, "params": params,
-                                                 "config_json": json.dumps(config.to_dict(), sort_keys=True)})
+            run_id, created = tracker.trial_run(f"{search}-{i}", f"{search}-{name}", {"optim.lr": 1e-3},
+                                                config.to_dict())
             assert created
             step_metrics = {"loss": 3.0, "probe_score": score - 5, "params": params, "macs_per_second": macs}
             tracker.log_metrics(run_id, step_metrics, step=4)

@@ -5,6 +5,10 @@ Reruns what ``raydistill export`` wrote (or any hand-written file of the same fo
     corpus: embedded          # or a corpus directory
     teacher: embedded         # or raydistill:/torchaudio:/hf: spec
     train: {...}              # a TrainConfig (method, student, targets, mask, optim, ...)
+    provenance: {...}         # optional (export writes it): corpus_key and teacher_key are checked
+
+A file whose provenance names another corpus or teacher than the ones it would now run on is
+refused (``--allow-mismatch`` trains anyway): its scores would not be comparable.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from raydistill.prepare import (Workdir, check_corpus, check_teacher, default_de
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
 from raydistill.utils import log, read_yaml, stable_hash
 
-CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source"}
+CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source", "provenance"}
 
 
 @dataclass
@@ -40,6 +44,7 @@ class TrainOptions:
     cpus_per_worker: Optional[float] = None  # default 1
     gpus_per_worker: Optional[float] = None
     seed: int = 0
+    allow_mismatch: bool = False  # train even if the file's provenance names another corpus or teacher
 
     def __post_init__(self):
         self.workers = 1 if self.workers is None else self.workers
@@ -75,10 +80,25 @@ def read_config_file(path: Path) -> dict:
     return doc
 
 
+def check_provenance(doc: dict, path: Path, corpus_key: str, teacher_key: str, *, allow: bool) -> None:
+    """A UserError if the file's provenance records another corpus or teacher than these
+    (unless ``allow``: then a warning). Files without provenance are not checked."""
+    prov = doc.get("provenance") or {}
+    for what, mine in (("corpus", corpus_key), ("teacher", teacher_key)):
+        theirs = prov.get(f"{what}_key")
+        if theirs and theirs != mine:
+            message = (f"{path} was trained on {what} {theirs}, but this run's {what} is {mine}: "
+                       f"its scores are not comparable")
+            if not allow:
+                raise UserError(message + " (pass --allow-mismatch to train anyway)")
+            log(f"warning: {message} (--allow-mismatch)")
+
+
 def run_train(opts: TrainOptions) -> dict:
     from raydistill.search.baselines import Baselines
     from raydistill.search.run import connect, make_setup
     from raydistill.search.trial import make_trainer
+    from raydistill import provenance
     from raydistill.tracking.mlflow import KIND, client_for, experiment_id, log_dict_artifact, log_metrics, numeric
 
     started = time.monotonic()
@@ -92,6 +112,7 @@ def run_train(opts: TrainOptions) -> dict:
     corpus = resolve_corpus(opts.corpus or doc.get("corpus"), workdir, smoke=smoke, checked=checked_corpus)
     teacher = resolve_teacher(opts.teacher or doc.get("teacher", "embedded"), workdir, corpus, smoke=smoke,
                               device=device, checked=checked_teacher)
+    check_provenance(doc, opts.config, corpus.key, teacher.key, allow=opts.allow_mismatch)
     info = TeacherInfo.of(teacher.describe())
     store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device, distributed=True)
     run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])
@@ -100,10 +121,11 @@ def run_train(opts: TrainOptions) -> dict:
                        workdir, ray)
     baselines = Baselines(workdir, corpus, teacher, None, setup["budgets"]["full"], device=device)
     setup["references"] = baselines.references()  # superb_score's FBank (0) and teacher (1000)
+    prov = provenance.record(corpus_key=corpus.key, teacher_key=teacher.key)
     run = client.create_run(exp, run_name=f"train-{config.method}-{run_id_hash}",
-                            tags={KIND: "train", "raydistill.config_file": str(opts.config)})
+                            tags={KIND: "train", "raydistill.config_file": str(opts.config), **provenance.as_tags(prov)})
     run_id = run.info.run_id
-    client.log_param(run_id, "params", count_params(student_model(config, info)))
+    client.log_metric(run_id, "params", count_params(student_model(config, info)), step=0)
     log_dict_artifact(client, run_id, {k: v for k, v in doc.items() if k != "train"} | {"train": config.to_dict()},
                       "config.yaml")
     log(f"training {config.method} ({config.optim.max_steps} steps) on Ray Train, MLflow run {run_id}")

@@ -8,11 +8,26 @@ through one ``MlflowClient`` on the driver; trials never talk to MLflow.
 Tags: ``raydistill.kind`` = ``search`` | ``trial`` | ``baseline`` | ``train``;
 ``raydistill.baseline`` = ``teacher`` | ``random_init`` | ``fbank``;
 ``raydistill.status`` = ``completed`` | ``stopped`` (by ASHA) | ``diverged`` (loss NaN/inf;
-the reason in ``raydistill.error``) | ``error``.
+the reason in ``raydistill.error``) | ``error`` | ``lost``; ``raydistill.config``: a trial's
+full configuration (JSON; also its ``config.yaml`` artifact); ``raydistill.provenance.*``:
+code and library versions, corpus and teacher hashes (``raydistill/provenance.py``);
+``raydistill.reference.<name>``: on a search run, the id of each reference run it is compared with.
+
+What is a parameter and what is not (MLflow's comparison view makes an axis of every
+parameter the compared runs share): a trial's parameters are its searched knobs only, by
+dotted config path; the search's constants (space, corpus, teacher, objectives …) are
+parameters of the search run; sizes and scores are metrics, logged by step.
+
+MLflow's comparison view plots the knobs that differ between the compared runs (the first
+three, sorted) and one metric: the first one logged to the first run (docs/reading-a-search.md).
+So a trial run's first metric is its objective: ``overall_score`` is logged as NaN at step 0
+when the run opens, and its real value at the trial's last step. Whether a trial is scored is
+therefore ``scored(run)`` (a finite score), not whether the key exists.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -27,6 +42,10 @@ KIND, SEARCH_ID, TRIAL_ID, BASELINE, STATUS, KEY = (
     "raydistill.status", "raydistill.key",
 )
 CHECKPOINT = "raydistill.checkpoint"
+CONFIG = "raydistill.config"
+EVALUATED = "raydistill.evaluated"  # "from_last_checkpoint": a stopped trial scored afterwards
+REFERENCE = "raydistill.reference."  # + teacher | fbank | random_init, on the search run
+MAX_TAG = 7500  # MLflow refuses longer tag values (8000 characters in its SQL store)
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 # Training-curve and score metrics a trial result may carry (Tune adds many internal keys).
@@ -94,6 +113,8 @@ class SearchTracker:
         self.experiment_name = experiment
         self.search_id = search_id
         self.parent: Optional[str] = None
+        self.provenance: dict = {}  # raydistill.provenance.record(): tagged on every run it opens
+        self.objective = "overall_score"  # a trial run's first metric (the comparison view's metric axis)
         self._trial_runs: dict[str, str] = {}
 
     def __getstate__(self):  # the Tune callback holding us is pickled with the tuner (resume)
@@ -106,36 +127,60 @@ class SearchTracker:
         self.client = client_for(self.uri)
 
     # ------------------------------------------------------------------ search (parent) run
-    def start_search(self, run_name: str, params: dict, space_file: Optional[Path] = None) -> str:
+    def start_search(self, run_name: str, params: dict, space_file: Optional[Path] = None, *,
+                     provenance: Optional[dict] = None, artifacts: Optional[dict] = None) -> str:
+        """Open (or, resumed, re-attach to) the search run. ``artifacts``: {file name: data}
+        written as YAML/JSON beside the space file."""
+        from raydistill.provenance import as_tags
+
+        self.provenance = dict(provenance or {})
         run = find_run(self.client, self.experiment, {KIND: "search", SEARCH_ID: self.search_id})
         if run is None:
             run = self.client.create_run(self.experiment, run_name=run_name,
-                                         tags={KIND: "search", SEARCH_ID: self.search_id})
+                                         tags={KIND: "search", SEARCH_ID: self.search_id, **as_tags(self.provenance)})
             self.client.log_batch(run.info.run_id, params=_params(params))
             if space_file is not None:
                 self.client.log_artifact(run.info.run_id, str(space_file))
+            for name, data in (artifacts or {}).items():
+                log_dict_artifact(self.client, run.info.run_id, data, name)
         elif run.info.status != "RUNNING":
             self.client.update_run(run.info.run_id, status="RUNNING")
         self.parent = run.info.run_id
         return self.parent
+
+    def link_references(self, run_ids: dict[str, str]) -> None:
+        """Tag the search run with the reference runs it is compared with (they are shared by
+        every search of the experiment on the same corpus and teacher, so not nested under one)."""
+        self.client.log_batch(self.parent, tags=_tags({REFERENCE + name: rid for name, rid in run_ids.items()}))
 
     def end_search(self, metrics: dict, status: str = "FINISHED") -> None:
         self.client.log_batch(self.parent, metrics=_metrics(numeric(metrics, tuple(metrics))))
         self.client.set_terminated(self.parent, status=status)
 
     # ------------------------------------------------------------------ trial (child) runs
-    def trial_run(self, trial_id: str, run_name: str = "", params: Optional[dict] = None) -> tuple[str, bool]:
-        """(run id, created) of a trial's child run: found by tags if it exists (resume), else created."""
+    def trial_run(self, trial_id: str, run_name: str = "", params: Optional[dict] = None,
+                  config: Optional[dict] = None) -> tuple[str, bool]:
+        """(run id, created) of a trial's child run: found by tags if it exists (resume), else
+        created with ``params`` (its knobs) and its full ``config`` as a tag and an artifact."""
+        from raydistill.provenance import as_tags
+
         if trial_id in self._trial_runs:
             return self._trial_runs[trial_id], False
         tags = {KIND: "trial", SEARCH_ID: self.search_id, TRIAL_ID: trial_id}
         run = find_run(self.client, self.experiment, tags)
         created = run is None
         if created:
-            run = self.client.create_run(self.experiment, run_name=run_name or trial_id,
-                                         tags={**tags, PARENT: self.parent})
+            extra = {PARENT: self.parent, **as_tags(self.provenance)}
+            if config is not None:
+                text = json.dumps(config, sort_keys=True)
+                if len(text) <= MAX_TAG:
+                    extra[CONFIG] = text
+            run = self.client.create_run(self.experiment, run_name=run_name or trial_id, tags={**tags, **extra})
+            self.client.log_batch(run.info.run_id, metrics=_metrics({self.objective: math.nan}, 0))  # see above
             if params:
                 self.client.log_batch(run.info.run_id, params=_params(params))
+            if config is not None:
+                log_dict_artifact(self.client, run.info.run_id, config, "config.yaml")
         self._trial_runs[trial_id] = run.info.run_id
         return run.info.run_id, created
 
@@ -171,14 +216,30 @@ class SearchTracker:
     # ------------------------------------------------------------------ baselines
     def log_baseline(self, name: str, key: str, metrics: dict, params: dict) -> str:
         """A reference run (teacher / random_init / fbank), once per experiment and key."""
+        from raydistill.provenance import as_tags
+
         tags = {KIND: "baseline", BASELINE: name, KEY: key}
         run = find_run(self.client, self.experiment, tags)
         if run is not None:
             return run.info.run_id
-        run = self.client.create_run(self.experiment, run_name=f"baseline-{name}", tags=tags)
+        prov = {k: v for k, v in self.provenance.items() if k != "search_id"}  # shared by searches
+        run = self.client.create_run(self.experiment, run_name=f"baseline-{name}", tags={**tags, **as_tags(prov)})
         self.client.log_batch(run.info.run_id, metrics=_metrics(numeric(metrics)), params=_params(params))
         self.client.set_terminated(run.info.run_id)
         return run.info.run_id
+
+
+def scored(run, metric: str = "overall_score") -> bool:
+    """Whether a run holds a finite ``metric`` (trial runs open with a NaN ``overall_score``)."""
+    value = run.data.metrics.get(metric)
+    return value is not None and math.isfinite(value)
+
+
+def run_config(run) -> Optional[dict]:
+    """A trial run's full configuration: its ``raydistill.config`` tag (runs logged before the
+    tag existed: their ``config_json`` parameter)."""
+    text = run.data.tags.get(CONFIG) or run.data.params.get("config_json")
+    return json.loads(text) if text else None
 
 
 def log_metrics(client, run_id: str, metrics: dict, step: Optional[int] = None) -> None:

@@ -6,14 +6,15 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from raydistill.tracking.mlflow import SearchTracker, log_dict_artifact
+from raydistill.tracking.mlflow import SearchTracker
 
 
 class MlflowTrialCallback(Callback):
     """Child run per trial: sampled values as params, learning curve and scores as metrics.
 
-    ``describe(values) -> (run_name, extra_params, full_config_dict)`` derives the readable
-    run name, the student's parameter count and the full configuration from the sampled values.
+    ``describe(values) -> (run_name, size_metrics, full_config_dict)`` derives the readable
+    run name, the student's size (logged at step 0, before its first result) and the full
+    configuration (a tag and a ``config.yaml`` artifact, not a parameter) from the sampled values.
     """
 
     def __init__(self, tracker: SearchTracker, describe: Callable[[dict], tuple[str, dict, dict]]):
@@ -24,10 +25,10 @@ class MlflowTrialCallback(Callback):
     def _run(self, trial) -> str:
         if trial.trial_id not in self._described:
             self._described[trial.trial_id] = self.describe(dict(trial.config))
-        name, extra, config = self._described[trial.trial_id]
-        run_id, created = self.tracker.trial_run(trial.trial_id, name, {**trial.config, **extra})
+        name, size, config = self._described[trial.trial_id]
+        run_id, created = self.tracker.trial_run(trial.trial_id, name, dict(trial.config), config)
         if created:
-            log_dict_artifact(self.tracker.client, run_id, config, "config.yaml")
+            self.tracker.log_metrics(run_id, size, step=0)
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
