@@ -21,6 +21,7 @@ EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
   raydistill search --space search_spaces/dice.yaml          # a real search: ~45 min on 2 CPU cores the first time
   raydistill search --space search_spaces/dice.yaml --smoke  # the same, tiny (a few minutes)
+  raydistill report --experiment raydistill                  # leaderboard (and --out DIR: the report)
   raydistill export --experiment raydistill --out exported   # best configs + student checkpoint
   raydistill train --config exported/best.yaml               # rerun an exported configuration
 """
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where trials read the teacher's features and logits: auto (default) caches them when "
                         "they fit the budget and else runs the teacher in every trial; cached refuses what does "
                         "not fit; live always runs it in the trials (units are cached either way)")
+    p.add_argument("--warm-start", metavar="SEARCH_ID[,SEARCH_ID...]",
+                   help="start Optuna from the scored trials of earlier searches in this experiment (same corpus "
+                        "and teacher; trials whose configuration this space does not give are left out); their "
+                        "runs are not copied into this search's")
     _common_run_flags(p)
 
     p = sub.add_parser("plan", help="what a search will cache and compute, before anything runs",
@@ -118,7 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one configuration (e.g. an exported one) on Ray Train",
                        description="Rerun one configuration file (as written by `raydistill export`).")
     p.add_argument("--config", type=Path, required=True, help="configuration YAML (corpus, teacher, train)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="train even if the corpus or teacher differs from the one the file's provenance records "
+                        "(by default such a file is refused)")
     _common_run_flags(p)
+
+    p = sub.add_parser("report", help="a search's leaderboard in the terminal, and its report (figures, table)",
+                       description="Print a search's trials sorted by its objective, with their status and the "
+                                   "reference runs (works while the search runs). --out DIR also writes the "
+                                   "report there (trials.csv, importances.json, figures/*.png, report.html); "
+                                   "--log rebuilds it on the search's MLflow run (a search writes it at its end).")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"), help="where the default MLflow store is")
+    p.add_argument("--experiment", default="raydistill")
+    p.add_argument("--search", help="the search id (default: the experiment's latest search)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="the leaderboard's format (default table)")
+    p.add_argument("--out", type=Path, help="write the full report into this directory (created; must be empty)")
+    p.add_argument("--log", action="store_true", help="(re)write the report on the search's MLflow run")
 
     p = sub.add_parser("export", help="write the best configurations and student of an experiment",
                        description="Export the best trial's configuration (rerunnable with `raydistill train`), "
@@ -258,7 +280,7 @@ def _dispatch(args) -> Optional[dict]:
             teacher=args.teacher or "embedded", smoke=bool(args.smoke), name=args.name, resume=args.resume,
             seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
             objectives=args.objectives, final_suite=args.final_suite, max_failures=args.max_failures,
-            cache_budget=args.cache_budget, teacher_features=args.teacher_features,
+            cache_budget=args.cache_budget, teacher_features=args.teacher_features, warm_start=args.warm_start,
         ))
         return None  # run_search printed its summary
     if args.command == "plan":
@@ -270,7 +292,10 @@ def _dispatch(args) -> Optional[dict]:
             config=args.config, workdir=args.workdir, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
             address=args.address, smoke=args.smoke, corpus=args.corpus, teacher=args.teacher, workers=args.workers,
             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, seed=args.seed,
+            allow_mismatch=args.allow_mismatch,
         ))
+    if args.command == "report":
+        return _report(args)
     if args.command == "convert":
         from raydistill.convert import convert
 
@@ -320,11 +345,60 @@ def _plan(args) -> Optional[dict]:
     return None
 
 
+def _report(args) -> None:
+    """The leaderboard on stdout; with --out / --log, the report too."""
+    import tempfile
+
+    from raydistill.report import build_report, log_report
+    from raydistill.report.collect import collect
+    from raydistill.report.leaderboard import render
+
+    if args.out is not None:
+        _check_out(args.out)
+        if args.out.exists() and any(args.out.iterdir()):
+            raise UserError(f"--out {args.out} is not empty: choose another directory")
+    uri = _store_uri(args)
+    from raydistill.tracking.mlflow import client_for
+
+    client = client_for(uri, create=False)
+    exp = client.get_experiment_by_name(args.experiment)
+    if exp is None:
+        raise UserError(f"no experiment named {args.experiment!r} in {uri}")
+    if args.out is None and not args.log:
+        sys.stdout.write(render(collect(client, exp.experiment_id, args.search), args.format))
+        return None
+    with tempfile.TemporaryDirectory(prefix="raydistill-report-") as tmp:
+        report = build_report(client, exp.experiment_id, args.search, args.out or Path(tmp))
+        if args.log:
+            log_report(client, report)
+    sys.stdout.write(render(report.data, args.format))
+    if args.out is not None:
+        print(f"report written to {args.out} in {report.seconds:.1f}s (open {args.out / 'report.html'})",
+              file=sys.stderr)
+    return None
+
+
+def _store_uri(args) -> str:
+    """The MLflow store ``--mlflow-uri`` / ``--workdir`` name, checked to exist before it is
+    opened (opening a SQLite URI creates the database)."""
+    from raydistill.prepare import Workdir, check_mlflow_uri
+
+    if not args.experiment.strip():
+        raise UserError("--experiment must not be empty")
+    if getattr(args, "search", None) is not None and not args.search.strip():
+        raise UserError("--search must not be empty")
+    if args.mlflow_uri:
+        check_mlflow_uri(args.mlflow_uri, existing=True)
+        return args.mlflow_uri
+    workdir = Workdir(args.workdir).check()
+    if not (workdir.root / "mlflow.db").is_file():
+        raise UserError(f"no MLflow store at {workdir.mlflow_uri}: pass --mlflow-uri or the --workdir of your search")
+    return workdir.mlflow_uri
+
+
 def _check_export(args) -> str:
     """Every export flag and the MLflow store they name, before the store is opened (opening a
     SQLite URI creates the database); the store's URI."""
-    from raydistill.prepare import Workdir, check_mlflow_uri
-
     if args.objectives is not None:
         from raydistill.search.objectives import parse_objectives
 
@@ -333,18 +407,8 @@ def _check_export(args) -> str:
         parse_objectives(args.objectives, "--objectives")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, found {args.top}")
-    if not args.experiment.strip():
-        raise UserError("--experiment must not be empty")
-    if args.search is not None and not args.search.strip():
-        raise UserError("--search must not be empty")
     _check_out(args.out)
-    if args.mlflow_uri:
-        check_mlflow_uri(args.mlflow_uri, existing=True)
-        return args.mlflow_uri
-    workdir = Workdir(args.workdir).check()
-    if not (workdir.root / "mlflow.db").is_file():
-        raise UserError(f"no MLflow store at {workdir.mlflow_uri}: pass --mlflow-uri or the --workdir of your search")
-    return workdir.mlflow_uri
+    return _store_uri(args)
 
 
 def _check_out(path: Path) -> None:

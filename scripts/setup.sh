@@ -4,26 +4,32 @@
 # when nothing changed (a stamp records what was installed).
 #
 #   scripts/setup.sh            # runtime (CPU faiss)
-#   scripts/setup.sh test       # + test dependencies (pytest, transformers)
+#   scripts/setup.sh test       # + test dependencies (pytest, transformers, selenium) and
+#                               #   Debian's chromium + chromium-driver for the MLflow UI browser test
 #   scripts/setup.sh bench      # + what bench/ compares against (scikit-learn)
 #   scripts/setup.sh gpu        # faiss-gpu instead of faiss-cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="cpu"
+browser=0
 for arg in "$@"; do
   case "$arg" in
-    test) extras="$extras,test" ;;
+    test) extras="$extras,test"; browser=1 ;;
     bench) extras="$extras,bench" ;;
     gpu) extras="${extras/cpu/gpu}" ;;
     *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu)" >&2; exit 2 ;;
   esac
 done
 
-# 1. System packages: the synthesiser of the embedded corpus.
+# 1. System packages: the synthesiser of the embedded corpus (and, for the tests, a browser).
 missing=()
 for pkg in espeak-ng flite sox; do
   command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+if ((browser)); then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 if ((${#missing[@]})); then
   echo "[setup] installing ${missing[*]} with apt-get" >&2
   sudo=""

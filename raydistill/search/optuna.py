@@ -18,6 +18,10 @@ only finished trials shape its Pareto ranking. Single-objective behaviour is unc
 A composed search space names its parameters ``<method>:<path>`` for Optuna (each method its own
 range); ``to_config`` (``SearchSpace.trial_values``) turns a suggestion back into config paths, so
 a trial's config, and what MLflow logs of it, reads ``optim.lr`` whatever the method.
+
+Warm start: ``warm_trials`` (finished Optuna trials rebuilt from earlier searches' MLflow
+runs) are added to the new study before its first suggestion, so TPE's start-up trials are
+the earlier ones rather than random samples.
 """
 
 from __future__ import annotations
@@ -28,10 +32,16 @@ from ray.tune.search.optuna import OptunaSearch
 
 
 class ProbeAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args, intermediate_metric: str, to_config=None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, intermediate_metric: str, to_config=None, warm_trials=(), **kwargs):
         self._intermediate = intermediate_metric
         self._to_config = to_config
+        self._warm_trials = list(warm_trials)  # scored trials of earlier searches (search/warmstart.py)
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        if self._warm_trials and not self._ot_study.trials:  # a fresh study: TPE learns from them first
+            self._ot_study.add_trials(self._warm_trials)
 
     def suggest(self, trial_id: str):
         values = super().suggest(trial_id)

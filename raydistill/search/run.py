@@ -19,7 +19,6 @@ Order of work, cheapest checks first so bad input fails in seconds:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import re
@@ -30,8 +29,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo, student_model
-from raydistill.models.hubert import count_params
+from raydistill.methods import TeacherInfo
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.prepare import (Workdir, check_corpus, check_mlflow_uri, check_teacher, default_device, ensure_targets,
@@ -40,7 +38,7 @@ from raydistill.search.objectives import format_objectives, parse_objectives, re
 from raydistill.search.plan import parse_bytes
 from raydistill.search.space import SearchSpace, load_space
 from raydistill.targets.store import store_root
-from raydistill.search.trial import DRIVER_MEMORY, trial_config, trial_driver
+from raydistill.search.trial import DRIVER_MEMORY, student_size, trial_config, trial_driver
 from raydistill.teacher.sources import Teacher
 from raydistill.utils import log, stable_hash
 
@@ -57,6 +55,7 @@ class Checked(NamedTuple):
     corpus: Optional[Corpus]  # None: the embedded corpus (synthesised later)
     teacher: Optional[Teacher]  # None: the embedded teacher (pretrained later)
     features: Optional[str]  # "cached" | "live": where trials read the teacher's features (None: decided later)
+    warm: dict  # --warm-start: {search id: its MLflow search run}
 
 
 @dataclass
@@ -84,6 +83,7 @@ class SearchOptions:
     final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
     cache_budget: Optional[str] = None  # most disk the teacher cache may take ("500G"); default: the free space
     teacher_features: str = "auto"  # auto | cached | live (search/plan.py: choose_teacher_features)
+    warm_start: Optional[str] = None  # "ID[,ID...]": earlier searches whose scored trials seed Optuna
 
     def validate(self) -> Checked:
         """Every check of the options and of the files they name, writing nothing and starting
@@ -123,7 +123,26 @@ class SearchOptions:
         if corpus is not None:  # the cache's size is known now: switch to live or refuse before writing anything
             features = self.choose_features(space, infos[0], corpus, teacher.key if teacher else None)
         check_services(self)
-        return Checked(space, objectives, search_id, corpus, teacher, features)
+        return Checked(space, objectives, search_id, corpus, teacher, features, self.check_warm_start())
+
+    def check_warm_start(self) -> dict:
+        """The earlier searches ``--warm-start`` names, found in this experiment (read only)."""
+        if self.warm_start is None:
+            return {}
+        from raydistill.search.warmstart import earlier_searches, parse_ids
+        from raydistill.tracking.mlflow import client_for
+
+        ids = parse_ids(self.warm_start, NAME)
+        if self.resume:
+            raise UserError("--warm-start starts a new search; a resumed one keeps the study it had (drop --warm-start)")
+        uri = self.mlflow_uri or Workdir(self.workdir).mlflow_uri
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+            raise UserError(f"--warm-start: no MLflow store at {uri} (no earlier search to start from)")
+        client = client_for(uri, create=False)
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            raise UserError(f"--warm-start: no experiment named {self.experiment!r} in {uri}")
+        return earlier_searches(client, exp.experiment_id, self.experiment, ids)
 
     def choose_features(self, space: SearchSpace, info: TeacherInfo, corpus: Corpus,
                         teacher_key: Optional[str]) -> str:
@@ -197,7 +216,7 @@ def masks_teacher(space: SearchSpace) -> bool:
 
 def run_search(opts: SearchOptions) -> dict:
     started = time.monotonic()
-    space, objectives, search_id, checked_corpus, checked_teacher, features = opts.validate()  # nothing written before
+    space, objectives, search_id, checked_corpus, checked_teacher, features, warm = opts.validate()  # nothing written before
     workdir = Workdir(opts.workdir).check_writable()
     from raydistill.tracking.mlflow import SearchTracker
 
@@ -215,6 +234,12 @@ def run_search(opts: SearchOptions) -> dict:
         features = opts.choose_features(space, TeacherInfo.of(teacher.describe()), corpus, teacher.key)
     if features == "live":
         space = space.with_base({"teacher_features": "live"})
+    warm_trials = []
+    if warm:  # refused before anything of this search is written
+        from raydistill.search.warmstart import check_same_data, warm_trials as rebuild
+
+        check_same_data(warm, corpus.key, teacher.key)
+        warm_trials = rebuild(tracker.client, tracker.experiment, warm, space, objectives)
     # the teacher pass runs where the trials will: on GPUs when they ask for them (an autoscaling
     # cluster may have none yet), else where the cluster has them
     gpus = opts.gpus_per_worker > 0 if opts.gpus_per_worker is not None else None
@@ -225,25 +250,32 @@ def run_search(opts: SearchOptions) -> dict:
         budgets["full"] += ":" + ",".join(space.tasks)
     prep_seconds = time.monotonic() - started
 
+    from raydistill import provenance
+
     tracker.start_search(search_id, {
         "space": str(opts.space), "method": ",".join(space.methods()), "trials": opts.trials, "smoke": opts.smoke,
         "teacher": teacher.spec, "teacher_key": teacher.key, "corpus_spec": opts.corpus or "embedded",
         "corpus": str(corpus.root), "corpus_key": corpus.key,
         "workers": opts.workers, "seed": opts.seed, "objectives": format_objectives(objectives),
-        "teacher_features": features,
-    }, space_file=Path(opts.space))
+        "teacher_features": features, "budget": budgets["full"],
+        **({"warm_start": ",".join(warm), "warm_start_trials": len(warm_trials)} if warm else {}),
+    }, space_file=Path(opts.space),
+        provenance=provenance.record(corpus_key=corpus.key, teacher_key=teacher.key, search_id=search_id),
+        artifacts={"search_space.yaml": space.describe(), "base.yaml": space.base})
     try:
         from raydistill.search.baselines import Baselines
         from raydistill.search.posteval import evaluate_stopped_trials
 
         baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
         summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri, "objectives": objectives,
+                   "experiment_id": tracker.experiment,
                    "teacher": baselines.log("teacher"), "fbank": baselines.log("fbank")}
+        tracker.link_references(baselines.run_ids)
         setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
         setup["method_bases"] = space.method_bases
         setup["references"] = baselines.references()
         tune_started = time.monotonic()
-        results = _tune(opts, space, setup, tracker, workdir, search_id, objectives)
+        results = _tune(opts, space, setup, tracker, workdir, search_id, objectives, warm_trials)
         tune_seconds = time.monotonic() - tune_started
         if interrupted(results, trials):
             raise KeyboardInterrupt  # Tune caught Ctrl-C and saved its state; --resume continues
@@ -252,9 +284,10 @@ def run_search(opts: SearchOptions) -> dict:
             log(f"{lost} trial run(s) of a killed driver were never restored by Tune: marked lost in MLflow")
         evaluate_stopped_trials(tracker, results, setup)
         best = best_trial(tracker, search_id)
-        if best is not None and best.get("config_json"):
+        if best is not None and best.get("config"):
             summary["best"] = best
-            summary["random_init"] = baselines.log("random_init", student=json.loads(best["config_json"]))
+            summary["random_init"] = baselines.log("random_init", student=best["config"])
+            tracker.link_references(baselines.run_ids)
     except BaseException:
         tracker.end_search({}, status="KILLED")  # --resume continues it
         raise
@@ -263,8 +296,32 @@ def run_search(opts: SearchOptions) -> dict:
     tracker.end_search({"best_overall_score": (best or {}).get("overall_score", float("nan")),
                         "wall_seconds": summary["wall_seconds"], "prep_seconds": prep_seconds,
                         "tune_seconds": tune_seconds})
+    summary["report_seconds"] = write_report(tracker, search_id)
     print_summary(summary, uri)
     return summary
+
+
+def write_report(tracker, search_id: str) -> Optional[float]:
+    """The search report on the search's MLflow run (``raydistill/report``): seconds it took, or
+    None if it failed. The search's results are in MLflow either way, and ``raydistill report
+    --log`` rebuilds it, so a failure here is reported, not raised."""
+    from raydistill.report import build_report, log_report
+
+    started = time.monotonic()
+    log(f"writing the search report of {search_id} to its MLflow run")
+    try:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="raydistill-report-") as tmp:
+            report = build_report(tracker.client, tracker.experiment, search_id, Path(tmp))
+            log_report(tracker.client, report)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log(f"the search report failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+            f"rebuild it with: raydistill report --search {search_id} --log")
+        return None
+    seconds = time.monotonic() - started
+    log(f"search report written in {seconds:.1f}s")
+    return round(seconds, 1)
 
 
 def _search_id(workdir: Workdir, opts: SearchOptions) -> str:
@@ -406,7 +463,7 @@ def _max_concurrent(opts: SearchOptions, setup: dict, resources: dict) -> int:
 
 
 def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir: Workdir, search_id: str,
-          objectives: dict):
+          objectives: dict, warm_trials: list = ()):
     import optuna
     import ray
     from ray import tune
@@ -418,10 +475,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
     def describe(values: dict) -> tuple[str, dict, dict]:
         config = trial_config(setup, values)
         name = f"{config.method}-{student_name(config)}-{stable_hash(values, 6)}"
-        model = student_model(config, TeacherInfo.of(setup["teacher"]))
-        extra = {"method": config.method, "params": count_params(model),
-                 "config_json": json.dumps(config.to_dict(), sort_keys=True)}
-        return name, extra, config.to_dict()
+        return name, student_size(config, setup["teacher"]), config.to_dict()
 
     # The searcher's metric (overall_score) arrives only with a trial's last result, by design:
     # a trial ASHA stops never reports it and Optuna records it as pruned. Tune's strict check
@@ -456,6 +510,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
             storage=optuna.storages.RDBStorage(workdir.optuna_uri), study_name=search_id,
             # a space whose method is a parameter (all.yaml) runs every method once first
             points_to_evaluate=space.initial_points(opts.trials) or None,
+            warm_trials=warm_trials,
         )
         # ASHA compares only probe_score and works the same whatever the searcher's objectives,
         # so it stays on for multi-objective searches too (Optuna gets no intermediate values
@@ -486,18 +541,24 @@ def interrupted(results, trials: int) -> bool:
 
 def best_trial(tracker, search_id: str) -> Optional[dict]:
     """The trial run of this search with the highest overall_score (from MLflow)."""
-    from raydistill.tracking.mlflow import KIND, SEARCH_ID
+    from raydistill.tracking.mlflow import KIND, SEARCH_ID, run_config, scored
 
     runs = tracker.client.search_runs(
         [tracker.experiment], filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{search_id}'",
         order_by=["metrics.overall_score DESC"], max_results=1000,
     )
-    runs = [r for r in runs if "overall_score" in r.data.metrics]
+    runs = [r for r in runs if scored(r)]
     if not runs:
         return None
     r = runs[0]
     return {"run_id": r.info.run_id, "run_name": r.info.run_name, **r.data.metrics,
-            "params": r.data.params.get("params"), "config_json": r.data.params.get("config_json")}
+            "params": int(r.data.metrics["params"]) if "params" in r.data.metrics else "?",
+            "config": run_config(r)}
+
+
+def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's runs table of an experiment (its bare experiment URL opens an overview page)."""
+    return f"{host}/#/experiments/{experiment_id}/runs"
 
 
 def print_summary(summary: dict, uri: str) -> None:
@@ -522,8 +583,12 @@ def print_summary(summary: dict, uri: str) -> None:
         f"  random init  {fmt(summary.get('random_init'))}",
         f"  fbank        {fmt(summary.get('fbank'))}",
         "",
-        "compare trials in MLflow (experiment "
-        f"'{summary['experiment']}'):  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        f"leaderboard and report:  raydistill report --mlflow-uri {uri} --experiment {summary['experiment']} "
+        f"--search {summary['search_id']}"
+        + (f"  (report written in {summary['report_seconds']:.0f}s)" if summary.get("report_seconds") is not None else ""),
+        f"compare trials in MLflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        f"  then open {ui_url(summary.get('experiment_id', '0'))}  (the search run expands to its trials; "
+        "its artifacts hold report/report.html)",
         f"export the best configuration:  raydistill export --mlflow-uri {uri} --experiment {summary['experiment']} --out exported",
     ]
     objectives = summary.get("objectives") or {}

@@ -102,6 +102,29 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1, step))
         return None
 
+    def distribution(self):
+        """This parameter's Optuna distribution (what ``suggest`` samples from)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "float":
+            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return CategoricalDistribution(list(self.choices))
+
+    def parse(self, text: str) -> Any:
+        """The value MLflow logged as ``text`` (``str(value)``), if this parameter can take it;
+        else a ValueError."""
+        if self.type == "categorical":
+            matches = [c for c in self.choices if str(c) == text]
+            if not matches:
+                raise ValueError(f"{text!r} is not one of {list(self.choices)}")
+            return matches[0]
+        value = float(text) if self.type == "float" else int(text)
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{text} is outside [{self.low}, {self.high}]")
+        return value
+
     def suggest(self, trial) -> Any:
         """Sample with an ``optuna.Trial``."""
         if self.type == "float":
@@ -158,6 +181,41 @@ class SearchSpace:
         one method's parameters only, so no two of its values share a path."""
         paths = {p.name: p.path for p in self.params}
         return {paths.get(name, name): value for name, value in values.items()}
+
+    def optuna_values(self, logged: dict[str, str]) -> Optional[dict[str, Any]]:
+        """The Optuna values (by Optuna name) that give a trial the knob values ``logged`` (by
+        config path, as MLflow strings), walking the parameters in order like :meth:`sample`;
+        None if this space cannot give them (a value out of range, a knob it does not sample,
+        one it would sample missing)."""
+        chosen: dict[str, Any] = {}
+        used = set()
+        for p in self.params:
+            if not _active(p, chosen):
+                continue
+            if p.path not in logged:
+                return None
+            try:
+                chosen[p.name] = p.parse(str(logged[p.path]))
+            except ValueError:
+                return None
+            used.add(p.path)
+        return chosen if used == set(logged) else None
+
+    def distributions(self, values: dict[str, Any]) -> dict:
+        """The Optuna distributions of the parameters named in ``values``."""
+        return {p.name: p.distribution() for p in self.params if p.name in values}
+
+    def describe(self) -> dict:
+        """The space as plain data (the search run's ``search_space.yaml``): its methods,
+        objectives and parameters, from which the report rebuilds each Optuna distribution."""
+        params = []
+        for p in self.params:
+            d = {k: v for k, v in dataclasses.asdict(p).items() if v is not None and v is not False}
+            d.update(choices=list(p.choices)) if p.choices is not None else None
+            if p.when:
+                d["when"] = {k: list(v) for k, v in p.when.items()}
+            params.append(d)
+        return {"path": self.path, "methods": self.methods(), "objectives": dict(self.objectives), "params": params}
 
     def sample_for_ray(self, trial) -> None:
         """The define-by-run function for Ray's OptunaSearch (it records what was suggested)."""
