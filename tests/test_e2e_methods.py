@@ -77,6 +77,17 @@ def test_all_methods_from_one_space_and_an_export_reruns(workdir, tmp_path, caps
         ["dicehubert", "kd", "star", "armhubert", "distilhubert"])  # every method once, first
     assert "optim.lr" in trials[0].data.params and not [k for t in trials for k in t.data.params if ":" in k]
     assert all(math.isfinite(t.data.metrics["overall_score"]) for t in trials)
+    # the report of a multi-method search compares the methods (and its table names each trial's)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    parent = client.get_run(trials[0].data.tags["mlflow.parentRunId"])
+    figures = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(parent.info.run_id, "report/figures")}
+    assert {"history.png", "methods.png", "pareto.png"} <= figures, figures
+    capsys.readouterr()
+    assert main(["report", "--workdir", str(workdir), "--experiment", "all", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["method"] for r in rows if r["kind"] == "trial") == sorted(t.data.params["method"] for t in trials)
     out = tmp_path / "exported"
     assert main(["export", "--workdir", str(workdir), "--experiment", "all", "--out", str(out), "--top", "5"]) == 0
     board = json.loads((out / "leaderboard.json").read_text())

@@ -54,7 +54,7 @@ def build_report(client, experiment_id: str, search_id: Optional[str], out: Path
     top = _most_important(report.importances)
     draw = {
         "history": lambda p: fig.history(data, p),
-        "importance": lambda p: fig.importance(report.importances, p),
+        "importance": lambda p: fig.importance(report.importances, p, len(in_memory.trials)),
         "parallel": lambda p: fig.optuna_plot("parallel", in_memory, p, top),
         "slice": lambda p: fig.optuna_plot("slice", in_memory, p, top),
         "curves": lambda p: fig.curves(data, p),

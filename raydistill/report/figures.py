@@ -73,7 +73,7 @@ def history(data: SearchData, path: Path) -> Path:
     return _save(fig, path)
 
 
-def importance(scores: dict, path: Path) -> Path:
+def importance(scores: dict, path: Path, trials: int) -> Path:
     plt = _pyplot()
     ok = {k: v for k, v in scores.items() if isinstance(v, dict) and v}
     if not ok:
@@ -83,7 +83,7 @@ def importance(scores: dict, path: Path) -> Path:
     for ax, (evaluator, values) in zip(axes[0], ok.items()):
         names = list(values)[::-1]
         ax.barh(names, [values[n] for n in names], color="C0")
-        ax.set_title(evaluator)
+        ax.set_title(f"{evaluator} ({trials} scored trials)")
         ax.set_xlabel("importance (sums to 1)")
     return _save(fig, path)
 

@@ -39,7 +39,7 @@ from typing import Optional
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo
 from raydistill.search.space import SearchSpace
-from raydistill.targets.store import KMEANS_POINTS, LOGITS, TeacherNeeds
+from raydistill.targets.store import KMEANS_POINTS, TeacherNeeds
 
 FRAMES_PER_SECOND = 50
 LIBRISPEECH_MEAN_SECONDS = 12.3  # mean utterance of LibriSpeech-960 (train), used with --hours

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,8 +311,6 @@ def write_report(tracker, search_id: str) -> Optional[float]:
     started = time.monotonic()
     log(f"writing the search report of {search_id} to its MLflow run")
     try:
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="raydistill-report-") as tmp:
             report = build_report(tracker.client, tracker.experiment, search_id, Path(tmp))
             log_report(tracker.client, report)

@@ -211,7 +211,8 @@ class SearchSpace:
         params = []
         for p in self.params:
             d = {k: v for k, v in dataclasses.asdict(p).items() if v is not None and v is not False}
-            d.update(choices=list(p.choices)) if p.choices is not None else None
+            if p.choices is not None:
+                d["choices"] = list(p.choices)
             if p.when:
                 d["when"] = {k: list(v) for k, v in p.when.items()}
             params.append(d)
