@@ -154,6 +154,8 @@ def methods(data: SearchData, path: Path) -> Path:
 
 
 def pareto(data: SearchData, path: Path) -> Path:
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
     from raydistill.export import pareto_front
 
     plt = _pyplot()
@@ -175,6 +177,9 @@ def pareto(data: SearchData, path: Path) -> Path:
                 ax.scatter([ref[cost]], [ref[name]], marker="*", s=120,
                            color=REFERENCE_STYLE.get(ref["run_name"], "k"), label=ref["run_name"], zorder=5)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 100k 200k 500k 1M: a log axis's
+        ax.xaxis.set_major_formatter(EngFormatter())  # own minor labels overlap on a short range
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel(name)
         ax.legend(fontsize=8)
