@@ -53,6 +53,14 @@ def _common_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _store_flags(p: argparse.ArgumentParser, *, search_help: str) -> None:
+    """The flags that name an existing MLflow store, experiment and search (read by ``_store_uri``)."""
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"), help="where the default MLflow store is")
+    p.add_argument("--experiment", default="raydistill")
+    p.add_argument("--search", help=search_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raydistill",
@@ -133,10 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "reference runs (works while the search runs). --out DIR also writes the "
                                    "report there (trials.csv, importances.json, figures/*.png, report.html); "
                                    "--log rebuilds it on the search's MLflow run (a search writes it at its end).")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
-    p.add_argument("--workdir", type=Path, default=Path("runs"), help="where the default MLflow store is")
-    p.add_argument("--experiment", default="raydistill")
-    p.add_argument("--search", help="the search id (default: the experiment's latest search)")
+    _store_flags(p, search_help="the search id (default: the experiment's latest search)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="the leaderboard's format (default table)")
     p.add_argument("--out", type=Path, help="write the full report into this directory (created; must be empty)")
@@ -149,10 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "another): OUT/pareto/NN-<run>.yaml per trial, same format as best.yaml, and "
                                    "OUT/pareto.json (run ids, objective values, config files). The objectives are "
                                    "the search's (its MLflow parent run's `objectives`), or --objectives.")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
-    p.add_argument("--workdir", type=Path, default=Path("runs"), help="where the default MLflow store is")
-    p.add_argument("--experiment", default="raydistill")
-    p.add_argument("--search", help="only trials of this search id")
+    _store_flags(p, search_help="only trials of this search id")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--top", type=int, default=5, help="how many configurations (default 5)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -347,30 +349,20 @@ def _plan(args) -> Optional[dict]:
 
 def _report(args) -> None:
     """The leaderboard on stdout; with --out / --log, the report too."""
-    import tempfile
-
-    from raydistill.report import build_report, log_report
+    from raydistill.report import write
     from raydistill.report.collect import collect
     from raydistill.report.leaderboard import render
+    from raydistill.tracking.mlflow import open_experiment
 
     if args.out is not None:
         _check_out(args.out)
         if args.out.exists() and any(args.out.iterdir()):
             raise UserError(f"--out {args.out} is not empty: choose another directory")
-    uri = _store_uri(args)
-    from raydistill.tracking.mlflow import client_for
-
-    client = client_for(uri, create=False)
-    exp = client.get_experiment_by_name(args.experiment)
-    if exp is None:
-        raise UserError(f"no experiment named {args.experiment!r} in {uri}")
+    client, experiment_id = open_experiment(_store_uri(args), args.experiment)
     if args.out is None and not args.log:
-        sys.stdout.write(render(collect(client, exp.experiment_id, args.search), args.format))
+        sys.stdout.write(render(collect(client, experiment_id, args.search), args.format))
         return None
-    with tempfile.TemporaryDirectory(prefix="raydistill-report-") as tmp:
-        report = build_report(client, exp.experiment_id, args.search, args.out or Path(tmp))
-        if args.log:
-            log_report(client, report)
+    report = write(client, experiment_id, args.search, args.out, log_to_run=args.log)
     sys.stdout.write(render(report.data, args.format))
     if args.out is not None:
         print(f"report written to {args.out} in {report.seconds:.1f}s (open {args.out / 'report.html'})",
@@ -385,7 +377,7 @@ def _store_uri(args) -> str:
 
     if not args.experiment.strip():
         raise UserError("--experiment must not be empty")
-    if getattr(args, "search", None) is not None and not args.search.strip():
+    if args.search is not None and not args.search.strip():
         raise UserError("--search must not be empty")
     if args.mlflow_uri:
         check_mlflow_uri(args.mlflow_uri, existing=True)

@@ -33,7 +33,7 @@ from raydistill.errors import UserError
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
 from raydistill.evaluate.suite import SCORE_METRICS
 from raydistill.provenance import from_tags
-from raydistill.tracking.mlflow import EVALUATED, KIND, SEARCH_ID, STATUS, client_for, run_config, scored
+from raydistill.tracking.mlflow import EVALUATED, KIND, SEARCH_ID, STATUS, open_experiment, run_config, scored
 from raydistill.utils import atomic_dir, log
 
 SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
@@ -77,12 +77,9 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
     out = Path(out)
     if out.exists() and not force:
         raise UserError(f"{out} already exists: choose another --out or pass --force")
-    client = client_for(uri, create=False)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise UserError(f"no experiment named {experiment!r} in {uri}")
+    client, experiment_id = open_experiment(uri, experiment)
     query = f"tags.`{KIND}` = 'trial'" + (f" and tags.`{SEARCH_ID}` = '{search_id}'" if search_id else "")
-    runs = client.search_runs([exp.experiment_id], filter_string=query,
+    runs = client.search_runs([experiment_id], filter_string=query,
                               order_by=["metrics.overall_score DESC"], max_results=5000)
     runs = [r for r in runs if scored(r) and run_config(r) is not None]
     if not runs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -161,6 +162,11 @@ def peak_memory(device="cpu") -> dict[str, float]:
 
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+def is_number(value) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool, not NaN or inf): a score that counts."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def log(msg: str) -> None:

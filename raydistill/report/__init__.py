@@ -16,7 +16,7 @@ end; ``raydistill report`` rebuilds them on demand (docs/reading-a-search.md).
 from __future__ import annotations
 
 import json
-import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from raydistill.report import figures as fig
 from raydistill.report.collect import SearchData, collect
 from raydistill.report.importance import importances, study
 from raydistill.report.leaderboard import columns, render, rows
-from raydistill.utils import log
+from raydistill.utils import is_number, log
 
 NOTE = "mlflow.note.content"  # the run description MLflow's run page shows, as Markdown
 
@@ -42,7 +42,7 @@ class Report:
 
 def build_report(client, experiment_id: str, search_id: Optional[str], out: Path) -> Report:
     started = time.monotonic()
-    data = collect(client, experiment_id, search_id, curves=True)
+    data = collect(client, experiment_id, search_id, details=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     (out / "trials.csv").write_text(render(data, "csv"))
@@ -73,6 +73,18 @@ def build_report(client, experiment_id: str, search_id: Optional[str], out: Path
     return report
 
 
+def write(client, experiment_id: str, search_id: Optional[str], out: Optional[Path] = None, *,
+          log_to_run: bool) -> Report:
+    """Build the report into ``out`` (default: a temporary directory, gone on return: then only
+    the returned report's data and timing are of use) and, with ``log_to_run``, put it on the
+    search's MLflow run. What a search does at its end and ``raydistill report --out/--log``."""
+    with tempfile.TemporaryDirectory(prefix="raydistill-report-") as tmp:
+        report = build_report(client, experiment_id, search_id, out or Path(tmp))
+        if log_to_run:
+            log_report(client, report)
+    return report
+
+
 def log_report(client, report: Report) -> None:
     """The report under ``report/`` in the search run's artifacts, its table as an MLflow table,
     and a summary as the run's description (replacing an earlier report's)."""
@@ -99,10 +111,10 @@ def summary_markdown(data: SearchData, report: Report) -> str:
         lines.append(f"Best: {link(best)}, {name} {best[name]:.2f}.")
     if data.references:
         lines.append("References: " + ", ".join(
-            f"{link(r)} {r[name]:.2f}" if math.isfinite(r.get(name, math.nan)) else link(r)
+            f"{link(r)} {r[name]:.2f}" if is_number(r.get(name)) else link(r)
             for r in data.references) + ".")
-    top = [(k, v) for k, v in (report.importances.get("fANOVA") or {}).items()] \
-        if isinstance(report.importances.get("fANOVA"), dict) else []
+    fanova = report.importances.get("fANOVA")  # a dict, or why it could not be computed
+    top = list(fanova.items()) if isinstance(fanova, dict) else []
     if top:
         lines.append("Most important knobs (fANOVA): " + ", ".join(f"`{k}` {v:.2f}" for k, v in top[:3]) + ".")
     return "\n\n".join(lines)

@@ -17,7 +17,8 @@ from raydistill.errors import UserError
 from raydistill.evaluate.suite import OVERALL_SCORE_METRICS
 from raydistill.provenance import from_tags
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
-from raydistill.tracking.mlflow import BASELINE, EVALUATED, KIND, REFERENCE, SEARCH_ID, STATUS
+from raydistill.tracking.mlflow import BASELINE, EVALUATED, KIND, REFERENCE, SEARCH_ID, STATUS, trial_runs
+from raydistill.utils import is_number
 
 # Columns of the trials table, after the identity columns and the knobs.
 SCORE_COLUMNS = ("overall_score", "superb_score", "probe_score", *OVERALL_SCORE_METRICS)
@@ -51,16 +52,16 @@ class SearchData:
 
         def key(row):
             value = row.get(name)
-            if _finite(value):
+            if is_number(value):
                 return 0, sign * value
             probe = row.get("probe_score")
-            return 1, -probe if _finite(probe) else math.inf
+            return 1, -probe if is_number(probe) else math.inf
 
         return sorted(self.trials, key=key)
 
     def scored(self) -> list[dict]:
         name = self.objective[0]
-        return [r for r in self.trials if _finite(r.get(name))]
+        return [r for r in self.trials if is_number(r.get(name))]
 
 
 def find_search(client, experiment_id: str, search_id: Optional[str]):
@@ -73,13 +74,12 @@ def find_search(client, experiment_id: str, search_id: Optional[str]):
     return runs[0]
 
 
-def collect(client, experiment_id: str, search_id: Optional[str] = None, *, curves: bool = False) -> SearchData:
-    """The rows of one search (default: the latest); ``curves``: each trial's metric history too."""
+def collect(client, experiment_id: str, search_id: Optional[str] = None, *, details: bool = False) -> SearchData:
+    """The rows of one search (default: the latest). ``details``: also what the report needs beyond
+    the leaderboard: each trial's metric history and the search's space file."""
     search = find_search(client, experiment_id, search_id)
     search_id = search.data.tags[SEARCH_ID]
-    runs = client.search_runs([experiment_id], max_results=10_000,
-                              filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{search_id}'",
-                              order_by=["attributes.start_time ASC"])
+    runs = trial_runs(client, experiment_id, search_id, order_by=["attributes.start_time ASC"])
     knobs: list[str] = []
     for run in runs:
         knobs += [k for k in run.data.params if k not in knobs and k not in ("params", "config_json")]
@@ -93,9 +93,9 @@ def collect(client, experiment_id: str, search_id: Optional[str] = None, *, curv
             continue
     objectives = parse_objectives(search.data.params.get("objectives"), f"search {search_id}: objectives") \
         if search.data.params.get("objectives") else dict(DEFAULT_OBJECTIVES)
-    data = SearchData(experiment_id, search_id, search, objectives, knobs, trials, references,
-                      space=_space(client, search.info.run_id))
-    if curves:
+    data = SearchData(experiment_id, search_id, search, objectives, knobs, trials, references)
+    if details:
+        data.space = _space(client, search.info.run_id)
         for run in runs:
             data.curves[run.info.run_id] = {
                 key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
@@ -140,7 +140,3 @@ def _space(client, run_id: str) -> Optional[dict]:
             return yaml.safe_load(open(path))
     except Exception:  # noqa: BLE001 - searches logged before the file existed
         return None
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -16,11 +16,11 @@ its reason, which the report page shows in its place.
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
 from raydistill.report.collect import SearchData
+from raydistill.utils import is_number
 
 STATUS_STYLE = {"completed": ("o", "C0"), "stopped": ("s", "C1"), "diverged": ("x", "C3"), "error": ("x", "C3"),
                 "lost": ("x", "C7"), "running": ("^", "C2")}
@@ -52,7 +52,7 @@ def history(data: SearchData, path: Path) -> Path:
     best, best_x, best_y = None, [], []
     for i, row in enumerate(data.trials):
         value = row.get(name)
-        if not _finite(value):
+        if not is_number(value):
             continue
         marker, color = STATUS_STYLE.get(row["status"], ("o", "C0"))
         label = row["status"] + (" (scored from its last checkpoint)" if row["from_checkpoint"] else "")
@@ -63,7 +63,7 @@ def history(data: SearchData, path: Path) -> Path:
     if best_x:
         ax.step(best_x, best_y, where="post", color="C0", alpha=0.5, label="best so far")
     for ref in data.references:
-        if _finite(ref.get(name)):
+        if is_number(ref.get(name)):
             ax.axhline(ref[name], ls="--", lw=1, color=REFERENCE_STYLE.get(ref["run_name"], "k"),
                        label=f"{ref['run_name']} {ref[name]:.1f}")
     ax.set_xlabel("trial (in the order it started)")
@@ -145,7 +145,7 @@ def methods(data: SearchData, path: Path) -> Path:
         ax.scatter([i] * len(by_method[m]), by_method[m], color="C0", zorder=3, s=18)
     ax.set_xticks(range(1, len(labels) + 1), [f"{m}\n(n={len(by_method[m])})" for m in labels])
     for ref in data.references:
-        if _finite(ref.get(name)):
+        if is_number(ref.get(name)):
             ax.axhline(ref[name], ls="--", lw=1, color=REFERENCE_STYLE.get(ref["run_name"], "k"), label=ref["run_name"])
     ax.set_ylabel(name)
     ax.set_title("score by method")
@@ -163,7 +163,7 @@ def pareto(data: SearchData, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     drawn = False
     for ax, cost, label in zip(axes, ("params", "macs_per_second"), ("parameters", "MACs per second of audio")):
-        rows = [r for r in data.scored() if _finite(r.get(cost))]
+        rows = [r for r in data.scored() if is_number(r.get(cost))]
         if not rows:
             ax.set_visible(False)
             continue
@@ -173,7 +173,7 @@ def pareto(data: SearchData, path: Path) -> Path:
         front = sorted(pareto_front(list(zip(ys, xs)), [mode, "min"]), key=lambda i: xs[i])
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="C3", label="Pareto front", zorder=4)
         for ref in data.references:
-            if _finite(ref.get(name)) and _finite(ref.get(cost)) and ref[cost] > 0:
+            if is_number(ref.get(name)) and is_number(ref.get(cost)) and ref[cost] > 0:
                 ax.scatter([ref[cost]], [ref[name]], marker="*", s=120,
                            color=REFERENCE_STYLE.get(ref["run_name"], "k"), label=ref["run_name"], zorder=5)
         ax.set_xscale("log")
@@ -197,7 +197,3 @@ def _dedup_legend(ax) -> None:
         seen.setdefault(label, h)
     if seen:
         ax.legend(seen.values(), seen.keys(), fontsize=8, loc="best")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

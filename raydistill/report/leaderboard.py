@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 
 from raydistill.report.collect import COST_COLUMNS, SCORE_COLUMNS, SearchData
+from raydistill.utils import is_number
 
 FORMATS = ("table", "csv", "json")
 
@@ -21,8 +21,7 @@ def rows(data: SearchData) -> list[dict]:
     out = []
     name = data.objective[0]
     for rank, row in enumerate(data.ranked(), 1):
-        scored = isinstance(row.get(name), float) and math.isfinite(row[name])
-        out.append({"rank": rank if scored else "", **row})
+        out.append({"rank": rank if is_number(row.get(name)) else "", **row})
     return out + [{"rank": "", **ref} for ref in data.references]
 
 
@@ -53,7 +52,7 @@ def _table(data: SearchData, board: list[dict]) -> str:
         knobs = " ".join(f"{k.rsplit('.', 1)[-1]}={_short(r[k])}" for k in data.knobs if k in r)
         lines.append([str(r["rank"]), r["run_name"], status, _num(r.get(name), 2), _num(r.get("superb_score"), 0),
                       _num(r.get("probe_score"), 2), _millions(r.get("params")),
-                      _num(r.get("macs_per_second") / 1e9 if _is(r.get("macs_per_second")) else None, 2), knobs])
+                      _num(r.get("macs_per_second") / 1e9 if is_number(r.get("macs_per_second")) else None, 2), knobs])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
     right = {0, 3, 4, 5, 6, 7}
 
@@ -75,16 +74,12 @@ def _table(data: SearchData, board: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _is(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _num(value, digits: int) -> str:
-    return f"{value:.{digits}f}" if _is(value) else "-"
+    return f"{value:.{digits}f}" if is_number(value) else "-"
 
 
 def _millions(value) -> str:
-    return f"{value / 1e6:.2f}M" if _is(value) else "-"
+    return f"{value / 1e6:.2f}M" if is_number(value) else "-"
 
 
 def _short(text: str) -> str:

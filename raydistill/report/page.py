@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 
 from raydistill.report.collect import SearchData
 from raydistill.report.leaderboard import rows
+from raydistill.utils import is_number
 
 CAPTIONS = {
     "history": "Is it worth running more trials? Each trial's score in the order it started, the best so far, "
@@ -83,7 +83,7 @@ def _board(data: SearchData, top: int = 25) -> str:
         cells = [str(r["rank"]), f"<a href='{link}' target='_top'>{_e(r['run_name'])}</a>",
                  _e(r["status"]) + ("*" if r.get("from_checkpoint") else ""), _e(r.get("method", "")),
                  _f(r.get(name), 2), _f(r.get("superb_score"), 0), _f(r.get("probe_score"), 2),
-                 f"{r['params'] / 1e6:.2f}M" if _ok(r.get("params")) else "-", _e(knobs)]
+                 f"{r['params'] / 1e6:.2f}M" if is_number(r.get("params")) else "-", _e(knobs)]
         css = {1: "l", 2: "l", 3: "l", 8: "l k"}
         out.append("<tr>" + "".join(f"<td class='{css[i]}'>{c}</td>" if i in css else f"<td>{c}</td>"
                                     for i, c in enumerate(cells)) + "</tr>")
@@ -100,12 +100,8 @@ def _importances(scores: dict) -> str:
     return "".join(out)
 
 
-def _ok(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def _f(v, digits: int) -> str:
-    return f"{v:.{digits}f}" if _ok(v) else "-"
+    return f"{v:.{digits}f}" if is_number(v) else "-"
 
 
 def _e(text) -> str:

@@ -26,9 +26,9 @@ the earlier ones rather than random samples.
 
 from __future__ import annotations
 
-import math
-
 from ray.tune.search.optuna import OptunaSearch
+
+from raydistill.utils import is_number
 
 
 class ProbeAwareOptunaSearch(OptunaSearch):
@@ -65,13 +65,9 @@ class ProbeAwareOptunaSearch(OptunaSearch):
         from optuna.trial import TrialState
 
         values = [(result or {}).get(name) for name in self.metric]
-        if all(_finite(v) for v in values):
+        if all(is_number(v) for v in values):
             self._ot_study.tell(self._ot_trials[trial_id], [float(v) for v in values], state=TrialState.COMPLETE)
         else:
-            broken = error or any(v is not None and not _finite(v) for v in values)
+            broken = error or any(v is not None and not is_number(v) for v in values)
             self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL if broken else TrialState.PRUNED)
         self._completed_trials.add(trial_id)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

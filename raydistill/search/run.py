@@ -23,7 +23,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,19 +130,14 @@ class SearchOptions:
         if self.warm_start is None:
             return {}
         from raydistill.search.warmstart import earlier_searches, parse_ids
-        from raydistill.tracking.mlflow import client_for
+        from raydistill.tracking.mlflow import open_experiment
 
         ids = parse_ids(self.warm_start, NAME)
         if self.resume:
             raise UserError("--warm-start starts a new search; a resumed one keeps the study it had (drop --warm-start)")
-        uri = self.mlflow_uri or Workdir(self.workdir).mlflow_uri
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-            raise UserError(f"--warm-start: no MLflow store at {uri} (no earlier search to start from)")
-        client = client_for(uri, create=False)
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            raise UserError(f"--warm-start: no experiment named {self.experiment!r} in {uri}")
-        return earlier_searches(client, exp.experiment_id, self.experiment, ids)
+        client, experiment_id = open_experiment(self.mlflow_uri or Workdir(self.workdir).mlflow_uri, self.experiment,
+                                                what="--warm-start: ")
+        return earlier_searches(client, experiment_id, self.experiment, ids)
 
     def choose_features(self, space: SearchSpace, info: TeacherInfo, corpus: Corpus,
                         teacher_key: Optional[str]) -> str:
@@ -306,14 +300,12 @@ def write_report(tracker, search_id: str) -> Optional[float]:
     """The search report on the search's MLflow run (``raydistill/report``): seconds it took, or
     None if it failed. The search's results are in MLflow either way, and ``raydistill report
     --log`` rebuilds it, so a failure here is reported, not raised."""
-    from raydistill.report import build_report, log_report
+    from raydistill.report import write
 
     started = time.monotonic()
     log(f"writing the search report of {search_id} to its MLflow run")
     try:
-        with tempfile.TemporaryDirectory(prefix="raydistill-report-") as tmp:
-            report = build_report(tracker.client, tracker.experiment, search_id, Path(tmp))
-            log_report(tracker.client, report)
+        write(tracker.client, tracker.experiment, search_id, log_to_run=True)
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"the search report failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
             f"rebuild it with: raydistill report --search {search_id} --log")
@@ -540,13 +532,10 @@ def interrupted(results, trials: int) -> bool:
 
 def best_trial(tracker, search_id: str) -> Optional[dict]:
     """The trial run of this search with the highest overall_score (from MLflow)."""
-    from raydistill.tracking.mlflow import KIND, SEARCH_ID, run_config, scored
+    from raydistill.tracking.mlflow import run_config, scored, trial_runs
 
-    runs = tracker.client.search_runs(
-        [tracker.experiment], filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{search_id}'",
-        order_by=["metrics.overall_score DESC"], max_results=1000,
-    )
-    runs = [r for r in runs if scored(r)]
+    runs = [r for r in trial_runs(tracker.client, tracker.experiment, search_id, ["metrics.overall_score DESC"])
+            if scored(r)]
     if not runs:
         return None
     r = runs[0]

@@ -16,13 +16,12 @@ it is left out and counted.
 from __future__ import annotations
 
 import json
-import math
 from typing import Optional
 
 from raydistill.errors import UserError
 from raydistill.search.space import SearchSpace
-from raydistill.tracking.mlflow import CONFIG, KIND, SEARCH_ID, find_run
-from raydistill.utils import log
+from raydistill.tracking.mlflow import CONFIG, KIND, SEARCH_ID, find_run, trial_runs
+from raydistill.utils import is_number, log
 
 
 def parse_ids(text: str, name_pattern) -> list[str]:
@@ -61,10 +60,7 @@ def warm_trials(client, experiment_id: str, searches: dict, space: SearchSpace, 
     """The earlier searches' scored trials as finished Optuna trials of ``space``."""
     import optuna
 
-    runs = []
-    for search_id in searches:  # MLflow's filter has no OR
-        runs += client.search_runs([experiment_id], max_results=10_000,
-                                   filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{search_id}'")
+    runs = [run for search_id in searches for run in trial_runs(client, experiment_id, search_id)]
     trials, unscored, misfit = [], 0, 0
     for run in runs:
         values = _objective_values(run.data.metrics, objectives)
@@ -90,7 +86,7 @@ def warm_trials(client, experiment_id: str, searches: dict, space: SearchSpace, 
 
 def _objective_values(metrics: dict, objectives: dict) -> Optional[list[float]]:
     values = [metrics.get(name) for name in objectives]
-    if all(isinstance(v, float) and math.isfinite(v) for v in values):
+    if all(is_number(v) for v in values):
         return values
     return None
 

@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 from raydistill.errors import UserError
 from raydistill.evaluate.suite import SCORE_METRICS
+from raydistill.utils import is_number
 
 KIND, SEARCH_ID, TRIAL_ID, BASELINE, STATUS, KEY = (
     "raydistill.kind", "raydistill.search_id", "raydistill.trial_id", "raydistill.baseline",
@@ -45,6 +46,7 @@ CHECKPOINT = "raydistill.checkpoint"
 CONFIG = "raydistill.config"
 EVALUATED = "raydistill.evaluated"  # "from_last_checkpoint": a stopped trial scored afterwards
 REFERENCE = "raydistill.reference."  # + teacher | fbank | random_init, on the search run
+FIRST_METRIC = "overall_score"  # a trial run's first metric: the comparison view's metric axis (see above)
 MAX_TAG = 7500  # MLflow refuses longer tag values (8000 characters in its SQL store)
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
@@ -78,6 +80,19 @@ def client_for(uri: str, *, create: bool = True):
     return client
 
 
+def open_experiment(uri: str, name: str, what: str = "") -> tuple[Any, str]:
+    """(client, experiment id) of an experiment that must already be in the store at ``uri``,
+    read only: a missing SQLite file is refused before it is opened (opening creates it).
+    ``what`` prefixes the error (e.g. ``"--warm-start: "``)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise UserError(f"{what}no MLflow store at {uri}")
+    client = client_for(uri, create=False)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        raise UserError(f"{what}no experiment named {name!r} in {uri}")
+    return client, exp.experiment_id
+
+
 def experiment_id(client, name: str, artifact_root: Optional[Path] = None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -86,6 +101,12 @@ def experiment_id(client, name: str, artifact_root: Optional[Path] = None) -> st
     if artifact_root is not None:  # local store: keep artifacts inside the workdir
         location = (artifact_root / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
+
+
+def trial_runs(client, experiment: str, search_id: str, order_by: Optional[list[str]] = None) -> list:
+    """Every trial run of one search (up to 10,000), in ``order_by``'s order."""
+    return client.search_runs([experiment], max_results=10_000, order_by=order_by,
+                              filter_string=f"tags.`{KIND}` = 'trial' and tags.`{SEARCH_ID}` = '{search_id}'")
 
 
 def find_run(client, experiment: str, tags: dict[str, str]):
@@ -98,7 +119,7 @@ def numeric(metrics: dict, keys=TRIAL_METRICS) -> dict[str, float]:
     out = {}
     for k in keys:
         v = metrics.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if is_number(v):
             out[k] = float(v)
     return out
 
@@ -114,7 +135,6 @@ class SearchTracker:
         self.search_id = search_id
         self.parent: Optional[str] = None
         self.provenance: dict = {}  # raydistill.provenance.record(): tagged on every run it opens
-        self.objective = "overall_score"  # a trial run's first metric (the comparison view's metric axis)
         self._trial_runs: dict[str, str] = {}
 
     def __getstate__(self):  # the Tune callback holding us is pickled with the tuner (resume)
@@ -129,8 +149,8 @@ class SearchTracker:
     # ------------------------------------------------------------------ search (parent) run
     def start_search(self, run_name: str, params: dict, space_file: Optional[Path] = None, *,
                      provenance: Optional[dict] = None, artifacts: Optional[dict] = None) -> str:
-        """Open (or, resumed, re-attach to) the search run. ``artifacts``: {file name: data}
-        written as YAML/JSON beside the space file."""
+        """Open (or, resumed, re-attach to) the search run. ``artifacts``: {file name: data},
+        each written as YAML beside the space file."""
         from raydistill.provenance import as_tags
 
         self.provenance = dict(provenance or {})
@@ -176,7 +196,7 @@ class SearchTracker:
                 if len(text) <= MAX_TAG:
                     extra[CONFIG] = text
             run = self.client.create_run(self.experiment, run_name=run_name or trial_id, tags={**tags, **extra})
-            self.client.log_batch(run.info.run_id, metrics=_metrics({self.objective: math.nan}, 0))  # see above
+            self.client.log_batch(run.info.run_id, metrics=_metrics({FIRST_METRIC: math.nan}, 0))
             if params:
                 self.client.log_batch(run.info.run_id, params=_params(params))
             if config is not None:
@@ -231,8 +251,7 @@ class SearchTracker:
 
 def scored(run, metric: str = "overall_score") -> bool:
     """Whether a run holds a finite ``metric`` (trial runs open with a NaN ``overall_score``)."""
-    value = run.data.metrics.get(metric)
-    return value is not None and math.isfinite(value)
+    return is_number(run.data.metrics.get(metric))
 
 
 def run_config(run) -> Optional[dict]:
