@@ -99,11 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where trials read the teacher's features and logits: auto (default) caches them when "
                         "they fit the budget and else runs the teacher in every trial; cached refuses what does "
                         "not fit; live always runs it in the trials (units are cached either way)")
+    p.add_argument("--confirm", type=int, default=2, metavar="K",
+                   help="at the end, score the top K trials again as `compare` does (3 evaluation seeds, each "
+                        "head's learning rate tuned on dev) and rank by that confirmed mean (default 2; 0: off; "
+                        "each confirmed trial costs about three full evaluations x 3)")
     p.add_argument("--warm-start", metavar="SEARCH_ID[,SEARCH_ID...]",
                    help="start Optuna from the scored trials of earlier searches in this experiment (same corpus "
                         "and teacher; trials whose configuration this space does not give are left out); their "
                         "runs are not copied into this search's")
     _common_run_flags(p)
+
+    p = sub.add_parser("study", help="the papers' claims measured: fixed arms x training seeds, a verdict table",
+                       description="Train every arm of a study plan (studies/papers.yaml) at each of its seeds with "
+                                   "the same budget and evaluation (Ray Train runs, a Ray Tune grid, MLflow runs of "
+                                   "one study run), then print the table: each arm's mean +- spread (max - min over "
+                                   "seeds) and each comparison's verdict (agrees / disagrees / inconclusive). "
+                                   "Rerunning the same command trains only what is missing (interrupted cells "
+                                   "resume from their checkpoints).")
+    p.add_argument("--plan", type=Path, required=True, help="study plan YAML (see studies/)")
+    p.add_argument("--only", metavar="SUBSET|ID,...",
+                   help="only these comparisons (a subset the plan names, e.g. cpu, or comparison ids) and their arms")
+    p.add_argument("--name", help="study id (default: the plan's name, +-smoke with --smoke): which study to continue")
+    p.add_argument("--max-concurrent", type=int, help="cells at once (default: as many as the cluster fits)")
+    p.add_argument("--out", type=Path, help="also write the table, arms.csv, study.json and arms.png here")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--table", action="store_true", help="print the table of what is finished so far; train nothing")
+    what.add_argument("--dry-run", action="store_true",
+                      help="list the arms (method, params, MACs/s) and the cells to train; start nothing")
+    _common_run_flags(p)
+    p.set_defaults(experiment="raydistill-study")
 
     p = sub.add_parser("plan", help="what a search will cache and compute, before anything runs",
                        description="Work out a search's teacher passes, cache sizes (features, logits, units), "
@@ -264,7 +288,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"raydistill: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("raydistill: interrupted (a search continues with --resume)", file=sys.stderr)
+        print("raydistill: interrupted (a search continues with --resume, a study by rerunning its command)", file=sys.stderr)
         return 130
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
@@ -283,8 +307,11 @@ def _dispatch(args) -> Optional[dict]:
             seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
             objectives=args.objectives, final_suite=args.final_suite, max_failures=args.max_failures,
             cache_budget=args.cache_budget, teacher_features=args.teacher_features, warm_start=args.warm_start,
+            confirm=args.confirm,
         ))
         return None  # run_search printed its summary
+    if args.command == "study":
+        return _study(args)
     if args.command == "plan":
         return _plan(args)
     if args.command == "train":
@@ -320,6 +347,24 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "describe":
         return _describe(args)
     raise AssertionError(args.command)
+
+
+def _study(args) -> Optional[dict]:
+    from raydistill.search.study import StudyOptions, describe_study, run_study, study_table
+
+    if args.out is not None:
+        _check_out(args.out)
+    opts = StudyOptions(
+        plan=args.plan, only=args.only, name=args.name, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, workdir=args.workdir,
+        mlflow_uri=args.mlflow_uri, experiment=args.experiment, address=args.address, corpus=args.corpus,
+        teacher=args.teacher or "embedded", smoke=bool(args.smoke), seed=args.seed, out=args.out)
+    if args.dry_run:
+        return describe_study(opts)
+    if args.table:
+        print(study_table(opts).markdown(), end="")
+        return None
+    return run_study(opts)
 
 
 def _plan(args) -> Optional[dict]:

@@ -33,10 +33,12 @@ from raydistill.errors import UserError
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
 from raydistill.evaluate.suite import SCORE_METRICS
 from raydistill.provenance import from_tags
-from raydistill.tracking.mlflow import EVALUATED, KIND, SEARCH_ID, STATUS, open_experiment, run_config, scored
+from raydistill.tracking.mlflow import (CONFIRMED, CONFIRMED_TAG, EVALUATED, KIND, SEARCH_ID, STATUS, open_experiment,
+                                        ranked, run_config, scored)
 from raydistill.utils import atomic_dir, log
 
 SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
+CONFIRM_SCORES = (CONFIRMED, "confirmed_spread", "confirmed_seeds")  # search --confirm: what the ranking uses
 # with SCORES first, every score and size a trial's run holds (the ``scores`` of an exported file)
 ALL_SCORES = {*SCORE_METRICS, "probe_score", "probe_pr_per", "probe_sid_acc", "params", "macs_per_second"}
 
@@ -81,7 +83,7 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
     query = f"tags.`{KIND}` = 'trial'" + (f" and tags.`{SEARCH_ID}` = '{search_id}'" if search_id else "")
     runs = client.search_runs([experiment_id], filter_string=query,
                               order_by=["metrics.overall_score DESC"], max_results=5000)
-    runs = [r for r in runs if scored(r) and run_config(r) is not None]
+    runs = ranked([r for r in runs if scored(r) and run_config(r) is not None])  # confirmed trials first
     if not runs:
         raise UserError(f"experiment {experiment!r} has no scored trials" + (f" in search {search_id}" if search_id else ""))
     top = runs[:top_k]
@@ -98,7 +100,7 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
                 _write_yaml(tmp / "best.yaml", doc)
             board.append({"rank": rank, "run_id": run.info.run_id, "run_name": run.info.run_name,
                           "method": doc["train"].get("method"), "config": f"top/{name}",
-                          **{k: run.data.metrics[k] for k in SCORES if k in run.data.metrics},
+                          **{k: run.data.metrics[k] for k in (*SCORES, *CONFIRM_SCORES) if k in run.data.metrics},
                           "params": run.data.params.get("params")})
         (tmp / "leaderboard.json").write_text(json.dumps(board, indent=2) + "\n")
         best = top[0]
@@ -110,8 +112,11 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
             log(f"no student checkpoint for run {best.info.run_id}: {str(e).splitlines()[0][:200]}")
         if front is not None:
             _write_pareto(tmp, client, front, parents, uri, experiment)
+    confirmed = best.data.metrics.get(CONFIRMED)
     log(f"exported the top {len(top)} of {len(runs)} scored trials to {out} "
-        f"(best: {best.info.run_name}, overall_score {best.data.metrics['overall_score']:.2f})")
+        f"(best: {best.info.run_name}, overall_score {best.data.metrics['overall_score']:.2f}"
+        + (f", confirmed {confirmed:.2f} ± {best.data.metrics.get('confirmed_spread', 0):.2f}: ranked by it)"
+           if confirmed is not None else ")"))
     summary = {"out": str(out), "best_run": best.info.run_id, "overall_score": best.data.metrics["overall_score"],
                "exported": len(top)}
     if front is not None:
@@ -207,8 +212,11 @@ def _config_doc(client, run, parents: dict, uri: str, experiment: str) -> dict:
         "teacher": search.get("teacher", "embedded"),
         "smoke": search.get("smoke") == "True",
         "train": run_config(run),
-        "scores": {k: run.data.metrics[k] for k in (*SCORES, *sorted(ALL_SCORES - set(SCORES)))
+        "scores": {k: run.data.metrics[k] for k in (*SCORES, *sorted(ALL_SCORES - set(SCORES)), *CONFIRM_SCORES)
                    if k in run.data.metrics},
+        # what ranked it: the confirmed mean (search --confirm) if it has one, else its one evaluation
+        "ranked_by": (f"{CONFIRMED} ({run.data.tags.get(CONFIRMED_TAG, '')})" if CONFIRMED in run.data.metrics
+                      else "overall_score (one evaluation)"),
         "source": {"mlflow_uri": uri, "experiment": experiment, "run_id": run.info.run_id,
                    "run_name": run.info.run_name, "search_id": run.data.tags.get(SEARCH_ID)},
         "provenance": prov,

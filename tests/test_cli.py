@@ -11,6 +11,7 @@ SPACE = str(REPO / "search_spaces" / "dice.yaml")
 
 
 ARM_SPACE = str(REPO / "search_spaces" / "arm.yaml")
+PLAN = str(REPO / "studies" / "papers.yaml")
 
 
 def run(*args, cwd=None):
@@ -401,6 +402,20 @@ CASES = [
                                             "--out", a_file(t) + "/sub"], "--out .*plain-file/sub is not writable"),
     ("corpus synth out under a file", lambda t: ["corpus", "synth", "--smoke", "--out", a_file(t) + "/sub"],
      "--out .*plain-file/sub is not writable: .*plain-file is a file"),
+    # study, search --confirm
+    ("search negative confirm", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--confirm", "-1"],
+     "--confirm must be >= 0, found -1"),
+    ("study binary plan", lambda t: ["study", "--plan", binary_file(t), "--workdir", str(t / "w")],
+     "study plan .*binary.yaml is not a text file"),
+    ("study unknown comparison", lambda t: ["study", "--plan", PLAN, "--only", "42", "--workdir", str(t / "w")],
+     "--only '42': not a subset \\(cpu\\) or comparison id"),
+    ("study zero concurrency", lambda t: ["study", "--plan", PLAN, "--max-concurrent", "0", "--workdir", str(t / "w")],
+     "--max-concurrent must be >= 1"),
+    ("study masking arms with an untrained mask embedding",
+     lambda t: ["study", "--plan", PLAN, "--only", "5", "--workdir", str(t / "w"), "--teacher", tiny_encoder_teacher(t)],
+     "has no trained mask embedding, but study plan .*papers.yaml .* runs it on masked input"),
+    ("study table of a study never run", lambda t: ["study", "--plan", PLAN, "--table", "--workdir", str(t / "w")],
+     "no MLflow store at sqlite:///"),
 ]
 
 

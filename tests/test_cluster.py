@@ -305,7 +305,7 @@ def test_ctrl_c_stops_the_search_and_resume_finishes_it(nodes, space, workdir, t
             driver.wait()
     output = log.read_text()
     assert driver.returncode == 130, output[-3000:]
-    assert "interrupted (a search continues with --resume)" in output
+    assert "interrupted (a search continues with --resume" in output
     client, runs = runs_of(workdir, "ctrlc")
     (again,) = [r for r in runs if r.info.run_id == victim.info.run_id]
     assert again.info.status == "RUNNING" and "raydistill.status" not in again.data.tags  # not closed as lost

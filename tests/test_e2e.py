@@ -121,12 +121,40 @@ def test_the_search_leaves_its_report_and_links_its_references(searched, capsys)
         ["teacher", "random_init", "fbank"]
 
 
+def test_the_top_trials_are_confirmed_over_seeds_and_rank_first(searched, capsys):
+    """--confirm 2 (the default): the two best trials by their single evaluation are scored again
+    over 3 evaluation seeds with tuned head learning rates; the summary, the leaderboard and the
+    report rank by that confirmed mean."""
+    client, kinds = runs_by_kind(searched)
+    trials = sorted((t for t in kinds["trial"] if "overall_score" in t.data.metrics),
+                    key=lambda t: -t.data.metrics["overall_score"])
+    confirmed = [t for t in trials if "confirmed_overall_score" in t.data.metrics]
+    assert [t.info.run_id for t in confirmed] == [t.info.run_id for t in trials[:2]]
+    for t in confirmed:
+        m = t.data.metrics
+        assert m["confirmed_seeds"] == 3 and m["confirmed_spread"] >= 0
+        assert {"confirmed_pr_per", "confirmed_sid_acc"} <= set(m)
+        assert 0 < m["confirmed_overall_score"] <= 100
+        assert t.data.tags["raydistill.confirmed"].startswith("seeds 0,1,2; head lr tuned on dev")
+    best = max(confirmed, key=lambda t: t.data.metrics["confirmed_overall_score"])
+    summary = (searched.parent / "summary.txt").read_text()
+    assert f"best trial   {best.info.run_name}" in summary and "confirmed    the top 2 over 3 evaluation seeds" in summary
+    capsys.readouterr()
+    assert main(["report", "--workdir", str(searched), "--experiment", "e2e"]) == 0
+    board = capsys.readouterr().out.splitlines()
+    first = next(line for line in board[3:] if line.split() and line.split()[0] == "1")
+    assert best.info.run_name in first and "±" in first
+    (parent,) = kinds["search"]
+    assert "confirmed" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+
+
 def test_export_and_rerun(searched, tmp_path, capsys):
     out = tmp_path / "exported"
     assert main(["export", "--workdir", str(searched), "--experiment", "e2e", "--out", str(out), "--top", "2"]) == 0
     assert (out / "best.yaml").is_file() and len(list((out / "top").glob("*.yaml"))) == 2
     board = json.loads((out / "leaderboard.json").read_text())
-    assert board[0]["overall_score"] >= board[1]["overall_score"]
+    # the search confirmed its top 2 (--confirm's default): the export ranks them by that mean
+    assert board[0]["confirmed_overall_score"] >= board[1]["confirmed_overall_score"]
     config, module, teacher = load_student(out / "student.pt")
     assert teacher["spec"] == "embedded" and config.method == "dicehubert"
     capsys.readouterr()
@@ -144,7 +172,8 @@ def test_export_and_rerun(searched, tmp_path, capsys):
     assert {"raydistill", "git_commit", "git_dirty", "torch", "torchaudio", "ray", "optuna", "mlflow", "corpus_key",
             "teacher_key", "search_id", "status"} <= set(prov)
     assert prov["search_id"] == "smoke-search" and prov["status"] in ("completed", "stopped")
-    assert {"overall_score", "superb_score", "pr_per", "params"} <= set(doc["scores"])
+    assert {"overall_score", "superb_score", "pr_per", "params", "confirmed_overall_score"} <= set(doc["scores"])
+    assert doc["ranked_by"].startswith("confirmed_overall_score (seeds 0,1,2; head lr tuned on dev over x0.3,1,3")
     doc["provenance"]["corpus_key"] = "0123456789abcdef"
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(doc))

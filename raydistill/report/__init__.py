@@ -24,6 +24,7 @@ from typing import Optional
 
 from raydistill.report import figures as fig
 from raydistill.report.collect import SearchData, collect
+from raydistill.tracking.mlflow import CONFIRMED
 from raydistill.report.importance import importances, study
 from raydistill.report.leaderboard import columns, render, rows
 from raydistill.utils import is_number, log
@@ -108,7 +109,11 @@ def summary_markdown(data: SearchData, report: Report) -> str:
              "Full report: artifacts, `report/report.html`; every trial: `report/trials.csv`."]
     if ranked:
         best = ranked[0]
-        lines.append(f"Best: {link(best)}, {name} {best[name]:.2f}.")
+        confirmed = best.get(CONFIRMED)
+        lines.append(f"Best: {link(best)}, {name} {best[name]:.2f}" + (
+            f"; confirmed {confirmed:.2f} ± {best.get('confirmed_spread', 0):.2f} over "
+            f"{int(best.get('confirmed_seeds', 0))} evaluation seeds with tuned head learning rates "
+            "(confirmed trials are ranked by it)." if is_number(confirmed) else "."))
     if data.references:
         lines.append("References: " + ", ".join(
             f"{link(r)} {r[name]:.2f}" if is_number(r.get(name)) else link(r)

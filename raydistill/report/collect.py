@@ -17,11 +17,13 @@ from raydistill.errors import UserError
 from raydistill.evaluate.suite import OVERALL_SCORE_METRICS
 from raydistill.provenance import from_tags
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
-from raydistill.tracking.mlflow import BASELINE, EVALUATED, KIND, REFERENCE, SEARCH_ID, STATUS, trial_runs
+from raydistill.tracking.mlflow import (BASELINE, CONFIRMED, EVALUATED, KIND, REFERENCE, SEARCH_ID, STATUS, rank_key,
+                                        trial_runs)
 from raydistill.utils import is_number
 
 # Columns of the trials table, after the identity columns and the knobs.
 SCORE_COLUMNS = ("overall_score", "superb_score", "probe_score", *OVERALL_SCORE_METRICS)
+CONFIRM_COLUMNS = (CONFIRMED, "confirmed_spread", "confirmed_seeds")  # search --confirm
 COST_COLUMNS = ("params", "macs_per_second", "train_seconds", "eval_seconds", "peak_host_mb", "peak_gpu_mb")
 REFERENCE_ORDER = ("teacher", "random_init", "fbank")
 CURVE_METRICS = ("probe_score", "loss")
@@ -50,12 +52,12 @@ class SearchData:
         name, mode = self.objective
         sign = -1.0 if mode == "max" else 1.0
 
-        def key(row):
-            value = row.get(name)
-            if is_number(value):
-                return 0, sign * value
+        def key(row):  # confirmed trials first (search --confirm), then scored, then by probe score
+            rank = rank_key(row, name, sign)
+            if rank[0] < 2:
+                return rank
             probe = row.get("probe_score")
-            return 1, -probe if is_number(probe) else math.inf
+            return 2, -probe if is_number(probe) else math.inf
 
         return sorted(self.trials, key=key)
 
@@ -114,7 +116,7 @@ def _row(run, kind: str, knobs: list[str]) -> dict:
            "from_checkpoint": tags.get(EVALUATED) == "from_last_checkpoint",
            "method": _method(run), "run_id": run.info.run_id, "start_time": run.info.start_time}
     row.update({k: run.data.params[k] for k in knobs if k in run.data.params and kind == "trial"})
-    row.update({k: metrics[k] for k in (*SCORE_COLUMNS, *COST_COLUMNS) if k in metrics})
+    row.update({k: metrics[k] for k in (*SCORE_COLUMNS, *CONFIRM_COLUMNS, *COST_COLUMNS) if k in metrics})
     row["provenance"] = from_tags(tags)
     return row
 

@@ -10,7 +10,8 @@ import csv
 import io
 import json
 
-from raydistill.report.collect import COST_COLUMNS, SCORE_COLUMNS, SearchData
+from raydistill.report.collect import CONFIRM_COLUMNS, COST_COLUMNS, SCORE_COLUMNS, SearchData
+from raydistill.tracking.mlflow import CONFIRMED
 from raydistill.utils import is_number
 
 FORMATS = ("table", "csv", "json")
@@ -27,7 +28,7 @@ def rows(data: SearchData) -> list[dict]:
 
 def columns(data: SearchData) -> list[str]:
     return ["rank", "run_name", "kind", "status", "from_checkpoint", "method", *data.knobs, *SCORE_COLUMNS,
-            *COST_COLUMNS, "run_id"]
+            *CONFIRM_COLUMNS, *COST_COLUMNS, "run_id"]
 
 
 def render(data: SearchData, fmt: str) -> str:
@@ -45,16 +46,17 @@ def render(data: SearchData, fmt: str) -> str:
 
 def _table(data: SearchData, board: list[dict]) -> str:
     name, mode = data.objective
-    head = ["#", "trial", "status", name, "superb", "probe", "params", "GMAC/s", "knobs"]
+    head = ["#", "trial", "status", name, "confirmed", "superb", "probe", "params", "GMAC/s", "knobs"]
     lines = []
     for r in board:
         status = r["status"] + ("*" if r.get("from_checkpoint") else "")
         knobs = " ".join(f"{k.rsplit('.', 1)[-1]}={_short(r[k])}" for k in data.knobs if k in r)
-        lines.append([str(r["rank"]), r["run_name"], status, _num(r.get(name), 2), _num(r.get("superb_score"), 0),
+        confirmed = (f"{r[CONFIRMED]:.2f} ± {r.get('confirmed_spread', 0):.2f}" if is_number(r.get(CONFIRMED)) else "-")
+        lines.append([str(r["rank"]), r["run_name"], status, _num(r.get(name), 2), confirmed, _num(r.get("superb_score"), 0),
                       _num(r.get("probe_score"), 2), _millions(r.get("params")),
                       _num(r.get("macs_per_second") / 1e9 if is_number(r.get("macs_per_second")) else None, 2), knobs])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
-    right = {0, 3, 4, 5, 6, 7}
+    right = {0, 3, 4, 5, 6, 7, 8}
 
     def fmt(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -71,6 +73,9 @@ def _table(data: SearchData, board: list[dict]) -> str:
     if refs:
         out += [fmt(["-" * w for w in widths])] + [fmt(line) for line in refs]
     out.append("* scored from its last checkpoint after ASHA stopped it")
+    if any(is_number(r.get(CONFIRMED)) for r in data.trials):
+        out.append("confirmed: mean ± (max − min) over evaluation seeds, heads' learning rates tuned on dev "
+                   "(search --confirm); confirmed trials rank first, by it")
     return "\n".join(out) + "\n"
 
 

@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 
 from raydistill.report.collect import SearchData
+from raydistill.tracking.mlflow import CONFIRMED
 from raydistill.report.leaderboard import rows
 from raydistill.utils import is_number
 
@@ -72,7 +73,7 @@ def write(data: SearchData, figures: dict, scores: dict, path: Path, seconds: fl
 
 def _board(data: SearchData, top: int = 25) -> str:
     name = data.objective[0]
-    head = ["#", "trial", "status", "method", name, "superb_score", "probe_score", "params", "knobs"]
+    head = ["#", "trial", "status", "method", name, "confirmed", "superb_score", "probe_score", "params", "knobs"]
     out = ["<table><tr>" + "".join(f"<th class='l'>{h}</th>" if h in ("trial", "status", "method", "knobs")
                                    else f"<th>{h}</th>" for h in head) + "</tr>"]
     board = rows(data)
@@ -82,9 +83,11 @@ def _board(data: SearchData, top: int = 25) -> str:
         knobs = ", ".join(f"{k}={r[k]}" for k in data.knobs if k in r)
         cells = [str(r["rank"]), f"<a href='{link}' target='_top'>{_e(r['run_name'])}</a>",
                  _e(r["status"]) + ("*" if r.get("from_checkpoint") else ""), _e(r.get("method", "")),
-                 _f(r.get(name), 2), _f(r.get("superb_score"), 0), _f(r.get("probe_score"), 2),
+                 _f(r.get(name), 2),
+                 f"{r[CONFIRMED]:.2f} ± {r.get('confirmed_spread', 0):.2f}" if is_number(r.get(CONFIRMED)) else "-",
+                 _f(r.get("superb_score"), 0), _f(r.get("probe_score"), 2),
                  f"{r['params'] / 1e6:.2f}M" if is_number(r.get("params")) else "-", _e(knobs)]
-        css = {1: "l", 2: "l", 3: "l", 8: "l k"}
+        css = {1: "l", 2: "l", 3: "l", 9: "l k"}
         out.append("<tr>" + "".join(f"<td class='{css[i]}'>{c}</td>" if i in css else f"<td>{c}</td>"
                                     for i, c in enumerate(cells)) + "</tr>")
     return "".join(out) + "</table>"

@@ -8,11 +8,14 @@ Runs as Ray tasks with a trial worker's resources, in parallel.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
 from raydistill.utils import Progress, log
 
 
-def _evaluate(checkpoint_dir: str, setup: dict) -> dict:
+def _evaluate(checkpoint_dir: str, setup: dict, seed: Optional[int] = None, lr_scales: Sequence[float] = (1.0,)) -> dict:
+    """The full suite of a trial's checkpoint: the trial's evaluation seed and fixed head learning
+    rates by default; ``seed`` and ``lr_scales`` (heads' learning rates tuned on dev) to confirm."""
     import torch
 
     from raydistill.corpus.manifest import Corpus
@@ -24,8 +27,9 @@ def _evaluate(checkpoint_dir: str, setup: dict) -> dict:
     device = "cuda" if setup["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
     _, module, _ = load_student(Path(checkpoint_dir) / STUDENT_FILE)
     corpus = Corpus.load(setup["corpus_dir"])
-    scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus,
-                               EvalBudget.named(setup["budgets"]["full"]), seed=setup["eval_seed"], device=device)
+    budget = EvalBudget.named(setup["budgets"]["full"]).with_lr_scales(lr_scales)
+    scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus, budget,
+                               seed=setup["eval_seed"] if seed is None else seed, device=device)
     return score_metrics(scores, setup.get("references"))
 
 

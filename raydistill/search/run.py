@@ -84,6 +84,7 @@ class SearchOptions:
     cache_budget: Optional[str] = None  # most disk the teacher cache may take ("500G"); default: the free space
     teacher_features: str = "auto"  # auto | cached | live (search/plan.py: choose_teacher_features)
     warm_start: Optional[str] = None  # "ID[,ID...]": earlier searches whose scored trials seed Optuna
+    confirm: int = 2  # the top K trials scored again over seeds with tuned head learning rates (0: none)
 
     def validate(self) -> Checked:
         """Every check of the options and of the files they name, writing nothing and starting
@@ -96,6 +97,7 @@ class SearchOptions:
                 setattr(self, name, defaults.get(name))
         check_run_options(self)
         for flag, value, low in (("--trials", self.trials, 1), ("--max-failures", self.max_failures, 0),
+                                 ("--confirm", self.confirm, 0),
                                  ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2)):
             if value < low:
@@ -278,6 +280,10 @@ def run_search(opts: SearchOptions) -> dict:
         if lost:
             log(f"{lost} trial run(s) of a killed driver were never restored by Tune: marked lost in MLflow")
         evaluate_stopped_trials(tracker, results, setup)
+        if opts.confirm:
+            from raydistill.search.confirm import confirm_top
+
+            summary["confirmed"] = confirm_top(tracker, search_id, setup, opts.confirm)
         best = best_trial(tracker, search_id)
         if best is not None and best.get("config"):
             summary["best"] = best
@@ -531,11 +537,11 @@ def interrupted(results, trials: int) -> bool:
 
 
 def best_trial(tracker, search_id: str) -> Optional[dict]:
-    """The trial run of this search with the highest overall_score (from MLflow)."""
-    from raydistill.tracking.mlflow import run_config, scored, trial_runs
+    """The best trial run of this search (from MLflow): the highest confirmed overall_score if
+    any trial was confirmed (``--confirm``), else the highest overall_score."""
+    from raydistill.tracking.mlflow import ranked, run_config, scored, trial_runs
 
-    runs = [r for r in trial_runs(tracker.client, tracker.experiment, search_id, ["metrics.overall_score DESC"])
-            if scored(r)]
+    runs = ranked([r for r in trial_runs(tracker.client, tracker.experiment, search_id) if scored(r)])
     if not runs:
         return None
     r = runs[0]
@@ -561,12 +567,17 @@ def print_summary(summary: dict, uri: str) -> None:
                 f"  |  {tasks}")
 
     best = summary.get("best")
+    confirmed = [c for c in summary.get("confirmed") or [] if c.get("confirmed") is not None]
     lines = [
         "",
         f"search {summary['search_id']}: {summary['trials']} trials in {summary['wall_seconds']:.0f}s "
         f"(preparation {summary['prep_seconds']:.0f}s, trials {summary['tune_seconds']:.0f}s)",
         f"  best trial   {best['run_name'] if best else '-'}: {fmt(best)}  params {best.get('params', '?') if best else '-'}"
         + (f"  masked {100 * best['mask_frac']:.0f} % of frames" if best and "mask_frac" in best else ""),
+        *([f"  confirmed    the top {len(confirmed)} over {int(best.get('confirmed_seeds', 3))} evaluation seeds, "
+           "heads' learning rates tuned on dev (ranked by this): "
+           + ";  ".join(f"{c['run_name']} {c['confirmed']:.2f} ± {c['spread']:.2f} (single {c['overall_score']:.2f})"
+                        for c in sorted(confirmed, key=lambda c: -c["confirmed"]))] if confirmed and best else []),
         f"  teacher      {fmt(summary.get('teacher'))}",
         f"  random init  {fmt(summary.get('random_init'))}",
         f"  fbank        {fmt(summary.get('fbank'))}",

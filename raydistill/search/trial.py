@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from raydistill.config import TrainConfig
+from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import PROBE_TASKS, EvalBudget, evaluate_upstream, score_metrics
 from raydistill.methods import TeacherInfo, teacher_needs
@@ -84,7 +84,9 @@ def train_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
     corpus = Corpus.load(setup["corpus_dir"])
     needs = teacher_needs(config, TeacherInfo.of(setup["teacher"]))
-    data = TrainData(corpus, TargetStore(Path(setup["targets_dir"])), needs, config.student.conv_layers)
+    # a study's self-supervised arms (HuBERT iteration 1) learn MFCC units, not the teacher's
+    targets = setup["pretrain_targets_dir"] if config.method == PRETRAIN else setup["targets_dir"]
+    data = TrainData(corpus, TargetStore(Path(targets)), needs, config.student.conv_layers)
     # methods that run the teacher in the loop (masked input, attention maps) load it here
     live_teacher = load_teacher(setup["teacher"]["source"]) if needs.live else None
     device = ray.train.torch.get_device()

@@ -46,6 +46,8 @@ CHECKPOINT = "raydistill.checkpoint"
 CONFIG = "raydistill.config"
 EVALUATED = "raydistill.evaluated"  # "from_last_checkpoint": a stopped trial scored afterwards
 REFERENCE = "raydistill.reference."  # + teacher | fbank | random_init, on the search run
+CONFIRMED = "confirmed_overall_score"  # a trial's mean over the confirmation's seeds (search/confirm.py)
+CONFIRMED_TAG = "raydistill.confirmed"  # on a confirmed trial: the protocol (seeds, lr grid, suite)
 FIRST_METRIC = "overall_score"  # a trial run's first metric: the comparison view's metric axis (see above)
 MAX_TAG = 7500  # MLflow refuses longer tag values (8000 characters in its SQL store)
 PARENT = "mlflow.parentRunId"
@@ -207,6 +209,11 @@ class SearchTracker:
     def log_metrics(self, run_id: str, metrics: dict, step: Optional[int] = None) -> None:
         log_metrics(self.client, run_id, metrics, step)
 
+    def log_confirmed(self, run_id: str, metrics: dict, protocol: str) -> None:
+        """A trial's confirmation (``confirmed_*`` metrics) and the protocol that gave it."""
+        self.client.log_batch(run_id, metrics=_metrics(numeric(metrics, tuple(metrics))),
+                              tags=_tags({CONFIRMED_TAG: protocol}))
+
     def finish_trial(self, run_id: str, status: str, *, checkpoint: Optional[str] = None, error: str = "") -> None:
         tags = {STATUS: status}
         if checkpoint:
@@ -252,6 +259,22 @@ class SearchTracker:
 def scored(run, metric: str = "overall_score") -> bool:
     """Whether a run holds a finite ``metric`` (trial runs open with a NaN ``overall_score``)."""
     return is_number(run.data.metrics.get(metric))
+
+
+def rank_key(metrics: dict, metric: str = "overall_score", sign: float = -1.0) -> tuple:
+    """Sort key of a trial by its metrics, best first: confirmed trials by their confirmed mean,
+    then the others by their single evaluation, then unscored ones. ``sign`` -1 for a metric to
+    maximise (only ``overall_score`` is ever confirmed)."""
+    confirmed = metrics.get(CONFIRMED) if metric == "overall_score" else None
+    if is_number(confirmed):
+        return 0, sign * confirmed
+    value = metrics.get(metric)
+    return (1, sign * value) if is_number(value) else (2, 0.0)
+
+
+def ranked(runs: list) -> list:
+    """MLflow runs best first by :func:`rank_key` (the order of best_trial, export and the report)."""
+    return sorted(runs, key=lambda r: rank_key(r.data.metrics))
 
 
 def run_config(run) -> Optional[dict]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from ray.tune import Callback
 
@@ -15,18 +15,25 @@ class MlflowTrialCallback(Callback):
     ``describe(values) -> (run_name, size_metrics, full_config_dict)`` derives the readable
     run name, the student's size (logged at step 0, before its first result) and the full
     configuration (a tag and a ``config.yaml`` artifact, not a parameter) from the sampled values.
+    ``key(trial)``: what identifies the trial's run (default: Tune's trial id; a study's cell
+    name, so a rerun re-attaches to it); ``params(values)``: its MLflow parameters (default: the
+    sampled values).
     """
 
-    def __init__(self, tracker: SearchTracker, describe: Callable[[dict], tuple[str, dict, dict]]):
+    def __init__(self, tracker: SearchTracker, describe: Callable[[dict], tuple[str, dict, dict]], *,
+                 key: Optional[Callable] = None, params: Optional[Callable[[dict], dict]] = None):
         self.tracker = tracker
         self.describe = describe
+        self.key = key or _trial_id
+        self.params = params or _values
         self._described: dict[str, tuple[str, dict, dict]] = {}
 
     def _run(self, trial) -> str:
-        if trial.trial_id not in self._described:
-            self._described[trial.trial_id] = self.describe(dict(trial.config))
-        name, size, config = self._described[trial.trial_id]
-        run_id, created = self.tracker.trial_run(trial.trial_id, name, dict(trial.config), config)
+        key = self.key(trial)
+        if key not in self._described:
+            self._described[key] = self.describe(dict(trial.config))
+        name, size, config = self._described[key]
+        run_id, created = self.tracker.trial_run(key, name, self.params(dict(trial.config)), config)
         if created:
             self.tracker.log_metrics(run_id, size, step=0)
         return run_id
@@ -46,6 +53,14 @@ class MlflowTrialCallback(Callback):
         status, error = trial_error(getattr(trial, "error_file", None))
         result = trial.last_result or {}
         self.tracker.finish_trial(self._run(trial), status, checkpoint=result.get("checkpoint_path"), error=error)
+
+
+def _trial_id(trial) -> str:
+    return trial.trial_id
+
+
+def _values(values: dict) -> dict:
+    return values
 
 
 def trial_error(error_file) -> tuple[str, str]:
