@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
     p.add_argument("--name", help="search id (default: <space>-<timestamp>); with --resume, which search")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search (the latest, or --name)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="Optuna's sampler: tpe (default; multi-objective TPE with several objectives) or random")
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                   help="asha (default): stop trials whose probe_score trails at a rung; fifo: every trial runs to "
+                        "its end")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: evaluations before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
     p.add_argument("--max-failures", type=int, default=1,
@@ -307,7 +312,7 @@ def _dispatch(args) -> Optional[dict]:
             seed=args.seed, grace_period=args.grace_period, reduction_factor=args.reduction_factor,
             objectives=args.objectives, final_suite=args.final_suite, max_failures=args.max_failures,
             cache_budget=args.cache_budget, teacher_features=args.teacher_features, warm_start=args.warm_start,
-            confirm=args.confirm,
+            confirm=args.confirm, sampler=args.sampler, scheduler=args.scheduler,
         ))
         return None  # run_search printed its summary
     if args.command == "study":

@@ -84,3 +84,22 @@ def test_teacher_pass_bench_measures_batched_and_one_at_a_time(tiny_corpus, tmp_
     sizes = json.loads(out.stdout.strip().splitlines()[-1])["sizes"]
     assert [s["frames"] for s in sizes] == [3000, 12000]
     assert all(s["assign_peak_anon_mib"] > 0 for s in sizes)
+
+
+def test_search_vs_random_proxy_spaces_and_the_reach_ratio(tmp_path):
+    """bench/search_vs_random.py: its proxy spaces are valid dice.yaml spaces with the asked
+    steps and rungs, and the ratio is read off the best-so-far curves."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import search_vs_random as svr
+
+    from raydistill.search.space import load_space
+
+    asha = load_space(svr.proxy_space(100, 4, tmp_path)).base_config()
+    rnd = load_space(svr.proxy_space(100, 1, tmp_path)).base_config()
+    assert (asha.optim.max_steps, asha.num_evals, rnd.num_evals) == (100, 4, 1)
+    points = [(60.0, 30.0), (120.0, 33.0), (180.0, 33.0), (240.0, 35.0)]
+    assert svr.reach(points, 33.0) == 120.0 and svr.reach(points, 36.0) is None
+    row = {"seed": 0, "tpe-asha_trials": 16, "tpe-asha_stopped": 9, "tpe-asha_compute": 900.0, "tpe-asha_best": 36.0,
+           "tpe-asha_confirmed_best": 35.1, "random_trials": 8, "random_compute": 950.0, "random_best": 35.0,
+           "random_confirmed_best": None, "random_reached_at": 600.0, "tpe_asha_reached_at": 120.0, "ratio": 5.0}
+    assert "| 0 | 16 (9) | 900 | 36.00 | 35.10 | 8 | 950 | 35.00 | – | 600 s | 120 s | 5.00 |" in svr.table([row])

@@ -51,6 +51,21 @@ def test_the_papers_plan_is_valid_and_its_arms_share_one_budget():
     assert smoke.seeds == (0, 1) and {a.config["optim"]["max_steps"] for a in smoke.arms.values()} == {6}
 
 
+def test_the_base_scale_plan_builds_every_arm_for_a_hubert_base_teacher():
+    """studies/papers-base.yaml, the GPU user's study: the same comparisons over the base-scale
+    spaces; every arm's student builds for HuBERT-base (sizes as `--dry-run` prints them)."""
+    from raydistill.methods import describe
+    from raydistill.presets import TEACHERS
+
+    base, cpu = load_plan(REPO / "studies" / "papers-base.yaml"), load_plan(REPO / "studies" / "papers.yaml")
+    assert [c.id for c in base.comparisons] == [c.id for c in cpu.comparisons] and set(base.arms) == set(cpu.arms)
+    assert base.tasks == ("pr", "sid", "asr", "asv")
+    sizes = {name: describe(arm.train_config(0), TEACHERS["hubert-base"]) for name, arm in base.arms.items()}
+    assert round(sizes["dice-narrow"]["params"] / 1e6, 2) == 26.87  # DiceHuBERT's narrow student
+    assert sizes["arm-reuse"]["macs_per_second"] < sizes["arm-masking"]["macs_per_second"]
+    assert sizes["arm-reuse-ffn"]["params"] > sizes["arm-reuse"]["params"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"seeds": [0, 0]}, "distinct"),
     ({"arms": {"a": {"space": "nowhere.yaml"}}}, "not found"),

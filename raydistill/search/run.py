@@ -84,6 +84,8 @@ class SearchOptions:
     cache_budget: Optional[str] = None  # most disk the teacher cache may take ("500G"); default: the free space
     teacher_features: str = "auto"  # auto | cached | live (search/plan.py: choose_teacher_features)
     warm_start: Optional[str] = None  # "ID[,ID...]": earlier searches whose scored trials seed Optuna
+    sampler: str = "tpe"  # tpe | random
+    scheduler: str = "asha"  # asha | fifo (every trial runs to its end)
     confirm: int = 2  # the top K trials scored again over seeds with tuned head learning rates (0: none)
 
     def validate(self) -> Checked:
@@ -104,6 +106,10 @@ class SearchOptions:
                 raise UserError(f"{flag} must be >= {low}, found {value}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise UserError(f"--max-concurrent must be >= 1, found {self.max_concurrent}")
+        for flag, value, allowed in (("--sampler", self.sampler, ("tpe", "random")),
+                                     ("--scheduler", self.scheduler, ("asha", "fifo"))):
+            if value not in allowed:
+                raise UserError(f"{flag} must be {' or '.join(allowed)}, found {value!r}")
         if self.final_suite not in ("full", "probe"):
             raise UserError(f"--final-suite must be full or probe, found {self.final_suite!r}")
         if self.name is not None and not NAME.fullmatch(self.name):
@@ -254,7 +260,8 @@ def run_search(opts: SearchOptions) -> dict:
         "teacher": teacher.spec, "teacher_key": teacher.key, "corpus_spec": opts.corpus or "embedded",
         "corpus": str(corpus.root), "corpus_key": corpus.key,
         "workers": opts.workers, "seed": opts.seed, "objectives": format_objectives(objectives),
-        "teacher_features": features, "budget": budgets["full"],
+        "teacher_features": features, "budget": budgets["full"], "sampler": opts.sampler, "scheduler": opts.scheduler,
+        "confirm": opts.confirm,
         **({"warm_start": ",".join(warm), "warm_start_trials": len(warm_trials)} if warm else {}),
     }, space_file=Path(opts.space),
         provenance=provenance.record(corpus_key=corpus.key, teacher_key=teacher.key, search_id=search_id),
@@ -502,8 +509,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
             space=space.sample_for_ray, metric=names if multi else names[0], mode=modes if multi else modes[0],
             intermediate_metric="probe_score",
             to_config=space.trial_values,  # trials see config paths, not a composed space's Optuna names
-            # TPE's default 10 random start-up trials would make a short search all random.
-            sampler=optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=max(2, min(10, opts.trials // 3))),
+            sampler=make_sampler(opts),
             storage=optuna.storages.RDBStorage(workdir.optuna_uri), study_name=search_id,
             # a space whose method is a parameter (all.yaml) runs every method once first
             points_to_evaluate=space.initial_points(opts.trials) or None,
@@ -515,9 +521,9 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
         # students that score well early, small ones included only if they do; every stopped
         # trial is still scored in full from its last checkpoint afterwards, so it is a
         # candidate of the Pareto export with that (truncated-training) score.
-        scheduler = ASHAScheduler(metric="probe_score", mode="max", time_attr="training_iteration",
-                                  max_t=max_t, grace_period=min(opts.grace_period, max_t),
-                                  reduction_factor=opts.reduction_factor)
+        scheduler = None if opts.scheduler == "fifo" else ASHAScheduler(
+            metric="probe_score", mode="max", time_attr="training_iteration", max_t=max_t,
+            grace_period=min(opts.grace_period, max_t), reduction_factor=opts.reduction_factor)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(num_samples=opts.trials, search_alg=searcher, scheduler=scheduler,
@@ -526,6 +532,17 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
                                       verbose=1, failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
         )
     return tuner.fit()
+
+
+def make_sampler(opts: SearchOptions):
+    """Optuna's sampler: TPE (default) or random (``--sampler random``, the baseline a search is
+    measured against: bench/search_vs_random.py)."""
+    import optuna
+
+    if opts.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=opts.seed)
+    # TPE's default 10 random start-up trials would make a short search all random.
+    return optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=max(2, min(10, opts.trials // 3)))
 
 
 def interrupted(results, trials: int) -> bool:

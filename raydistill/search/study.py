@@ -19,6 +19,7 @@ Plan format::
     description: free text
     seeds: [0, 1, 2]                  # training seeds (TrainConfig.seed) of every arm
     evaluation: full                  # the final suite of every cell (full | probe)
+    tasks: [pr, sid, asr, asv]        # optional: only these tasks (a corpus without keywords or intents)
     budget: {optim: {max_steps: 300}, eval_every: 300}   # merged over every arm: equal budget
     smoke: {seeds: [0, 1], budget: {...}}                # with --smoke
     arms:
@@ -41,7 +42,7 @@ from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, teacher_needs
 from raydistill.utils import log, read_yaml, stable_hash
 
-PLAN_KEYS = {"name", "description", "seeds", "evaluation", "budget", "smoke", "arms", "comparisons", "subsets"}
+PLAN_KEYS = {"name", "description", "seeds", "evaluation", "tasks", "budget", "smoke", "arms", "comparisons", "subsets"}
 ARM_KEYS = {"space", "set", "about"}
 COMPARISON_KEYS = {"id", "title", "claim", "kind", "arms", "metric", "task", "note", "min_saved"}
 KINDS = ("better", "no_worse", "tradeoff", "pareto")
@@ -89,6 +90,7 @@ class Plan:
     arms: dict[str, Arm]
     comparisons: tuple[Comparison, ...]
     subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tasks: tuple[str, ...] = ()  # () = the suite's tasks
 
     def selected(self, only: Optional[str]) -> tuple[Comparison, ...]:
         """The comparisons ``--only`` names: a subset's name or comparison ids, comma-separated."""
@@ -144,6 +146,11 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
     evaluation = raw.get("evaluation", "full")
     if evaluation not in ("full", "probe"):
         raise UserError(f"{path}: evaluation must be full or probe, found {evaluation!r}")
+    from raydistill.evaluate.suite import TASKS
+
+    tasks = raw.get("tasks") or []
+    if not isinstance(tasks, list) or not all(t in TASKS for t in tasks):
+        raise UserError(f"{path}: tasks must be a list of {', '.join(TASKS)}, found {tasks!r}")
     budget = raw.get("budget") or {}
     if not isinstance(budget, dict):
         raise UserError(f"{path}: budget must be a mapping of TrainConfig fields (e.g. optim: {{max_steps: 300}})")
@@ -215,7 +222,8 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
         if not members or bad:
             raise UserError(f"{path}: subset {subset}: unknown comparison id(s) {bad or '(none given)'}")
     return Plan(path, name, str(raw.get("description", "")), tuple(seeds), evaluation, arms, tuple(comparisons),
-                {str(k): tuple(map(str, v)) for k, v in subsets.items()})
+                {str(k): tuple(map(str, v)) for k, v in subsets.items()}, tuple(tasks))
+
 
 
 def arm_needs(arms, info: TeacherInfo):
@@ -317,6 +325,8 @@ def run_study(opts: StudyOptions) -> dict:
     store = ensure_targets(teacher, corpus, workdir, arm_needs(arms, info), device=device, distributed=True)
     budgets = ({"probe": "smoke", "full": "smoke"} if opts.smoke
                else {"probe": "probe", "full": plan.evaluation})
+    if plan.tasks and budgets["full"] != "probe":  # a corpus without keyword or intent labels (LibriSpeech)
+        budgets["full"] += ":" + ",".join(plan.tasks)
     tracker.start_search(study_id, {
         "plan": str(opts.plan), "study": plan.name, "only": opts.only or "all", "seeds": ",".join(map(str, plan.seeds)),
         "arms": len(arms), "smoke": opts.smoke, "teacher": teacher.spec, "teacher_key": teacher.key,

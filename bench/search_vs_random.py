@@ -1,0 +1,178 @@
+"""Does the search beat random? TPE + ASHA against random search without early stopping, at
+equal compute, over several search seeds, on a cheap proxy of ``search_spaces/dice.yaml``.
+
+Proxy: the space's knobs and base with ``--steps`` training steps (default 100) and the probe
+suite (PR + SID) as the final evaluation. TPE + ASHA evaluates at 4 rungs (eval_every = steps/4,
+ASHA's reduction factor 2) and runs ``--asha-trials``; random search evaluates once, at the end
+(nothing to stop), and runs ``--random-trials``: the defaults give both about the same compute.
+Each search confirms its best trial (``--confirm 1``: 3 evaluation seeds, tuned head learning
+rates), so the two are compared on confirmed winners too.
+
+Compute is trial-seconds: the sum of the trial runs' wall durations in MLflow (each trial holds
+one CPU), so the two searches' curves share one axis whatever ran concurrently. The ratio is the
+ASHA paper's: compute random search spends to reach its final best, over the compute TPE + ASHA
+spends to reach that same score (its anchor: random's quality at a fifth to a tenth of its
+compute; > 1: TPE + ASHA is faster; "not reached": it never got there).
+
+    .venv/bin/python bench/search_vs_random.py run [--seeds 0,1,2] [--workdir runs]
+    .venv/bin/python bench/search_vs_random.py analyse [--workdir runs] [--figure PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "bench-search-vs-random"
+STRATEGIES = {"tpe-asha": ("tpe", "asha"), "random": ("random", "fifo")}
+
+
+def proxy_space(steps: int, rungs: int, tmp: Path) -> Path:
+    """dice.yaml at ``steps`` steps with ``rungs`` evaluations (the last one the final)."""
+    doc = yaml.safe_load((REPO / "search_spaces" / "dice.yaml").read_text())
+    doc["base"]["optim"]["max_steps"] = steps
+    doc["base"]["eval_every"] = steps // rungs
+    path = tmp / f"dice-proxy-{steps}-r{rungs}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run(args) -> None:
+    from raydistill.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spaces = {"tpe-asha": proxy_space(args.steps, 4, Path(tmp)), "random": proxy_space(args.steps, 1, Path(tmp))}
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for strategy, (sampler, scheduler) in STRATEGIES.items():
+                name = f"svr-{strategy}-s{seed}"
+                if (Path(args.workdir) / "ray_results" / name).exists():
+                    print(f"bench: {name} exists, skipped", file=sys.stderr)
+                    continue
+                trials = args.asha_trials if strategy == "tpe-asha" else args.random_trials
+                code = main(["search", "--space", str(spaces[strategy]), "--trials", str(trials), "--seed", str(seed),
+                             "--sampler", sampler, "--scheduler", scheduler, "--final-suite", "probe",
+                             "--confirm", "1", "--name", name, "--experiment", EXPERIMENT,
+                             "--workdir", str(args.workdir)])
+                if code != 0:
+                    raise SystemExit(f"bench: search {name} exited {code}")
+    analyse(args)
+
+
+def curve(client, experiment_id: str, search_id: str) -> dict:
+    """Best score so far against cumulative trial-seconds, trials in the order they ended."""
+    runs = client.search_runs([experiment_id], max_results=1000, filter_string=(
+        f"tags.`raydistill.kind` = 'trial' and tags.`raydistill.search_id` = '{search_id}'"))
+    runs = sorted((r for r in runs if r.info.end_time), key=lambda r: r.info.end_time)
+    spent, best, points = 0.0, -math.inf, []
+    for r in runs:
+        spent += (r.info.end_time - r.info.start_time) / 1000
+        score = r.data.metrics.get("overall_score")
+        if score is not None and math.isfinite(score):
+            best = max(best, score)
+        points.append((spent, best))
+    confirmed = [r.data.metrics["confirmed_overall_score"] for r in runs if "confirmed_overall_score" in r.data.metrics]
+    stopped = sum(r.data.tags.get("raydistill.status") == "stopped" for r in runs)
+    return {"points": points, "compute": spent, "best": best, "trials": len(runs), "stopped": stopped,
+            "confirmed_best": max(confirmed) if confirmed else None}
+
+
+def reach(points, target: float):
+    """Compute spent when the best so far first reached ``target`` (None: never)."""
+    return next((spent for spent, best in points if best >= target - 1e-9), None)
+
+
+def analyse(args) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(args.mlflow_uri or f"sqlite:///{Path(args.workdir).resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        raise SystemExit(f"bench: no experiment {EXPERIMENT!r}: run `search_vs_random.py run` first")
+    seeds = sorted({int(r.data.tags["raydistill.search_id"].rsplit("-s", 1)[1])
+                    for r in client.search_runs([exp.experiment_id], "tags.`raydistill.kind` = 'search'")})
+    rows = []
+    for seed in seeds:
+        curves = {s: curve(client, exp.experiment_id, f"svr-{s}-s{seed}") for s in STRATEGIES}
+        rnd, asha = curves["random"], curves["tpe-asha"]
+        target = rnd["best"]
+        r_spent, a_spent = reach(rnd["points"], target), reach(asha["points"], target)
+        row = {"seed": seed, **{f"{s}_{k}": c[k] for s, c in curves.items()
+                                for k in ("trials", "stopped", "compute", "best", "confirmed_best")},
+               "target": target, "random_reached_at": r_spent, "tpe_asha_reached_at": a_spent,
+               "ratio": (r_spent / a_spent) if r_spent and a_spent else None}
+        rows.append({**row, "curves": {s: c["points"] for s, c in curves.items()}})
+        emit({"bench": "search_vs_random", **row})
+    if args.figure and rows:
+        figure(rows, Path(args.figure))
+    print(table(rows))
+
+
+def table(rows) -> str:
+    def f(x, d=1):
+        return "–" if x is None else f"{x:.{d}f}"
+
+    lines = ["| search seed | TPE+ASHA trials (stopped) | compute s | best | confirmed | random trials | compute s | "
+             "best | confirmed | random reaches its best at | TPE+ASHA reaches it at | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['tpe-asha_trials']} ({r['tpe-asha_stopped']}) | {f(r['tpe-asha_compute'], 0)} | "
+                     f"{f(r['tpe-asha_best'], 2)} | {f(r['tpe-asha_confirmed_best'], 2)} | {r['random_trials']} | "
+                     f"{f(r['random_compute'], 0)} | {f(r['random_best'], 2)} | {f(r['random_confirmed_best'], 2)} | "
+                     f"{f(r['random_reached_at'], 0)} s | "
+                     f"{f(r['tpe_asha_reached_at'], 0) + ' s' if r['tpe_asha_reached_at'] else 'not reached'} | "
+                     f"{f(r['ratio'], 2) if r['ratio'] else '–'} |")
+    return "\n".join(lines)
+
+
+def figure(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = {"tpe-asha": "tab:blue", "random": "tab:orange"}
+    for r in rows:
+        for strategy, points in r["curves"].items():
+            pts = [(s / 60, b) for s, b in points if math.isfinite(b)]
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=colours[strategy], alpha=0.8,
+                    label=strategy if r is rows[0] else None)
+    ax.set_xlabel("compute spent (trial-minutes)")
+    ax.set_ylabel("best overall_score so far (probe suite)")
+    ax.set_title("TPE + ASHA vs random search, dice.yaml proxy, one line per search seed")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("run", "analyse"):
+        q = sub.add_parser(name)
+        q.add_argument("--workdir", type=Path, default=REPO / "runs")
+        q.add_argument("--mlflow-uri")
+        q.add_argument("--figure", default=str(REPO / "docs" / "figures" / "search_vs_random.png"))
+        if name == "run":
+            q.add_argument("--seeds", default="0,1,2")
+            q.add_argument("--steps", type=int, default=100)
+            q.add_argument("--asha-trials", type=int, default=16)
+            q.add_argument("--random-trials", type=int, default=8)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse()
+    run(args) if args.command == "run" else analyse(args)
