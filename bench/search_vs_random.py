@@ -55,17 +55,32 @@ def run(args) -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             for strategy, (sampler, scheduler) in STRATEGIES.items():
                 name = f"svr-{strategy}-s{seed}"
-                if (Path(args.workdir) / "ray_results" / name).exists():
-                    print(f"bench: {name} exists, skipped", file=sys.stderr)
+                state = search_state(args, name)
+                if state == "FINISHED":
+                    print(f"bench: {name} is done, skipped", file=sys.stderr)
                     continue
                 trials = args.asha_trials if strategy == "tpe-asha" else args.random_trials
+                again = ["--resume"] if state is not None else []  # interrupted: continue it
                 code = main(["search", "--space", str(spaces[strategy]), "--trials", str(trials), "--seed", str(seed),
                              "--sampler", sampler, "--scheduler", scheduler, "--final-suite", "probe",
                              "--confirm", "1", "--name", name, "--experiment", EXPERIMENT,
-                             "--workdir", str(args.workdir)])
+                             "--workdir", str(args.workdir), *again])
                 if code != 0:
                     raise SystemExit(f"bench: search {name} exited {code}")
     analyse(args)
+
+
+def search_state(args, name: str):
+    """None if the search was never started, else its MLflow run's status (FINISHED when done)."""
+    if not (Path(args.workdir) / "ray_results" / name / "tuner.pkl").is_file():
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(args.mlflow_uri or f"sqlite:///{Path(args.workdir).resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], f"tags.`raydistill.search_id` = '{name}' and "
+                              "tags.`raydistill.kind` = 'search'") if exp else []
+    return runs[0].info.status if runs else "KILLED"
 
 
 def curve(client, experiment_id: str, search_id: str) -> dict:
