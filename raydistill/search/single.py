@@ -27,7 +27,7 @@ from raydistill.prepare import (Workdir, check_corpus, check_teacher, default_de
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
 from raydistill.utils import log, read_yaml, stable_hash
 
-CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "source", "provenance"}
+CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "ranked_by", "source", "provenance"}
 
 
 @dataclass
