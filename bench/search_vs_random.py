@@ -64,7 +64,8 @@ def run(args) -> None:
                 code = main(["search", "--space", str(spaces[strategy]), "--trials", str(trials), "--seed", str(seed),
                              "--sampler", sampler, "--scheduler", scheduler, "--final-suite", "probe",
                              "--confirm", "1", "--name", name, "--experiment", EXPERIMENT,
-                             "--workdir", str(args.workdir), *again])
+                             "--workdir", str(args.workdir), *again,
+                             *(["--mlflow-uri", args.mlflow_uri] if args.mlflow_uri else [])])
                 if code != 0:
                     raise SystemExit(f"bench: search {name} exited {code}")
     analyse(args)
@@ -74,20 +75,28 @@ def search_state(args, name: str):
     """None if the search was never started, else its MLflow run's status (FINISHED when done)."""
     if not (Path(args.workdir) / "ray_results" / name / "tuner.pkl").is_file():
         return None
-    from mlflow.tracking import MlflowClient
+    from raydistill.tracking.mlflow import KIND, SEARCH_ID, find_run
 
-    client = MlflowClient(args.mlflow_uri or f"sqlite:///{Path(args.workdir).resolve() / 'mlflow.db'}")
+    client = store(args)
     exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], f"tags.`raydistill.search_id` = '{name}' and "
-                              "tags.`raydistill.kind` = 'search'") if exp else []
-    return runs[0].info.status if runs else "KILLED"
+    search = find_run(client, exp.experiment_id, {KIND: "search", SEARCH_ID: name}) if exp else None
+    return search.info.status if search else "KILLED"
+
+
+def store(args):
+    """The MLflow client of the store the bench's searches log to (--mlflow-uri, else the workdir's)."""
+    from mlflow.tracking import MlflowClient
+    from raydistill.prepare import Workdir
+
+    return MlflowClient(args.mlflow_uri or Workdir(args.workdir).mlflow_uri)
 
 
 def curve(client, experiment_id: str, search_id: str) -> dict:
     """Best score so far against cumulative trial-seconds, trials in the order they ended."""
-    runs = client.search_runs([experiment_id], max_results=1000, filter_string=(
-        f"tags.`raydistill.kind` = 'trial' and tags.`raydistill.search_id` = '{search_id}'"))
-    runs = sorted((r for r in runs if r.info.end_time), key=lambda r: r.info.end_time)
+    from raydistill.tracking.mlflow import trial_runs
+
+    runs = sorted((r for r in trial_runs(client, experiment_id, search_id) if r.info.end_time),
+                  key=lambda r: r.info.end_time)
     spent, best, points = 0.0, -math.inf, []
     for r in runs:
         spent += (r.info.end_time - r.info.start_time) / 1000
@@ -107,9 +116,7 @@ def reach(points, target: float):
 
 
 def analyse(args) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(args.mlflow_uri or f"sqlite:///{Path(args.workdir).resolve() / 'mlflow.db'}")
+    client = store(args)
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         raise SystemExit(f"bench: no experiment {EXPERIMENT!r}: run `search_vs_random.py run` first")
