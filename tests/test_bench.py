@@ -1,6 +1,7 @@
 """bench/: each benchmark runs end to end on tiny inputs and prints its JSON measurements."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,8 @@ def test_search_vs_random_proxy_spaces_and_the_reach_ratio(tmp_path):
     assert (asha.optim.max_steps, asha.num_evals, rnd.num_evals) == (100, 4, 1)
     points = [(60.0, 30.0), (120.0, 33.0), (180.0, 33.0), (240.0, 35.0)]
     assert svr.reach(points, 33.0) == 120.0 and svr.reach(points, 36.0) is None
-    row = {"seed": 0, "tpe-asha_trials": 16, "tpe-asha_stopped": 9, "tpe-asha_compute": 900.0, "tpe-asha_best": 36.0,
+    assert svr.best_within(points, 200.0) == 33.0 and svr.best_within(points, 30.0) == -math.inf
+    row = {"seed": 0, "equal_compute": 900.0, "tpe-asha_best_at_equal": 36.0, "random_best_at_equal": 34.5, "tpe-asha_trials": 16, "tpe-asha_stopped": 9, "tpe-asha_compute": 900.0, "tpe-asha_best": 36.0,
            "tpe-asha_confirmed_best": 35.1, "random_trials": 8, "random_compute": 950.0, "random_best": 35.0,
            "random_confirmed_best": None, "random_reached_at": 600.0, "tpe_asha_reached_at": 120.0, "ratio": 5.0}
-    assert "| 0 | 16 (9) | 900 | 36.00 | 35.10 | 8 | 950 | 35.00 | – | 600 s | 120 s | 5.00 |" in svr.table([row])
+    assert "| 0 | 16 (9) | 900 | 36.00 | 35.10 | 8 | 950 | 35.00 | – | 900 | 36.00 / 34.50 | 600 s | 120 s | 5.00 |" in svr.table([row])

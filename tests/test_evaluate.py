@@ -388,3 +388,28 @@ def test_budget_validation_and_presets():
     with pytest.raises(Exception, match="unknown tasks \\['sd'\\]"):
         EvalBudget.full().with_tasks(["pr", "sd"])
     assert EvalBudget.probe().tasks == ("pr", "sid") and set(EvalBudget.full().tasks) == set(TASKS)
+
+
+@pytest.mark.parametrize("final_suite, calls", [("smoke:pr,sid", 1), ("smoke", 2)])
+def test_trial_evaluator_reuses_the_last_rung_when_the_final_suite_is_the_probe(corpus, monkeypatch, final_suite,
+                                                                                calls):
+    # A search with --final-suite probe scores a trial's end with the suite its last ASHA rung
+    # just ran (same data, seed and heads): the evaluation must run once, not twice.
+    from raydistill.models.hubert import PRESETS, HubertModel
+    from raydistill.search import trial
+
+    seen = []
+    real = trial.evaluate_upstream
+    monkeypatch.setattr(trial, "evaluate_upstream", lambda up, c, budget, **kw: seen.append(budget) or real(up, c, budget, **kw))
+    torch.manual_seed(0)
+    model = HubertModel(PRESETS["tiny-teacher"]).eval()
+    evaluate = trial.make_evaluator(corpus, {"probe": "smoke", "full": final_suite}, seed=0, device="cpu")
+    rung = evaluate(model, final=False)
+    assert len(seen) == 1 and set(rung) == {"probe_score", "probe_pr_per", "probe_sid_acc"}
+    end = evaluate(model, final=True)
+    assert len(seen) == 1 + calls
+    assert end["probe_score"] == rung["probe_score"]  # the probe depends on its seed alone
+    if calls == 1:
+        assert end["overall_score"] == end["probe_score"] and end["pr_per"] == end["probe_pr_per"]
+    else:
+        assert "asr_wer" in end and seen[-1].tasks != seen[-2].tasks

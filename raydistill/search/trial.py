@@ -46,8 +46,11 @@ def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device
         metrics = {f"probe_{k}": scores[k] for k in ("pr_per", "sid_acc") if k in scores}
         metrics["probe_score"] = scores["overall_score"]
         if final:
-            metrics.update(score_metrics(evaluate_upstream(upstream, corpus, full, seed=seed, device=device),
-                                         references))
+            # --final-suite probe: the last rung already ran this very evaluation (same data,
+            # seed and heads); running it again would only double its cost
+            final_scores = scores if full == probe else evaluate_upstream(upstream, corpus, full, seed=seed,
+                                                                           device=device)
+            metrics.update(score_metrics(final_scores, references))
         return metrics
 
     return evaluate
