@@ -66,6 +66,30 @@ def test_the_base_scale_plan_builds_every_arm_for_a_hubert_base_teacher():
     assert sizes["arm-reuse-ffn"]["params"] > sizes["arm-reuse"]["params"]
 
 
+def test_an_arm_can_be_a_searched_winner_at_the_plans_budget(tmp_path):
+    """Comparison 8 with each method's best searched configuration: an arm names an exported
+    best.yaml; the plan's budget and the arm's `set` go over the winner's own configuration."""
+    from raydistill.search.space import load_space
+
+    winner = load_space(SPACES / "dice.yaml").base_config().to_dict()
+    winner["student"]["embed_dim"], winner["optim"]["max_steps"], winner["optim"]["lr"] = 64, 900, 1.5e-3
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump({"train": winner, "ranked_by": "confirmed_overall_score"}))
+    arms = {"hard": {"space": str(SPACES / "dice.yaml")},
+            "won": {"config": "best.yaml", "set": {"nomask_weight": 0.5}, "about": "dice's searched winner"}}
+    plan = load_plan(write_plan(tmp_path, arms=arms, comparisons=[{"arms": ["hard", "won"]}]))
+    won = plan.arms["won"]
+    assert won.config["student"]["embed_dim"] == 64 and won.config["optim"]["lr"] == 1.5e-3  # the winner's
+    assert won.config["optim"]["max_steps"] == plan.arms["hard"].config["optim"]["max_steps"] == 4  # the plan's
+    assert won.config["nomask_weight"] == 0.5 and won.space == "best.yaml"
+    with pytest.raises(UserError, match="or {config"):
+        load_plan(write_plan(tmp_path, arms={**arms, "both": {"space": str(SPACES / "dice.yaml"), "config": "best.yaml"}}))
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump({"train": winner, "surprise": 1}))
+    with pytest.raises(UserError, match="unknown key"):
+        load_plan(write_plan(tmp_path, arms={**arms, "odd": {"config": "odd.yaml"}}))
+    with pytest.raises(UserError, match="config file gone.yaml not found"):
+        load_plan(write_plan(tmp_path, arms={**arms, "gone": {"config": "gone.yaml"}}))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"seeds": [0, 0]}, "distinct"),
     ({"arms": {"a": {"space": "nowhere.yaml"}}}, "not found"),

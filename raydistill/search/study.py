@@ -24,6 +24,8 @@ Plan format::
     smoke: {seeds: [0, 1], budget: {...}}                # with --smoke
     arms:
       NAME: {space: ../search_spaces/dice.yaml, set: {dotted.path: value}, about: text}
+      NAME: {config: ../exported/dice/best.yaml, about: text}   # a search's exported winner
+
     comparisons:
       - {id: ID, title: text, claim: text, kind: better|no_worse|tradeoff|pareto,
          arms: [A, B, ...], metric: overall_score, task: pr_per, note: text}
@@ -43,7 +45,7 @@ from raydistill.methods import TeacherInfo, teacher_needs
 from raydistill.utils import log, read_yaml, stable_hash
 
 PLAN_KEYS = {"name", "description", "seeds", "evaluation", "tasks", "budget", "smoke", "arms", "comparisons", "subsets"}
-ARM_KEYS = {"space", "set", "about"}
+ARM_KEYS = {"space", "config", "set", "about"}
 COMPARISON_KEYS = {"id", "title", "claim", "kind", "arms", "metric", "task", "note", "min_saved"}
 KINDS = ("better", "no_worse", "tradeoff", "pareto")
 STUDY = "raydistill.study"  # tag on the study's parent run: the plan's name
@@ -163,19 +165,27 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
         where = f"{path}: arm {arm_name}"
         if not isinstance(arm_name, str) or not NAME.fullmatch(arm_name):
             raise UserError(f"{path}: arm names are letters, digits, '.', '_' and '-', found {arm_name!r}")
-        if not isinstance(doc, dict) or "space" not in doc or set(doc) - ARM_KEYS:
-            raise UserError(f"{where}: expected {{space: FILE, set: {{...}}, about: text}}")
-        space_path = (path.parent / str(doc["space"])).resolve()
-        if not space_path.is_file():
-            raise UserError(f"{where}: space file {doc['space']} not found (paths are relative to the plan)")
-        if space_path not in spaces:
-            spaces[space_path] = load_space(space_path, smoke=smoke)
-        space = spaces[space_path]
+        if not isinstance(doc, dict) or ("space" in doc) == ("config" in doc) or set(doc) - ARM_KEYS:
+            raise UserError(f"{where}: expected {{space: FILE, set: {{...}}, about: text}} "
+                            f"or {{config: EXPORTED_FILE, set: {{...}}, about: text}}")
+        source = str(doc.get("space", doc.get("config")))
+        source_path = (path.parent / source).resolve()
+        if not source_path.is_file():
+            what = "space" if "space" in doc else "config"
+            raise UserError(f"{where}: {what} file {source} not found (paths are relative to the plan)")
         settings = doc.get("set") or {}
         if not isinstance(settings, dict):
             raise UserError(f"{where}: set must be a mapping of dotted config paths to values")
-        method = settings.get("method", space.method)
-        config = merge(space.base_for(method) if method in space.methods() else space.base, budget)
+        if "config" in doc:  # a searched winner (raydistill export): its configuration, the plan's budget
+            from raydistill.search.single import read_config_file
+
+            config = merge(read_config_file(source_path)["train"], budget)
+        else:
+            if source_path not in spaces:
+                spaces[source_path] = load_space(source_path, smoke=smoke)
+            space = spaces[source_path]
+            method = settings.get("method", space.method)
+            config = merge(space.base_for(method) if method in space.methods() else space.base, budget)
         for key, value in settings.items():
             set_path(config, str(key), value)
         try:
@@ -186,7 +196,7 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
             raise UserError(f"{where}: {e}") from None
         if built.num_evals < 1:
             raise UserError(f"{where}: eval_every must not exceed the steps")
-        arms[arm_name] = Arm(arm_name, built.to_dict(), str(doc.get("about", "")), str(doc["space"]))
+        arms[arm_name] = Arm(arm_name, built.to_dict(), str(doc.get("about", "")), source)
 
     metrics = {"overall_score", "superb_score", *OVERALL_SCORE_METRICS}
     comparisons = []
