@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from raydistill.config import MaskConfig  # noqa: E402
 from raydistill.corpus.manifest import Corpus  # noqa: E402
-from raydistill.models.hubert import PRESETS, conv_frames  # noqa: E402
+from raydistill.models.config import PRESETS, conv_frames  # noqa: E402
 from raydistill.train.masking import sample_mask  # noqa: E402
 
 SETTINGS = [

@@ -67,7 +67,7 @@ def random_teacher(path: Path, arch: dict):
         torch.manual_seed(0)
         module = get_method("dicehubert").build(config, TeacherInfo(0, 0, 500))
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_student(path, config, module, {})
+        save_student(path, config, module, {}, masks_input=True)
     return f"raydistill:{path}"
 
 

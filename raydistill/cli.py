@@ -512,8 +512,8 @@ def _compare(args) -> dict:
     from raydistill.evaluate.compare import compare_upstreams
     from raydistill.evaluate.upstream import FBankUpstream
     from raydistill.methods import TeacherInfo, student_model
-    from raydistill.models.checkpoint import load_student
-    from raydistill.models.hubert import HubertUpstream
+    from raydistill.methods import load_student
+    from raydistill.evaluate.upstream import HubertUpstream
     from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher
     from raydistill.teacher.sources import load_teacher, parse_spec
 
@@ -547,8 +547,8 @@ def _compare(args) -> dict:
 
 def _evaluate(args) -> dict:
     from raydistill.evaluate.suite import evaluate_upstream
-    from raydistill.models.checkpoint import load_student
-    from raydistill.models.hubert import HubertUpstream
+    from raydistill.methods import load_student
+    from raydistill.evaluate.upstream import HubertUpstream
     from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus
 
     budget = _budget(args)

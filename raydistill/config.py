@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydistill.errors import UserError
-from raydistill.models.hubert import PRESETS, HubertConfig
+from raydistill.models.config import HubertConfig, PRESETS
 from raydistill.models.lstm import LstmConfig
 
 # Distillation methods a search can use (one module each under raydistill/methods/).

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from raydistill.errors import UserError
-from raydistill.models.checkpoint import STUDENT_FILE, load_student
-from raydistill.models.hubert import HubertConfig
+from raydistill.methods import load_student
+from raydistill.models.checkpoint import STUDENT_FILE
+from raydistill.models.config import HubertConfig
 from raydistill.utils import atomic_dir
 
 FORMATS = ("s3prl", "hf")
@@ -34,8 +35,8 @@ EXPERT = '''"""s3prl upstream for a raydistill student (written by `raydistill c
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from raydistill.models.checkpoint import load_student
-from raydistill.models.hubert import HubertUpstream
+from raydistill.methods import load_student
+from raydistill.evaluate.upstream import HubertUpstream
 
 STRIDE = {stride}  # samples per frame at 16 kHz: 20 ms
 

@@ -79,7 +79,8 @@ def space_with_reuse(tmp_path, pattern: str):
 def wrong_shapes_teacher(tmp_path):
     import torch
 
-    from raydistill.models.hubert import HubertConfig, HubertModel, hubert_conv
+    from raydistill.models.config import HubertConfig, hubert_conv
+    from raydistill.models.hubert import HubertModel
 
     path = tmp_path / "teacher.pt"  # a real HuBERT state dict, but 2 x 32 wide, named hubert-base
     small = HubertConfig(conv_layers=hubert_conv(16), embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64,
@@ -158,7 +159,8 @@ def tiny_encoder_teacher(tmp_path, mask_emb_width=None):
     embedding, unless one of ``mask_emb_width`` is given from a file."""
     import torch
 
-    from raydistill.models.hubert import PRESETS, HubertModel
+    from raydistill.models.config import PRESETS
+    from raydistill.models.hubert import HubertModel
 
     path = tmp_path / "encoder.pt"
     torch.save(HubertModel(PRESETS["tiny-teacher"]).encoder.state_dict(), path)
@@ -186,7 +188,7 @@ def student_checkpoint(tmp_path):
     config = TrainConfig.from_dict({"method": "star", "student": {"preset": "tiny-teacher", "num_layers": 2}})
     path = tmp_path / "student.pt"
     save_student(path, config, get_method("star").build(config, TeacherInfo(4, 192)),
-                 {"spec": "embedded", "num_layers": 4, "embed_dim": 192})
+                 {"spec": "embedded", "num_layers": 4, "embed_dim": 192}, masks_input=False)
     return str(path)
 
 

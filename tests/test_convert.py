@@ -13,7 +13,8 @@ from raydistill.convert import convert
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, get_method
 from raydistill.models.checkpoint import save_student
-from raydistill.models.hubert import HubertUpstream, hubert_conv
+from raydistill.evaluate.upstream import HubertUpstream
+from raydistill.models.config import hubert_conv
 
 NO_DROPOUT = dict(dropout_input=0.0, attention_dropout=0.0, dropout=0.0, layer_drop=0.0)
 SMALL = {"conv_layers": [list(c) for c in hubert_conv(32)], "embed_dim": 32, "ffn_dim": 64, "num_layers": 2,
@@ -29,7 +30,8 @@ def student(tmp_path, method="dicehubert", **student_options):
     for p in module.parameters():  # weights off their init values, so a missed copy shows
         p.data.add_(0.05 * torch.randn_like(p))
     path = tmp_path / "student.pt"
-    save_student(path, config, module, {"spec": "test", "num_layers": 2, "embed_dim": 64, "num_classes": 12})
+    save_student(path, config, module, {"spec": "test", "num_layers": 2, "embed_dim": 64, "num_classes": 12},
+                 masks_input=get_method(method).masks(config))
     return path, module.model.eval()
 
 

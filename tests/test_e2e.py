@@ -19,7 +19,7 @@ import pytest
 
 from raydistill.cli import main
 from raydistill.evaluate.suite import OVERALL_SCORE_METRICS, overall_score, superb_score
-from raydistill.models.checkpoint import load_student
+from raydistill.methods import load_student
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from raydistill.cli import main
-from raydistill.models.checkpoint import load_student
+from raydistill.methods import load_student
 from raydistill.search.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]

@@ -395,7 +395,8 @@ def test_trial_evaluator_reuses_the_last_rung_when_the_final_suite_is_the_probe(
                                                                                 calls):
     # A search with --final-suite probe scores a trial's end with the suite its last ASHA rung
     # just ran (same data, seed and heads): the evaluation must run once, not twice.
-    from raydistill.models.hubert import PRESETS, HubertModel
+    from raydistill.models.config import PRESETS
+    from raydistill.models.hubert import HubertModel
     from raydistill.search import trial
 
     seen = []

@@ -14,8 +14,11 @@ import torch
 from raydistill.config import ArmConfig, TrainConfig
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, describe, get_method, layer_map, teacher_needs
-from raydistill.models.checkpoint import STUDENT_FILE, load_student
-from raydistill.models.hubert import HubertConfig, HubertModel, PredictionHead, hubert_conv
+from raydistill.methods import load_student
+from raydistill.models.checkpoint import STUDENT_FILE
+from raydistill.models.config import HubertConfig, hubert_conv
+from raydistill.models.heads import PredictionHead
+from raydistill.models.hubert import HubertModel
 from raydistill.presets import PRESETS, preset
 from raydistill.targets.store import LOGITS, TargetStore, TeacherNeeds
 from raydistill.teacher.sources import Teacher

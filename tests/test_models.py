@@ -3,29 +3,87 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torchaudio.models.wav2vec2.components import _compute_logits
 
-from raydistill.models.hubert import (
-    PRESETS, HubertConfig, HubertModel, HubertUpstream, MaskedPredictor, PredictionHead,
-    compute_span_mask, conv_frames, hubert_conv,
-)
+from raydistill.evaluate.upstream import HubertUpstream
+from raydistill.models.components import legacy_keys
+from raydistill.models.config import PRESETS, HubertConfig, conv_frames, hubert_conv
+from raydistill.models.heads import PredictionHead
+from raydistill.models.hubert import HubertModel
+from raydistill.models.student import MaskedPredictor
+from raydistill.train.masking import compute_span_mask
+from twins import torchaudio_twin
 
 TINY = HubertConfig(conv_layers=hubert_conv(32), embed_dim=64, num_layers=3, num_heads=4, ffn_dim=128,
                     pos_conv_kernel=16, layer_drop=0.0)
 
 
-def test_hidden_states_equal_torchaudio():
+def assert_matches_torchaudio(model: HubertModel, theirs, wave: torch.Tensor, lengths=None, atol=1e-5):
+    with torch.no_grad():
+        out = model(wave, lengths)
+        layers, _ = theirs.extract_features(wave, lengths)
+        final, _ = theirs(wave, lengths)
+    assert len(out.states) == model.cfg.num_layers + 1
+    valid = torch.ones(out.states[0].shape[:2], dtype=torch.bool) if out.padding_mask is None else ~out.padding_mask
+    for ours, their in zip(out.states[1:-1], layers[:-1]):  # torchaudio leaves a pre-LN stack's final norm out
+        torch.testing.assert_close(ours[valid], their[valid], atol=atol, rtol=1e-4)
+    torch.testing.assert_close(out.states[-1][valid], final[valid], atol=atol, rtol=1e-4)
+
+
+def test_hubert_base_with_torchaudios_weights_matches_torchaudios_forward():
+    """The owned blocks are torchaudio's HuBERT: ``hubert_base()``'s state dict loads strictly
+    into ``HubertModel(PRESETS["hubert-base"]).encoder`` and back, and every layer's output on
+    a padded batch equals torchaudio's own forward."""
+    torch.manual_seed(0)
+    theirs = torchaudio.models.hubert_base().eval()
+    model = HubertModel(PRESETS["hubert-base"]).eval()
+    model.encoder.load_state_dict(theirs.state_dict(), strict=True)
+    assert list(model.encoder.state_dict()) == list(theirs.state_dict())
+    wave = torch.randn(2, 16000)
+    wave[1, 12000:] = 0
+    # torchaudio's CNN runs padded rows as they are; ours runs each row on its valid samples
+    # (GroupNorm normalises over time), so compare the unpadded batch, then each row alone.
+    assert_matches_torchaudio(model, theirs, wave, atol=1e-4)
+    assert_matches_torchaudio(model, theirs, wave[1:, :12000], atol=1e-4)
+
+
+@pytest.mark.parametrize("options", [{}, {"layer_norm_first": True, "extractor_mode": "layer_norm", "conv_bias": True},
+                                     {"pos_conv_kernel": 15}])
+def test_hidden_states_equal_torchaudio(options):
+    torch.manual_seed(0)
+    cfg = HubertConfig(**{**TINY.to_dict(), **options})
+    model = HubertModel(cfg).eval()
+    assert_matches_torchaudio(model, torchaudio_twin(cfg, model), torch.randn(2, 8000))
+
+
+def test_torchaudio_weights_of_the_same_seed_are_the_same():
+    """Built at one seed, our encoder and torchaudio's start from the same weights (the blocks
+    create their parameters in torchaudio's order), so runs seeded before the switch to owned
+    blocks start where they started."""
+    torch.manual_seed(3)
+    ours = HubertModel(TINY).encoder.state_dict()
+    torch.manual_seed(3)
+    theirs = torchaudio_twin(TINY).state_dict()
+    assert list(ours) == list(theirs)
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], atol=0, rtol=0, msg=key)
+
+
+def test_old_weight_norm_names_load():
+    """Checkpoints from before torch's weight-norm parametrisation (torchaudio < 2.1, fairseq
+    conversions) name the positional conv's g and v ``weight_g``/``weight_v``."""
     torch.manual_seed(0)
     model = HubertModel(TINY).eval()
-    wave = torch.randn(2, 8000)
+    state = model.encoder.state_dict()
+    old = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                          "weight_v"): v for k, v in state.items()}
+    assert "encoder.transformer.pos_conv_embed.conv.weight_g" in old
+    again = HubertModel(TINY).eval()
+    again.encoder.load_state_dict(legacy_keys(old), strict=True)
+    wave = torch.randn(1, 6000)
     with torch.no_grad():
-        out = model(wave)
-        layers, _ = model.encoder.extract_features(wave)
-        final, _ = model.encoder(wave)
-    assert len(out.states) == TINY.num_layers + 1
-    for ours, theirs in zip(out.states[1:], layers):
-        torch.testing.assert_close(ours, theirs)
-    torch.testing.assert_close(out.states[-1], final)
+        torch.testing.assert_close(again(wave).states[-1], model(wave).states[-1])
 
 
 def test_pre_layer_norm_final_state_is_normalised_output():
@@ -33,7 +91,7 @@ def test_pre_layer_norm_final_state_is_normalised_output():
     model = HubertModel(cfg).eval()
     wave = torch.randn(1, 6000)
     with torch.no_grad():
-        torch.testing.assert_close(model(wave).states[-1], model.encoder(wave)[0])
+        torch.testing.assert_close(model(wave).states[-1], torchaudio_twin(cfg, model)(wave)[0])
 
 
 def test_padded_batch_equals_one_by_one():
@@ -116,3 +174,18 @@ def test_presets_have_known_sizes():
 def test_config_rejects_bad_architectures(bad, message):
     with pytest.raises(ValueError, match=message):
         HubertConfig(**{**TINY.to_dict(), **bad})
+
+
+def test_an_upstream_pickles_for_another_process():
+    """compare scores upstreams in spawned processes: a HuBERT upstream must pickle (torch's
+    weight-norm parametrisation left a closure hook that did not; ours is plain parameters)."""
+    import pickle
+
+    torch.manual_seed(0)
+    upstream = HubertUpstream(HubertModel(TINY).eval())
+    copy = pickle.loads(pickle.dumps(upstream))
+    wave = torch.randn(1, 6000)
+    with torch.no_grad():
+        for a, b in zip(upstream.hidden_states(wave, torch.tensor([6000]))[0],
+                        copy.hidden_states(wave, torch.tensor([6000]))[0]):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)

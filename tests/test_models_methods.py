@@ -10,10 +10,10 @@ import torch.nn.functional as F
 import torchaudio
 
 from raydistill.models.heads import DistilHeads, LayerProjections, SplitLinear
-from raydistill.models.hubert import (
-    PRESETS, HubertConfig, HubertModel, MaskedPredictor, build_student, conv_frames, count_params, hubert_conv,
-    parse_reuse_pattern,
-)
+from raydistill.models.config import HubertConfig, PRESETS, conv_frames, hubert_conv, parse_reuse_pattern
+from raydistill.models.hubert import HubertModel
+from raydistill.models.macs import count_params
+from raydistill.models.student import MaskedPredictor, build_student
 from raydistill.models.lstm import LstmConfig, LstmModel
 from raydistill.models.macs import macs_per_second
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from raydistill.config import TargetConfig
-from raydistill.models.hubert import PRESETS, HubertModel, conv_frames
+from raydistill.models.config import PRESETS, conv_frames
+from raydistill.models.hubert import HubertModel
 from raydistill.targets.kmeans import assign, fit_kmeans, kmeans_plusplus
 from raydistill.targets.store import TargetStore
 from raydistill.teacher.mfcc import MfccSource

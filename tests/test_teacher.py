@@ -9,8 +9,11 @@ import torchaudio
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import save_student
-from raydistill.models.hubert import PRESETS, HubertModel, MaskedPredictor
+from raydistill.models.config import PRESETS
+from raydistill.models.hubert import HubertModel
+from raydistill.models.student import MaskedPredictor
 from raydistill.teacher.sources import load_teacher, parse_spec
+from twins import torchaudio_twin
 
 TINY = PRESETS["tiny-teacher"]
 WAVE = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
@@ -33,7 +36,7 @@ def tiny_pretrain_model():
 
 
 def test_torchaudio_encoder_state_dict(tmp_path):
-    encoder = HubertModel(TINY).encoder.eval()
+    encoder = torchaudio_twin(TINY)  # a state dict that torchaudio wrote
     torch.save(encoder.state_dict(), tmp_path / "enc.pt")
     teacher = load_teacher(f"torchaudio:{tmp_path / 'enc.pt'}#tiny-teacher")
     with torch.no_grad():
@@ -101,7 +104,7 @@ def test_not_a_state_dict(tmp_path):
 def test_raydistill_checkpoint_as_teacher(tmp_path):
     config = TrainConfig.from_dict({"student": "tiny-teacher", "targets": {"num_clusters": 12}})
     module = MaskedPredictor(config.student, 12, config.final_dim)
-    save_student(tmp_path / "student.pt", config, module, {"spec": "mfcc39"})
+    save_student(tmp_path / "student.pt", config, module, {"spec": "mfcc39"}, masks_input=True)
     teacher = load_teacher(f"raydistill:{tmp_path / 'student.pt'}")
     assert teacher.head.num_classes == 12 and not teacher.model.training
     assert not any(p.requires_grad for p in teacher.model.parameters())
@@ -212,15 +215,25 @@ def test_hugging_face_mask_embedding_only_when_the_weights_hold_it(tmp_path):
 
 def test_raydistill_checkpoint_mask_embedding_follows_its_method(tmp_path):
     """Trained by a method that masks its input (DiceHuBERT, the embedded teacher): yes; by one
-    that never does (STaR freezes mask_emb at its random initialisation): no."""
+    that never does (STaR freezes mask_emb at its random initialisation): no. The checkpoint
+    records it; one written before it did is read as the embedded teacher's kind."""
     from raydistill.methods import TeacherInfo, get_method
 
     masked = TrainConfig.from_dict({"student": "tiny-teacher", "targets": {"num_clusters": 12}})
-    save_student(tmp_path / "dice.pt", masked, MaskedPredictor(masked.student, 12, masked.final_dim), {})
+    save_student(tmp_path / "dice.pt", masked, MaskedPredictor(masked.student, 12, masked.final_dim), {},
+                 masks_input=get_method(masked.method).masks(masked))
     assert load_teacher(f"raydistill:{tmp_path / 'dice.pt'}").mask_embedding is True
     unmasked = TrainConfig.from_dict({"method": "star", "student": "tiny-teacher"})
-    save_student(tmp_path / "star.pt", unmasked, get_method("star").build(unmasked, TeacherInfo(4, 192)), {})
+    save_student(tmp_path / "star.pt", unmasked, get_method("star").build(unmasked, TeacherInfo(4, 192)), {},
+                 masks_input=get_method("star").masks(unmasked))
     assert load_teacher(f"raydistill:{tmp_path / 'star.pt'}").mask_embedding is False
+    for name, method, expected in (("old-pretrain.pt", "hubert-pretrain", True), ("old-dice.pt", "dicehubert", False)):
+        config = TrainConfig.from_dict({"method": method, "student": "tiny-teacher", "targets": {"num_clusters": 12}})
+        module = MaskedPredictor(config.student, 12, config.final_dim)
+        torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": {}}, tmp_path / name)
+        old = load_teacher(f"raydistill:{tmp_path / name}")
+        assert old.mask_embedding is expected and old.head.num_classes == 12
+        torch.testing.assert_close(old.model.mask_emb, module.model.mask_emb)
 
 
 def test_mask_embedding_spec_options():

@@ -22,29 +22,6 @@ from raydistill.evaluate.upstream import Upstream
 from raydistill.utils import log
 
 
-def _portable(upstream: Upstream) -> Upstream:
-    """A copy of ``upstream`` that pickles (for another process): weight-norm parametrisations
-    (torchaudio's positional convolution) are baked into plain weights, the same tensors the
-    parametrisation computes, so the scores are the same. (The copy never loads a state dict,
-    so weight norm's state-dict compatibility hook, a closure that cannot be pickled, goes too.)"""
-    import copy
-
-    import torch
-    from torch.nn.utils import parametrize
-
-    upstream = copy.deepcopy(upstream)
-    modules = upstream.modules() if isinstance(upstream, torch.nn.Module) else ()
-    for module in modules:
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-        hooks = module._load_state_dict_pre_hooks
-        for key, hook in list(hooks.items()):
-            if "weight_norm" in getattr(getattr(hook, "hook", hook), "__qualname__", ""):
-                del hooks[key]
-    return upstream
-
-
 def _score(upstream: Upstream, corpus: Corpus, budget: EvalBudget, seed: int, device: str,
            threads: int = 0) -> tuple[dict, float]:
     """One evaluation: its :func:`score_metrics` and seconds (``threads``: torch threads, 0 = as is)."""
@@ -92,8 +69,7 @@ def compare_upstreams(upstreams: Sequence[Upstream], corpus: Corpus, budget: Eva
         if progress:
             log(f"scoring {len(upstreams)} upstreams x {len(seeds)} seeds ({budget.name} suite), {jobs} at a time")
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            portable = [_portable(u) for u in upstreams]
-            futures = {pool.submit(_score, portable[i], corpus, budget, seed, device, threads): n
+            futures = {pool.submit(_score, upstreams[i], corpus, budget, seed, device, threads): n
                        for n, (i, seed) in enumerate(runs)}
             results = [None] * len(runs)
             for done, future in enumerate(as_completed(futures), 1):

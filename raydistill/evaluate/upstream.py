@@ -15,7 +15,7 @@ from typing import Iterator, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 import torchaudio
-from torch import nn
+from torch import Tensor, nn
 
 from raydistill.corpus.manifest import SAMPLE_RATE, Corpus, Utterance
 from raydistill.utils import Progress
@@ -170,3 +170,22 @@ def extract_features(
             if bar:
                 bar.update(len(batch))
     return out  # type: ignore[return-value]
+
+
+class HubertUpstream(nn.Module):
+    """A student or teacher encoder (``HubertModel`` or ``LstmModel``) as an :class:`Upstream`:
+    all its hidden states. The caller freezes it."""
+
+    def __init__(self, model: nn.Module, name: str = "hubert"):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.num_states = model.num_states
+        self.dim = model.cfg.embed_dim
+
+    def hidden_states(self, wave: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        out = self.model(wave, lengths)
+        frames = out.lengths
+        if frames is None:
+            frames = torch.full((wave.shape[0],), out.states[0].shape[1], dtype=torch.long, device=wave.device)
+        return out.states, frames

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from torch import nn
+
+from raydistill.config import TrainConfig
 from raydistill.methods.arm import ArmHubert
 from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, layer_map
 from raydistill.methods.dice import DiceHubert, HubertPretrain
 from raydistill.methods.distil import DistilHubert
 from raydistill.methods.kd import LogitKD
 from raydistill.methods.star import Star
+from raydistill.models.checkpoint import load_weights, read_checkpoint
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (DiceHubert(), LogitKD(), Star(), ArmHubert(), DistilHubert(),
                                                     HubertPretrain())}
@@ -18,7 +24,7 @@ def get_method(name: str) -> Method:
 
 
 __all__ = ["REGISTRY", "Method", "StepContext", "Student", "TeacherInfo", "describe", "get_method", "layer_map",
-           "student_model", "teacher_needs"]
+           "load_student", "student_model", "teacher_needs"]
 
 
 def teacher_needs(config, teacher: TeacherInfo):
@@ -38,7 +44,7 @@ def student_model(config, teacher: TeacherInfo, seed: int | None = None):
 def describe(config, teacher: TeacherInfo, *, macs: bool = True) -> dict:
     """Sizes of a configuration's student: ``params`` (what inference keeps), ``params_train``
     (with the training-only heads) and ``macs_per_second`` (per second of 16 kHz audio)."""
-    from raydistill.models.hubert import count_params
+    from raydistill.models.macs import count_params
 
     module = get_method(config.method).build(config, teacher)
     out = {"method": config.method, "params": count_params(module.model), "params_train": count_params(module)}
@@ -47,3 +53,18 @@ def describe(config, teacher: TeacherInfo, *, macs: bool = True) -> dict:
 
         out["macs_per_second"] = macs_per_second(module.model)
     return out
+
+
+def load_student(path: str | Path) -> tuple[TrainConfig, nn.Module, dict]:
+    """Rebuild a student from its checkpoint: (config, module in eval mode, teacher description).
+
+    The module is what the method trained (``.model`` is the student, the rest its
+    training-only heads), built from the config and the teacher's shape in the checkpoint.
+    """
+    ckpt = read_checkpoint(path)
+    config = TrainConfig.from_dict(ckpt["config"], where=str(path))
+    teacher = dict(ckpt.get("teacher") or {})
+    info = TeacherInfo.of(teacher) if "num_layers" in teacher else TeacherInfo(0, 0)
+    module = get_method(config.method).build(config, info)
+    load_weights(module, ckpt["state_dict"], f"{path}: weights do not match its config")
+    return config, module.eval(), teacher

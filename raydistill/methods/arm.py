@@ -26,7 +26,8 @@ from raydistill.config import TrainConfig
 from raydistill.losses import masking_distill_loss
 from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, frozen_mask_emb, layer_map
 from raydistill.models.heads import LayerProjections
-from raydistill.models.hubert import HubertConfig, HubertModel
+from raydistill.models.config import HubertConfig
+from raydistill.models.hubert import HubertModel
 from raydistill.targets.store import TeacherNeeds
 
 

@@ -9,16 +9,19 @@ its loss. The training loop (``train/loop.py``) knows nothing else about methods
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from raydistill.config import TrainConfig
-from raydistill.targets.store import LOGITS, TeacherNeeds
-from raydistill.teacher.sources import Teacher
-from raydistill.train.data import Batch
+from raydistill.targets.store import TeacherNeeds
+from raydistill.teacher.sources import LOGITS
+
+if TYPE_CHECKING:
+    from raydistill.teacher.sources import Teacher
+    from raydistill.train.data import Batch
 
 
 @dataclass(frozen=True)

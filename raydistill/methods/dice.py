@@ -21,7 +21,7 @@ from raydistill.config import TrainConfig
 from raydistill.losses import feature_mse, masked_prediction_loss, soft_unit_labels, unit_accuracy
 from raydistill.methods.base import Method, StepContext, TeacherInfo, layer_map
 from raydistill.models.heads import LayerProjections
-from raydistill.models.hubert import MaskedPredictor
+from raydistill.models.student import MaskedPredictor
 from raydistill.targets.store import TeacherNeeds
 
 

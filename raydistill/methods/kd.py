@@ -21,7 +21,7 @@ from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.losses import dkd_loss, kd_loss
 from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, frozen_mask_emb
-from raydistill.models.hubert import PredictionHead
+from raydistill.models.heads import PredictionHead
 from raydistill.models.lstm import LstmModel
 from raydistill.targets.store import TeacherNeeds
 

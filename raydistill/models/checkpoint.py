@@ -1,9 +1,14 @@
-"""Student checkpoints: ``{"config", "state_dict", "teacher"}``, enough to rebuild the model alone.
+"""Student checkpoints, and reading PyTorch files safely.
 
-``config`` is the run's :class:`~raydistill.config.TrainConfig` as a dict, ``state_dict``
-the weights of what the method trained (the student in ``model.*``, its training-only
-heads beside it), ``teacher`` a description of the teacher (``Teacher.describe()``). Files are read with
-``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain values only.
+A checkpoint is ``{"config", "state_dict", "teacher", "encoder", "masks_input"}``: ``config`` is
+the run's :class:`~raydistill.config.TrainConfig` as a dict, ``state_dict`` the weights of what
+the method trained (the student in ``model.*``, its training-only heads beside it), ``teacher``
+a description of the teacher (``Teacher.describe()``), ``encoder`` the student encoder's kind and
+architecture as built, and ``masks_input`` whether training masked its input (so its mask
+embedding is trained). The last two let a checkpoint serve as a teacher without the method
+registry (:mod:`raydistill.teacher.sources`); the whole training module is rebuilt by
+:func:`raydistill.methods.load_student`. Files are read with ``torch.load(weights_only=True)``:
+a checkpoint can hold tensors and plain values only.
 """
 
 from __future__ import annotations
@@ -11,18 +16,26 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from raydistill.config import TrainConfig
 from raydistill.errors import UserError
+
+if TYPE_CHECKING:
+    from raydistill.config import TrainConfig
 
 STUDENT_FILE = "student.pt"  # {config, state_dict, teacher}: all that export and evaluate need
 STATE_FILE = "trainer_state.pt"  # optimizer, scheduler, step: only to resume training
 
 
-def save_student(path: Path, config: TrainConfig, module: nn.Module, teacher: dict) -> None:
-    torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher}, path)
+def save_student(path: Path, config: TrainConfig, module: nn.Module, teacher: dict, *, masks_input: bool) -> None:
+    """``module`` is what the method trained (``module.model``: the student encoder)."""
+    encoder = module.model
+    torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher,
+                "encoder": {"kind": type(encoder).__name__, "config": encoder.cfg.to_dict()},
+                "masks_input": bool(masks_input)}, path)
 
 
 def load_torch_file(path: str | Path, what: str, expected: str = "a file of tensors"):
@@ -58,23 +71,6 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
         raise UserError(f"{path} is not a raydistill checkpoint (expected keys config, state_dict, teacher)")
     return ckpt
-
-
-def load_student(path: str | Path) -> tuple[TrainConfig, nn.Module, dict]:
-    """Rebuild a student from its checkpoint: (config, module in eval mode, teacher description).
-
-    The module is what the method trained (``.model`` is the student, the rest its
-    training-only heads), built from the config and the teacher's shape in the checkpoint.
-    """
-    from raydistill.methods import TeacherInfo, get_method  # methods build on this module
-
-    ckpt = read_checkpoint(path)
-    config = TrainConfig.from_dict(ckpt["config"], where=str(path))
-    teacher = dict(ckpt.get("teacher") or {})
-    info = TeacherInfo.of(teacher) if "num_layers" in teacher else TeacherInfo(0, 0)
-    module = get_method(config.method).build(config, info)
-    load_weights(module, ckpt["state_dict"], f"{path}: weights do not match its config")
-    return config, module.eval(), teacher
 
 
 def state_mismatch(expected: dict, found: dict) -> str | None:

@@ -4,6 +4,8 @@
   ``LayerWiseProjHead``, 12 × Linear(d → 768), METHODS.md §5.2).
 * :class:`DistilHeads`: DistilHuBERT's prediction heads, ``Linear(d, d·n) → GELU →
   SplitLinear`` on the last student layer (METHODS.md §6.1; s3prl ``upstream/distiller/model.py``).
+* :class:`PredictionHead`: HuBERT's pre-training head (masked prediction of units; the KD
+  students' head on the teacher's logits).
 """
 
 from __future__ import annotations
@@ -68,3 +70,27 @@ class DistilHeads(nn.Module):
         if x.ndim != 3:
             raise ValueError(f"expected [batch, frames, dim], found {list(x.shape)}")
         return self.split(F.gelu(self.hidden(x))).permute(0, 2, 1, 3)
+
+
+class PredictionHead(nn.Module):
+    """HuBERT's pre-training head: ``logits[t, c] = cos(W·h_t, e_c) / temperature`` over all units.
+
+    Equivalent to fairseq's ``compute_nce`` (whose ``[positive; all C]`` layout with the
+    duplicate positive set to -inf gives the same C-way softmax), computed as one matmul.
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int, final_dim: int = 256, temperature: float = 0.1):
+        super().__init__()
+        self.final_proj = nn.Linear(embed_dim, final_dim)
+        self.label_embs = nn.Parameter(torch.empty(num_classes, final_dim).uniform_())
+        self.temperature = temperature
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_embs.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [N, D] frames -> logits [N, K]."""
+        proj = F.normalize(self.final_proj(x).float(), dim=-1)
+        emb = F.normalize(self.label_embs.float(), dim=-1)
+        return proj @ emb.t() / self.temperature

@@ -1,6 +1,7 @@
-"""The BiLSTM student of KD/DKD on HuBERT's pre-training logits (arXiv 2309.09920, METHODS.md §2.4).
+"""The BiLSTM student of KD/DKD on HuBERT's pre-training logits (arXiv 2309.09920;
+docs/methods.md#the-bilstm-student).
 
-HuBERT's CNN feature encoder (torchaudio's), a LayerNorm on its features, an optional Linear,
+HuBERT's CNN feature encoder, a LayerNorm on its features, an optional Linear,
 then a stack of bidirectional LSTM layers. It has :class:`~raydistill.models.hubert.HubertModel`'s
 interface (``cfg``, ``num_states``, ``frames``, ``forward -> HubertOutput``), so the training
 loop, the prediction head and the evaluation upstream take either. Its hidden states are the
@@ -17,11 +18,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from torchaudio.models.wav2vec2.components import _get_feature_extractor
 
-from raydistill.models.hubert import (
-    ConvLayers, HubertOutput, _GradMultiply, conv_frames, hubert_conv, padding_mask_of, run_cnn,
-)
+from raydistill.models.components import FeatureExtractor, GradMultiply, padding_mask_of, run_cnn
+from raydistill.models.config import ConvLayers, conv_frames, hubert_conv
+from raydistill.models.hubert import HubertOutput
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,7 @@ class LstmModel(nn.Module):
     def __init__(self, cfg: LstmConfig):
         super().__init__()
         self.cfg = cfg
-        self.feature_extractor = _get_feature_extractor(
-            cfg.extractor_mode, [tuple(c) for c in cfg.conv_layers], cfg.conv_bias
-        )
+        self.feature_extractor = FeatureExtractor(cfg.extractor_mode, cfg.conv_layers, cfg.conv_bias)
         channels = cfg.conv_layers[-1][0]
         self.layer_norm = nn.LayerNorm(channels)
         self.projection = nn.Linear(channels, cfg.input_proj) if cfg.input_proj else None
@@ -140,7 +138,7 @@ class LstmModel(nn.Module):
             raise ValueError("an LSTM student has no attention maps (need_attention=True)")
         feats, frame_lengths = self.cnn(wave, lengths)
         if self.training and feature_grad_mult != 1.0:
-            feats = _GradMultiply.apply(feats, feature_grad_mult)
+            feats = GradMultiply.apply(feats, feature_grad_mult)
         features_pen = feats.float().pow(2).mean()
 
         x = self.layer_norm(feats)

@@ -17,9 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raydistill.models.hubert import HubertModel, HubertUpstream, MaskedPredictor
+from raydistill.models.components import WeightNormConv1d
+from raydistill.models.hubert import HubertModel
 
 SAMPLE_RATE = 16000
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def _conv(module: nn.Conv1d, inputs, output) -> int:
@@ -45,19 +50,25 @@ def _lstm(module: nn.LSTM, inputs, output) -> int:
     return total
 
 
-_COUNTERS = ((nn.Conv1d, _conv), (nn.Linear, _linear), (nn.LSTM, _lstm))
+def _weight_norm_conv(module: WeightNormConv1d, inputs, output) -> int:
+    return output.numel() * (module.in_channels // module.groups) * module.kernel_size
+
+
+_COUNTERS = ((nn.Conv1d, _conv), (WeightNormConv1d, _weight_norm_conv), (nn.Linear, _linear), (nn.LSTM, _lstm))
 
 
 def macs_per_second(model: nn.Module, seconds: float = 1.0) -> int:
     """MACs of one eval-mode forward pass over ``seconds`` of 16 kHz audio (batch 1), per second.
 
     Args:
-        model: a :class:`HubertModel` or ``LstmModel`` (a :class:`MaskedPredictor` or
-            :class:`HubertUpstream` counts its encoder only: heads are training-only).
+        model: a :class:`HubertModel` or ``LstmModel`` (a wrapper holding one in ``.model``, a
+            ``MaskedPredictor`` or an evaluation upstream, counts that encoder only: heads are
+            training-only).
         seconds: input length; attention grows as T², so longer inputs give more MACs per second.
     """
-    if isinstance(model, (MaskedPredictor, HubertUpstream)):
-        model = model.model
+    inner = getattr(model, "model", None)  # a MaskedPredictor or an evaluation upstream: its encoder
+    if isinstance(inner, nn.Module):
+        model = inner
     count = [0]
 
     def hook(counter):

@@ -112,13 +112,12 @@ class StudyTable:
         return cls(plan, tuple(comparisons), stats, references, {c.id: judge(c, stats) for c in comparisons})
 
     @classmethod
-    def from_mlflow(cls, client, experiment: str, study_id: str, plan, comparisons, references: dict) -> "StudyTable":
-        """From the study's finished cells in MLflow (cells of an arm's older configuration are left out)."""
-        from raydistill.search.study import done_cells
-
+    def from_runs(cls, done: dict, plan, comparisons, references: dict) -> "StudyTable":
+        """From the study's finished cells (``{cell: MLflow run}``, ``search.study.done_cells``);
+        cells of an arm's older configuration are left out."""
         cells = {arm.cell(seed): (arm.name, seed) for arm in plan.arms.values() for seed in plan.seeds}
         rows = []
-        for cell, run in done_cells(client, experiment, study_id).items():
+        for cell, run in done.items():
             if cell in cells and _finite(run.data.metrics.get("overall_score")):
                 arm, seed = cells[cell]
                 rows.append({"arm": arm, "seed": seed, **run.data.metrics})

@@ -20,7 +20,8 @@ from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
 from raydistill.evaluate.upstream import FBankUpstream
 from raydistill.methods import TeacherInfo, student_model
-from raydistill.models.hubert import HubertUpstream, count_params
+from raydistill.evaluate.upstream import HubertUpstream
+from raydistill.models.macs import count_params
 from raydistill.prepare import Workdir
 from raydistill.teacher.sources import Teacher
 from raydistill.utils import atomic_write_text, log, stable_hash

@@ -89,7 +89,7 @@ class CorpusShape:
 
     @classmethod
     def from_corpus(cls, corpus) -> "CorpusShape":
-        from raydistill.models.hubert import conv_frames, hubert_conv
+        from raydistill.models.config import conv_frames, hubert_conv
 
         train = corpus.split("train")
         seconds = sum(u.num_samples for u in train) / 16000
@@ -174,7 +174,8 @@ def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: in
 def teacher_macs(teacher_spec: Optional[str], seconds: float):
     """(TeacherInfo, MACs per audio second, name) of the teacher: a spec is loaded; without one,
     HuBERT-base's architecture is built (random weights) and counted."""
-    from raydistill.models.hubert import PRESETS, HubertModel
+    from raydistill.models.config import PRESETS
+    from raydistill.models.hubert import HubertModel
     from raydistill.models.macs import macs_per_second
     from raydistill.presets import TEACHERS
 
@@ -193,7 +194,7 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
     """The whole plan as a dict (what ``plan --json`` prints)."""
     from raydistill.evaluate.suite import TASKS, EvalBudget
     from raydistill.methods import get_method
-    from raydistill.models.hubert import count_params
+    from raydistill.models.macs import count_params
     from raydistill.models.macs import macs_per_second
 
     seconds = min(corpus.mean_seconds, 15.6)

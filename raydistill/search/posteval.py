@@ -20,8 +20,9 @@ def _evaluate(checkpoint_dir: str, setup: dict, seed: Optional[int] = None, lr_s
 
     from raydistill.corpus.manifest import Corpus
     from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
-    from raydistill.models.checkpoint import STUDENT_FILE, load_student
-    from raydistill.models.hubert import HubertUpstream
+    from raydistill.methods import load_student
+    from raydistill.models.checkpoint import STUDENT_FILE
+    from raydistill.evaluate.upstream import HubertUpstream
 
     torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
     device = "cuda" if setup["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"

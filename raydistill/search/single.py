@@ -22,7 +22,7 @@ from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.methods import TeacherInfo, student_model, teacher_needs
-from raydistill.models.hubert import count_params
+from raydistill.models.macs import count_params
 from raydistill.prepare import (Workdir, check_corpus, check_teacher, default_device, ensure_targets,
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
 from raydistill.utils import log, read_yaml, stable_hash

@@ -363,7 +363,8 @@ def run_study(opts: StudyOptions) -> dict:
     except BaseException:
         tracker.end_search({}, status="KILLED")
         raise
-    table = StudyTable.from_mlflow(tracker.client, tracker.experiment, study_id, plan, comparisons, references)
+    table = StudyTable.from_runs(done_cells(tracker.client, tracker.experiment, study_id), plan, comparisons,
+                                 references)
     tracker.end_search({"wall_seconds": time.monotonic() - started, "cells": len(plan.cells(arms))})
     table.log(tracker.client, tracker.parent)
     if opts.out is not None:
@@ -494,7 +495,7 @@ def study_table(opts: StudyOptions):
         rid = run.data.tags.get(REFERENCE + name)
         if rid:
             references[name] = client.get_run(rid).data.metrics
-    table = StudyTable.from_mlflow(client, experiment, study_id, plan, comparisons, references)
+    table = StudyTable.from_runs(done_cells(client, experiment, study_id), plan, comparisons, references)
     if opts.out is not None:
         table.write(opts.out)
     return table

@@ -21,7 +21,8 @@ from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import PROBE_TASKS, EvalBudget, evaluate_upstream, score_metrics
 from raydistill.methods import TeacherInfo, teacher_needs
-from raydistill.models.hubert import HubertModel, HubertUpstream
+from raydistill.evaluate.upstream import HubertUpstream
+from raydistill.models.hubert import HubertModel
 from raydistill.search.space import merge, set_path
 from raydistill.targets.store import TargetStore
 from raydistill.teacher.sources import load_teacher

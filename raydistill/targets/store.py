@@ -37,10 +37,10 @@ from torch import Tensor
 
 from raydistill.corpus.manifest import Corpus, Utterance
 from raydistill.targets.kmeans import assign, fit_kmeans
+from raydistill.teacher.sources import LOGITS
 from raydistill.utils import atomic_dir, atomic_write_text, log, stable_hash
 
 
-LOGITS = -1  # pseudo-layer: the teacher's pre-training head logits (cos/0.1 over its C units)
 KMEANS_POINTS = 100_000  # frames k-means fits on (HuBERT's recipe fits on a 10 % subset of its frames)
 
 

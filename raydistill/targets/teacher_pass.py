@@ -44,9 +44,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from raydistill.teacher.sources import LOGITS
 from raydistill.utils import Progress, atomic_write_text, log
 
-LOGITS = -1  # pseudo-layer of the pre-training logits (the store's LOGITS)
 SAMPLE_RATE = 16000
 GPU_BATCH_SECONDS = 60.0
 

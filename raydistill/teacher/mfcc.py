@@ -20,7 +20,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from raydistill.models.hubert import conv_frames, hubert_conv
+from raydistill.models.config import conv_frames, hubert_conv
 from raydistill.utils import torch_threads
 
 

@@ -35,12 +35,15 @@ import torch
 from torch import Tensor
 
 from raydistill.errors import UserError
-from raydistill.models.checkpoint import load_torch_file, load_weights
-from raydistill.models.hubert import PRESETS, HubertConfig, HubertModel, PredictionHead
-from raydistill.targets.store import LOGITS
+from raydistill.models.checkpoint import load_torch_file, load_weights, read_checkpoint
+from raydistill.models.components import legacy_keys
+from raydistill.models.config import HubertConfig, PRESETS
+from raydistill.models.heads import PredictionHead
+from raydistill.models.hubert import HubertModel
 from raydistill.utils import file_hash, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
+LOGITS = -1  # pseudo-layer: the teacher's pre-training head logits (cos/0.1 over its C units)
 MASK_EMB = "?mask_emb="  # spec suffix naming a file that holds the teacher's mask embedding
 # keys a state dict may hold the mask embedding under (torchaudio pre-training, Hugging Face, raydistill)
 MASK_EMB_KEYS = ("mask_generator.mask_embedding", "masked_spec_embed", "mask_emb")
@@ -184,17 +187,40 @@ def read_mask_embedding(path: Path, dim: int) -> Tensor:
 
 
 def _load_raydistill(path: Path, spec: str) -> Teacher:
-    from raydistill.methods import get_method
-    from raydistill.models.checkpoint import load_student
-
-    config, module, _ = load_student(path)
-    if not isinstance(module.model, HubertModel):
-        raise UserError(f"{path}: a teacher must be a HuBERT, this checkpoint holds a {type(module.model).__name__}")
-    head = getattr(module, "head", None)  # a HuBERT pre-training head, if the method trained one
-    # Its mask embedding was trained only if its method masked the input (the embedded teacher,
+    """A raydistill checkpoint's student encoder as a teacher, with its HuBERT pre-training head
+    if it has one. The checkpoint says what it holds (``encoder``, ``masks_input``); files from
+    before it did are read as the embedded teacher's kind (:func:`_legacy_encoder`)."""
+    ckpt = read_checkpoint(path)
+    encoder = ckpt.get("encoder") or _legacy_encoder(ckpt, path)
+    if encoder["kind"] != "HubertModel":
+        raise UserError(f"{path}: a teacher must be a HuBERT, this checkpoint holds a {encoder['kind']}")
+    state = ckpt["state_dict"]
+    model = HubertModel(HubertConfig(**encoder["config"]))
+    load_weights(model, _part(state, "model."), f"{path}: weights do not match its config")
+    head = None
+    if {"head.final_proj.weight", "head.label_embs"} <= set(state):  # a HuBERT pre-training head
+        head = PredictionHead(model.cfg.embed_dim, *state["head.label_embs"].shape)
+        load_weights(head, _part(state, "head."), f"{path}: head weights do not match")
+    # The mask embedding was trained only if training masked the input (the embedded teacher,
     # DiceHuBERT, ARMHuBERT with masking); other methods freeze it at its random initialisation.
-    return Teacher(model=module.model, head=head if isinstance(head, PredictionHead) else None, spec=spec,
-                   key=file_hash(path), mask_embedding=get_method(config.method).masks(config))
+    return Teacher(model=model, head=head, spec=spec, key=file_hash(path),
+                   mask_embedding=bool(ckpt.get("masks_input", encoder.get("masks_input", False))))
+
+
+def _part(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _legacy_encoder(ckpt: dict, path: Path) -> dict:
+    """``encoder`` of a checkpoint written before checkpoints recorded it: the config's student
+    as configured. Exact for the embedded teacher (HuBERT pre-training, input masked); a student
+    whose method reshaped it (ARMHuBERT's FFN re-investment) fails the weight check with a
+    one-line error, and only HuBERT pre-training is taken to have a trained mask embedding."""
+    from raydistill.config import PRETRAIN, TrainConfig
+
+    config = TrainConfig.from_dict(ckpt["config"], where=str(path))
+    return {"kind": "HubertModel" if isinstance(config.student, HubertConfig) else type(config.student).__name__,
+            "config": config.student.to_dict(), "masks_input": config.method == PRETRAIN}
 
 
 # --------------------------------------------------------------------------- torchaudio
@@ -225,7 +251,7 @@ def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
             f"name it as torchaudio:{path}#<{'|'.join(sorted(PRESETS))}>"
         )
     model = HubertModel(PRESETS[arch])
-    load_weights(model.encoder, state, f"{path} does not match the {arch} layout")
+    load_weights(model.encoder, legacy_keys(state), f"{path} does not match the {arch} layout")
     if mask_emb is not None:
         model.mask_emb.data.copy_(mask_emb)
     head = None

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from raydistill.config import TargetConfig
 from raydistill.corpus.manifest import Corpus, Utterance
-from raydistill.models.hubert import ConvLayers, conv_frames
+from raydistill.models.config import ConvLayers, conv_frames
 from raydistill.targets.store import LOGITS, TargetStore, TeacherNeeds
 
 

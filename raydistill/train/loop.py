@@ -211,7 +211,8 @@ def train(
 
 def _checkpoint(directory: Path, config, module, optimizer, scheduler, step, teacher) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    save_student(directory / STUDENT_FILE, config, module, teacher or {})
+    save_student(directory / STUDENT_FILE, config, module, teacher or {},
+                 masks_input=get_method(config.method).masks(config))
     torch.save(
         {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
          "scheduler": scheduler.state_dict(), "step": step},

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from raydistill.config import MaskConfig
-from raydistill.models.hubert import compute_span_mask
 
 
 def sample_mask(
@@ -40,6 +39,38 @@ def sample_mask(
         if sum(sizes) == 0:
             sizes[0] = min(cfg.length, int(n) - 1)
         rows.append(_place_apart(int(n), sizes, cfg.min_space, generator))
+    return _equal_counts(rows, frames, generator)
+
+
+def compute_span_mask(
+    lengths: list[int],
+    frames: int,
+    prob: float,
+    span: int,
+    *,
+    min_masks: int = 2,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """HuBERT/fairseq static span masking with overlap allowed (docs/methods.md#span-masking).
+
+    Each row of valid length ``T`` gets ``int(prob * T / span + U[0, 1))`` spans (at least
+    ``min_masks``) of ``span`` frames, starting at distinct positions drawn from
+    ``randperm(T - span)``; spans may overlap, so ``prob=0.8, span=10`` masks about 57 %
+    of the frames (HuBERT's "p = 8 %, l = 10"). As in fairseq's ``require_same_masks``,
+    every row is then subsampled to the batch's smallest masked count.
+
+    Returns:
+        [B, frames] bool mask, never True on padding.
+    """
+    rows = []
+    for length in lengths:
+        length = int(length)
+        usable = max(length - span, 1)
+        num = int(prob * length / span + torch.rand((), generator=generator).item())
+        num = min(max(min_masks, num), usable)
+        starts = torch.randperm(usable, generator=generator)[:num]
+        idx = (starts[:, None] + torch.arange(span)[None, :]).flatten()
+        rows.append(torch.unique(idx[idx < length]))
     return _equal_counts(rows, frames, generator)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from raydistill.config import PRETRAIN, OptimConfig, TargetConfig, TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE
-from raydistill.models.hubert import PRESETS
+from raydistill.models.config import PRESETS
 from raydistill.targets.store import TargetStore, store_root
 from raydistill.teacher.mfcc import MfccSource
 from raydistill.train.data import TrainData
