@@ -116,7 +116,7 @@ class Nodes:
 
     def _listening(self) -> bool:
         from raydistill.errors import UserError
-        from raydistill.search.run import check_address
+        from raydistill.search.cluster import check_address
 
         try:
             check_address(self.address, timeout=1)

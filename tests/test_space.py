@@ -114,6 +114,7 @@ def test_composed_suggestions_reach_trials_as_config_paths(tmp_path):
     """Ray's Optuna searcher hands a trial the Optuna names it suggested; ours maps them back
     to config paths, which the trial's config and its MLflow params use."""
     from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.setup import TrialSetup
     from raydistill.search.trial import trial_config
 
     space = load_space(REPO / "search_spaces" / "all.yaml")
@@ -121,7 +122,9 @@ def test_composed_suggestions_reach_trials_as_config_paths(tmp_path):
                                       intermediate_metric="probe_score", to_config=space.trial_values,
                                       points_to_evaluate=space.initial_points(10),
                                       sampler=optuna.samplers.RandomSampler(seed=0))
-    setup = {"base": space.base, "method_bases": space.method_bases}
+    setup = TrialSetup(search_id="s", corpus_dir="c", targets_dir="t", teacher={}, budgets={"probe": "smoke", "full": "smoke"},
+                       eval_seed=0, workers=1, cpus_per_worker=1.0, gpus_per_worker=0.0, storage_path="r", max_failures=1,
+                       base=space.base, method_bases=space.method_bases)
     methods = []
     for i in range(10):
         values = searcher.suggest(f"t{i}")

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from raydistill.search.setup import TrialSetup
 from raydistill.utils import Progress, log
 
 SEEDS = 3  # evaluation seeds per confirmed trial (compare's default)
 LR_SCALES = (0.3, 1.0, 3.0)  # compare's default lr grid: SUPERB tunes each head's learning rate on dev
 
 
-def confirm_top(tracker, search_id: str, setup: dict, k: int, *, seeds: int = SEEDS,
+def confirm_top(tracker, search_id: str, setup: TrialSetup, k: int, *, seeds: int = SEEDS,
                 lr_scales=LR_SCALES) -> list[dict]:
     """Score the top ``k`` scored trials again (see the module docstring); return, for each
     trial confirmed now or before, its run name, single-evaluation and confirmed scores."""
@@ -40,13 +41,13 @@ def confirm_top(tracker, search_id: str, setup: dict, k: int, *, seeds: int = SE
     runs = [r for r in trial_runs(tracker.client, tracker.experiment, search_id, ["metrics.overall_score DESC"])
             if scored(r)][:k]
     todo = [r for r in runs if CONFIRMED not in r.data.metrics]
-    eval_seeds = [setup["eval_seed"] + i for i in range(seeds)]
+    eval_seeds = [setup.eval_seed + i for i in range(seeds)]
     protocol = (f"seeds {','.join(map(str, eval_seeds))}; head lr tuned on dev over x{','.join(f'{s:g}' for s in lr_scales)}; "
-                f"suite {setup['budgets']['full']}")
+                f"suite {setup.budgets['full']}")
     if todo:
         log(f"confirming the top {len(runs)} trial(s) beyond evaluation noise: {len(todo) * seeds} evaluations "
             f"({protocol})")
-        task = ray.remote(num_cpus=setup["cpus_per_worker"], num_gpus=setup["gpus_per_worker"])(_evaluate)
+        task = ray.remote(num_cpus=setup.cpus_per_worker, num_gpus=setup.gpus_per_worker)(_evaluate)
         with tempfile.TemporaryDirectory(prefix="raydistill-confirm-") as tmp:
             pending = {}
             for run in todo:

@@ -10,31 +10,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from raydistill.search.setup import TrialSetup
 from raydistill.utils import Progress, log
 
 
-def _evaluate(checkpoint_dir: str, setup: dict, seed: Optional[int] = None, lr_scales: Sequence[float] = (1.0,)) -> dict:
+def _evaluate(checkpoint_dir: str, setup: TrialSetup, seed: Optional[int] = None, lr_scales: Sequence[float] = (1.0,)) -> dict:
     """The full suite of a trial's checkpoint: the trial's evaluation seed and fixed head learning
     rates by default; ``seed`` and ``lr_scales`` (heads' learning rates tuned on dev) to confirm."""
     import torch
 
     from raydistill.corpus.manifest import Corpus
     from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
+    from raydistill.evaluate.upstream import HubertUpstream
     from raydistill.methods import load_student
     from raydistill.models.checkpoint import STUDENT_FILE
-    from raydistill.evaluate.upstream import HubertUpstream
 
-    torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
-    device = "cuda" if setup["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(max(1, int(setup.cpus_per_worker)))
+    device = "cuda" if setup.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
     _, module, _ = load_student(Path(checkpoint_dir) / STUDENT_FILE)
-    corpus = Corpus.load(setup["corpus_dir"])
-    budget = EvalBudget.named(setup["budgets"]["full"]).with_lr_scales(lr_scales)
+    corpus = Corpus.load(setup.corpus_dir)
+    budget = EvalBudget.named(setup.budgets["full"]).with_lr_scales(lr_scales)
     scores = evaluate_upstream(HubertUpstream(module.model, name="student").to(device), corpus, budget,
-                               seed=setup["eval_seed"] if seed is None else seed, device=device)
-    return score_metrics(scores, setup.get("references"))
+                               seed=setup.eval_seed if seed is None else seed, device=device)
+    return score_metrics(scores, setup.references)
 
 
-def evaluate_stopped_trials(tracker, results, setup: dict) -> int:
+def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
     """Score every trial that ended without ``overall_score``; return how many were scored."""
     import ray
 
@@ -46,7 +47,7 @@ def evaluate_stopped_trials(tracker, results, setup: dict) -> int:
     if not todo:
         return 0
     log(f"full evaluation of {len(todo)} trial(s) stopped early by ASHA, from their last checkpoint")
-    task = ray.remote(num_cpus=setup["cpus_per_worker"], num_gpus=setup["gpus_per_worker"])(_evaluate)
+    task = ray.remote(num_cpus=setup.cpus_per_worker, num_gpus=setup.gpus_per_worker)(_evaluate)
     pending = {task.remote(path, setup): (trial_id, step) for trial_id, path, step in todo}
     bar = Progress("full evaluation of stopped trials", len(todo), " trials", every_s=0)
     while pending:  # log each trial as soon as it is scored: a long evaluation shows progress

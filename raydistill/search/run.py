@@ -34,8 +34,10 @@ from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.prepare import (Workdir, check_corpus, check_mlflow_uri, check_teacher, default_device, ensure_targets,
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
+from raydistill.search.cluster import check_address_form, check_services, connect
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.plan import parse_bytes
+from raydistill.search.setup import TrialSetup, make_setup
 from raydistill.search.space import SearchSpace, load_space
 from raydistill.targets.store import store_root
 from raydistill.search.trial import DRIVER_MEMORY, student_size, trial_config, trial_driver
@@ -200,13 +202,6 @@ def check_run_options(opts) -> None:
         check_mlflow_uri(opts.mlflow_uri, connect=False)
 
 
-def check_services(opts) -> None:
-    """That a remote MLflow server and the Ray cluster answer (last: they may take seconds)."""
-    if opts.mlflow_uri is not None:
-        check_mlflow_uri(opts.mlflow_uri)
-    check_address(opts.address)
-
-
 def masks_teacher(space: SearchSpace) -> bool:
     """Whether a trial of ``space`` may feed the teacher masked input: ``armhubert`` among its
     methods, with ``arm.masking`` on in its base or among a parameter's choices."""
@@ -275,9 +270,8 @@ def run_search(opts: SearchOptions) -> dict:
                    "experiment_id": tracker.experiment,
                    "teacher": baselines.log("teacher"), "fbank": baselines.log("fbank")}
         tracker.link_references(baselines.run_ids)
-        setup = make_setup(opts, search_id, space.base, corpus, store, teacher, budgets, workdir, ray)
-        setup["method_bases"] = space.method_bases
-        setup["references"] = baselines.references()
+        setup = make_setup(opts, search_id, corpus, store, teacher, budgets, workdir, ray, base=space.base,
+                           method_bases=space.method_bases, references=baselines.references())
         tune_started = time.monotonic()
         results = _tune(opts, space, setup, tracker, workdir, search_id, objectives, warm_trials)
         tune_seconds = time.monotonic() - tune_started
@@ -376,97 +370,13 @@ def student_name(config) -> str:
     return name
 
 
-def check_address_form(address: Optional[str]) -> None:
-    """A UserError unless ``address`` is None, ``auto``, ``local``, ``host:port`` or ``ray://host:port``."""
-    if address is None or address in ("auto", "local"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not (sep and port.isdigit() and 0 < int(port) < 65536 and host and "/" not in host):
-        raise UserError(f"--address {address!r}: use auto, HOST:PORT (a Ray head, e.g. 10.0.0.1:6379) or "
-                        "ray://HOST:PORT (Ray Client, e.g. ray://head:10001)")
-
-
-def check_address(address: Optional[str], timeout: float = 5.0) -> None:
-    """A UserError unless something listens at the Ray address (``host:port``,
-    ``ray://host:port``, or the cluster ``auto`` finds on this machine): Ray itself retries an
-    unreachable GCS for minutes before it gives up."""
-    import socket
-
-    if not address or address == "local":
-        return
-    if address == "auto":
-        try:
-            from ray._private.services import canonicalize_bootstrap_address
-        except ImportError:  # Ray's layout changed: leave it to ray.init
-            return
-        try:
-            address = canonicalize_bootstrap_address("auto")
-        except ConnectionError:
-            raise UserError("--address auto: no Ray cluster is running on this machine "
-                            "(start one with `ray start --head`, or leave out --address)") from None
-        except Exception:  # anything else: leave it to ray.init
-            return
-        if address is None:
-            return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return
-    except OSError:
-        raise UserError(f"cannot connect to the Ray cluster at {address}: nothing answers there") from None
-
-
-def connect(address: Optional[str]):
-    """Join the given Ray cluster, or start a local one (dashboard on 127.0.0.1 only).
-
-    Callers run :func:`check_address` first, before they write anything."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(dashboard_host="127.0.0.1", include_dashboard=True)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot connect to the Ray cluster at {address or 'local'}: {str(e).splitlines()[0][:200]}") from None
-    return ray
-
-
-def make_setup(opts, search_id: str, base: dict, corpus, store, teacher, budgets, workdir, ray) -> dict:
-    """What every trial worker needs besides its sampled values (sent once via with_parameters)."""
-    resources = ray.cluster_resources()
-    gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
-    return {
-        "search_id": search_id,
-        "base": base,
-        "corpus_dir": str(corpus.root),
-        "targets_dir": str(store.root),
-        "teacher": {**teacher.describe()},
-        "budgets": budgets,
-        "eval_seed": opts.seed,
-        "workers": opts.workers,
-        "cpus_per_worker": opts.cpus_per_worker,
-        "gpus_per_worker": gpus,
-        "storage_path": str(workdir.ray_results),
-        "max_failures": getattr(opts, "max_failures", 1),  # `train` has no flag: 1
-    }
-
-
-def _max_concurrent(opts: SearchOptions, setup: dict, resources: dict) -> int:
+def _max_concurrent(opts: SearchOptions, setup: TrialSetup, resources: dict) -> int:
     if opts.max_concurrent is not None:
         return opts.max_concurrent
-    per_trial_cpu = setup["workers"] * setup["cpus_per_worker"]
-    fit = int(resources.get("CPU", 1) // per_trial_cpu)
-    if setup["gpus_per_worker"] > 0:
-        fit = min(fit, int(resources.get("GPU", 0) // (setup["workers"] * setup["gpus_per_worker"])))
-    return max(1, min(fit, opts.trials))
+    return min(setup.trials_at_once(resources), opts.trials)
 
 
-def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir: Workdir, search_id: str,
+def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, workdir: Workdir, search_id: str,
           objectives: dict, warm_trials: list = ()):
     import optuna
     import ray
@@ -479,7 +389,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: dict, tracker, workdir
     def describe(values: dict) -> tuple[str, dict, dict]:
         config = trial_config(setup, values)
         name = f"{config.method}-{student_name(config)}-{stable_hash(values, 6)}"
-        return name, student_size(config, setup["teacher"]), config.to_dict()
+        return name, student_size(config, setup.teacher), config.to_dict()
 
     # The searcher's metric (overall_score) arrives only with a trial's last result, by design:
     # a trial ASHA stops never reports it and Optuna records it as pruned. Tune's strict check

@@ -54,7 +54,8 @@ class TrainOptions:
         """Every check of the options and of the files they name, writing nothing and starting
         nothing: (config file, its TrainConfig, smoke, corpus or None for the embedded one,
         teacher or None for the embedded one), for the run to reuse."""
-        from raydistill.search.run import check_run_options, check_services
+        from raydistill.search.cluster import check_services
+        from raydistill.search.run import check_run_options
 
         check_run_options(self)
         doc = read_config_file(self.config)
@@ -96,7 +97,8 @@ def check_provenance(doc: dict, path: Path, corpus_key: str, teacher_key: str, *
 
 def run_train(opts: TrainOptions) -> dict:
     from raydistill.search.baselines import Baselines
-    from raydistill.search.run import connect, make_setup
+    from raydistill.search.cluster import connect
+    from raydistill.search.setup import make_setup
     from raydistill.search.trial import make_trainer
     from raydistill import provenance
     from raydistill.tracking.mlflow import KIND, client_for, experiment_id, log_dict_artifact, log_metrics, numeric
@@ -116,11 +118,10 @@ def run_train(opts: TrainOptions) -> dict:
     info = TeacherInfo.of(teacher.describe())
     store = ensure_targets(teacher, corpus, workdir, teacher_needs(config, info), device=device, distributed=True)
     run_id_hash = stable_hash([config.to_dict(), corpus.key, teacher.key])
-    setup = make_setup(opts, f"train-{run_id_hash}", {}, corpus, store, teacher,
-                       {"probe": "smoke", "full": "smoke"} if smoke else {"probe": "probe", "full": "full"},
-                       workdir, ray)
-    baselines = Baselines(workdir, corpus, teacher, None, setup["budgets"]["full"], device=device)
-    setup["references"] = baselines.references()  # superb_score's FBank (0) and teacher (1000)
+    budgets = {"probe": "smoke", "full": "smoke"} if smoke else {"probe": "probe", "full": "full"}
+    baselines = Baselines(workdir, corpus, teacher, None, budgets["full"], device=device)
+    setup = make_setup(opts, f"train-{run_id_hash}", corpus, store, teacher, budgets, workdir, ray,
+                       references=baselines.references())  # superb_score's FBank (0) and teacher (1000)
     prov = provenance.record(corpus_key=corpus.key, teacher_key=teacher.key)
     run = client.create_run(exp, run_name=f"train-{config.method}-{run_id_hash}",
                             tags={KIND: "train", "raydistill.config_file": str(opts.config), **provenance.as_tags(prov)})

@@ -42,6 +42,7 @@ from typing import Any, Optional
 from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, teacher_needs
+from raydistill.search.setup import TrialSetup
 from raydistill.utils import log, read_yaml, stable_hash
 
 PLAN_KEYS = {"name", "description", "seeds", "evaluation", "tasks", "budget", "smoke", "arms", "comparisons", "subsets"}
@@ -277,7 +278,8 @@ class StudyOptions:
 
     def validate(self):
         from raydistill.prepare import check_corpus, check_teacher, masks_teacher_input
-        from raydistill.search.run import check_run_options, check_services
+        from raydistill.search.cluster import check_services
+        from raydistill.search.run import check_run_options
 
         self.workers = 1 if self.workers is None else self.workers
         self.cpus_per_worker = 1.0 if self.cpus_per_worker is None else self.cpus_per_worker
@@ -313,7 +315,8 @@ def run_study(opts: StudyOptions) -> dict:
     from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
     from raydistill.report.study_table import StudyTable
     from raydistill.search.baselines import Baselines
-    from raydistill.search.run import connect, make_setup
+    from raydistill.search.cluster import connect
+    from raydistill.search.setup import make_setup
     from raydistill.tracking.mlflow import SearchTracker
 
     started = time.monotonic()
@@ -350,11 +353,10 @@ def run_study(opts: StudyOptions) -> dict:
         baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
         references = {name: baselines.log(name) for name in ("teacher", "fbank")}
         tracker.link_references(baselines.run_ids)
-        setup = make_setup(opts, study_id, {}, corpus, store, teacher, budgets, workdir, ray)
-        setup["references"] = baselines.references()
         units = mfcc_units(arms)
-        if units:
-            setup["pretrain_targets_dir"] = str(mfcc_store(corpus, workdir, units).root)
+        setup = make_setup(opts, study_id, corpus, store, teacher, budgets, workdir, ray,
+                           references=baselines.references(),
+                           pretrain_targets_dir=str(mfcc_store(corpus, workdir, units).root) if units else None)
         if todo:
             results = _tune(opts, setup, tracker, workdir, study_id, todo)
             if results.num_terminated + results.num_errors < len(todo):
@@ -386,19 +388,20 @@ def mfcc_store(corpus, workdir, units):
     return store
 
 
-def study_driver(values: dict, setup: dict) -> None:
-    """The Tune trainable of one cell: its arm's configuration at its seed, on Ray Train."""
+def study_driver(values: dict, setup: TrialSetup, cells: dict) -> None:
+    """The Tune trainable of one cell: its arm's configuration at its seed, on Ray Train
+    (``cells``: {cell: {arm, seed, config}} of the cells this run trains)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raydistill.search.trial import make_trainer
 
-    cell = setup["cells"][values["cell"]]
+    cell = cells[values["cell"]]
     config = TrainConfig.from_dict(cell["config"], where=f"cell {values['cell']}")
     # the cell's name is its Train run's: an interrupted cell resumes from its checkpoint
-    make_trainer(setup, config, f"{setup['search_id']}-{values['cell']}", [TuneReportCallback()]).fit()
+    make_trainer(setup, config, f"{setup.search_id}-{values['cell']}", [TuneReportCallback()]).fit()
 
 
-def _tune(opts: StudyOptions, setup: dict, tracker, workdir, study_id: str, todo):
+def _tune(opts: StudyOptions, setup: TrialSetup, tracker, workdir, study_id: str, todo):
     import ray
     from ray import tune
 
@@ -407,19 +410,18 @@ def _tune(opts: StudyOptions, setup: dict, tracker, workdir, study_id: str, todo
 
     cells = {arm.cell(seed): {"arm": arm.name, "seed": seed, "config": arm.train_config(seed).to_dict()}
              for arm, seed in todo}
-    setup["cells"] = cells
 
     def describe(values: dict) -> tuple[str, dict, dict]:
         cell = cells[values["cell"]]
         config = TrainConfig.from_dict(cell["config"], where="cell")
-        return f"{cell['arm']}-s{cell['seed']}", student_size(config, setup["teacher"]), cell["config"]
+        return f"{cell['arm']}-s{cell['seed']}", student_size(config, setup.teacher), cell["config"]
 
     callback = MlflowTrialCallback(tracker, describe, key=lambda trial: trial.config["cell"],
                                    params=lambda values: {k: cells[values["cell"]][k] for k in ("arm", "seed")})
-    trainable = tune.with_resources(tune.with_parameters(study_driver, setup=setup),
+    trainable = tune.with_resources(tune.with_parameters(study_driver, setup=setup, cells=cells),
                                     {"cpu": 0, "memory": DRIVER_MEMORY})
     attempt = sum(1 for _ in (workdir.ray_results).glob(f"{study_id}-run*")) + 1
-    concurrent = opts.max_concurrent or _fit(setup, ray.cluster_resources())
+    concurrent = opts.max_concurrent or setup.trials_at_once(ray.cluster_resources())
     log(f"training {len(cells)} cell(s), {min(concurrent, len(cells))} at a time")
     tuner = tune.Tuner(
         trainable,
@@ -430,14 +432,6 @@ def _tune(opts: StudyOptions, setup: dict, tracker, workdir, study_id: str, todo
                                   failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
     )
     return tuner.fit()
-
-
-def _fit(setup: dict, resources: dict) -> int:
-    """How many cells the cluster runs at once (CPUs, and GPUs when cells ask for them)."""
-    fit = int(resources.get("CPU", 1) // (setup["workers"] * setup["cpus_per_worker"]))
-    if setup["gpus_per_worker"] > 0:
-        fit = min(fit, int(resources.get("GPU", 0) // (setup["workers"] * setup["gpus_per_worker"])))
-    return max(1, fit)
 
 
 def describe_study(opts: StudyOptions) -> dict:

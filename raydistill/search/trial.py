@@ -1,13 +1,14 @@
 """One trial = one Ray Train run of the distillation loop, driven from a Ray Tune function.
 
-Ray Train V2 pattern (RAY_OPTUNA_MLFLOW.md): the Tune trainable is a small *driver*
+Ray Train V2 pattern: the Tune trainable is a small *driver*
 function that builds a ``TorchTrainer`` and calls ``fit()``; metrics and checkpoint paths
 flow back to Tune through ``TuneReportCallback``. The driver reserves memory but no CPU,
 so the Train workers get every core (a 0.01-CPU driver next to 1-CPU workers starves the
 second trial on a 2-core machine).
 
 What a trial needs beyond its sampled values (corpus, target cache, base config,
-evaluation settings) arrives once through ``tune.with_parameters`` as ``setup``.
+evaluation settings) arrives once through ``tune.with_parameters`` as ``setup``, a
+:class:`~raydistill.search.setup.TrialSetup`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from raydistill.config import PRETRAIN, TrainConfig
+from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import PROBE_TASKS, EvalBudget, evaluate_upstream, score_metrics
 from raydistill.methods import TeacherInfo, teacher_needs
 from raydistill.evaluate.upstream import HubertUpstream
 from raydistill.models.hubert import HubertModel
+from raydistill.search.setup import TrialSetup
 from raydistill.search.space import merge, set_path
 from raydistill.targets.store import TargetStore
 from raydistill.teacher.sources import load_teacher
@@ -57,10 +59,10 @@ def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device
     return evaluate
 
 
-def trial_config(setup: dict, values: dict) -> TrainConfig:
+def trial_config(setup: TrialSetup, values: dict) -> TrainConfig:
     """Base configuration + this trial's sampled values."""
-    method = values.get("method", setup["base"].get("method"))
-    d = merge(merge(setup["base"], setup.get("method_bases", {}).get(method, {})), {"method": method})
+    method = values.get("method", setup.base.get("method"))
+    d = merge(merge(setup.base, setup.method_bases.get(method, {})), {"method": method})
     for name, value in values.items():
         set_path(d, name, value)
     return TrainConfig.from_dict(d, where="trial")
@@ -70,7 +72,7 @@ def student_size(config: TrainConfig, teacher: dict) -> dict:
     """The student's size, reported with every result of a trial (the objectives a multi-objective
     search may minimise): ``params``, its parameters at inference (training-only heads left out),
     and ``macs_per_second``, its multiply-accumulates per second of 16 kHz audio. ``teacher`` is
-    the teacher's description (``setup["teacher"]``): some students are shaped by it."""
+    the teacher's description (``TrialSetup.teacher``): some students are shaped by it."""
     from raydistill.methods import describe
 
     sizes = describe(config, TeacherInfo.of(teacher))
@@ -83,25 +85,23 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
     import torch
 
-    setup = loop_config["setup"]
+    setup: TrialSetup = loop_config["setup"]
     config = TrainConfig.from_dict(loop_config["config"], where="trial")
-    torch.set_num_threads(max(1, int(setup["cpus_per_worker"])))
-    corpus = Corpus.load(setup["corpus_dir"])
-    needs = teacher_needs(config, TeacherInfo.of(setup["teacher"]))
-    # a study's self-supervised arms (HuBERT iteration 1) learn MFCC units, not the teacher's
-    targets = setup["pretrain_targets_dir"] if config.method == PRETRAIN else setup["targets_dir"]
-    data = TrainData(corpus, TargetStore(Path(targets)), needs, config.student.conv_layers)
+    torch.set_num_threads(max(1, int(setup.cpus_per_worker)))
+    corpus = Corpus.load(setup.corpus_dir)
+    needs = teacher_needs(config, TeacherInfo.of(setup.teacher))
+    data = TrainData(corpus, TargetStore(Path(setup.targets_for(config.method))), needs, config.student.conv_layers)
     # methods that run the teacher in the loop (masked input, attention maps) load it here
-    live_teacher = load_teacher(setup["teacher"]["source"]) if needs.live else None
+    live_teacher = load_teacher(setup.teacher["source"]) if needs.live else None
     device = ray.train.torch.get_device()
-    if device.type == "cuda" and 0 < setup["gpus_per_worker"] < 1:
+    if device.type == "cuda" and 0 < setup.gpus_per_worker < 1:
         # Ray's GPU fractions are logical only: cap this process's share of the memory so
         # students sharing a GPU cannot starve each other (an OOM stays in its own trial).
-        torch.cuda.set_per_process_memory_fraction(setup["gpus_per_worker"], device)
+        torch.cuda.set_per_process_memory_fraction(setup.gpus_per_worker, device)
     rank = ray.train.get_context().get_world_rank()
-    evaluate = make_evaluator(corpus, setup["budgets"], seed=setup["eval_seed"], device=device,
-                              references=setup.get("references")) if rank == 0 else None
-    size = student_size(config, setup["teacher"])  # once per trial; objectives of a multi-objective search
+    evaluate = make_evaluator(corpus, setup.budgets, seed=setup.eval_seed, device=device,
+                              references=setup.references) if rank == 0 else None
+    size = student_size(config, setup.teacher)  # once per trial; objectives of a multi-objective search
 
     def report(metrics: dict, checkpoint_dir) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -111,12 +111,13 @@ def train_worker(loop_config: dict) -> None:
     with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as local:
         with restored.as_directory() if restored else contextlib.nullcontext(None) as resume:
             train(config, data, report=report, checkpoint_dir=Path(local), evaluate=evaluate,
-                  resume=Path(resume) if resume else None, teacher=setup["teacher"], live_teacher=live_teacher,
+                  resume=Path(resume) if resume else None, teacher=setup.teacher, live_teacher=live_teacher,
                   device=device)
 
 
-def make_trainer(setup: dict, config: TrainConfig, name: str, callbacks=()):
-    """A ``TorchTrainer`` running :func:`train_worker` for one configuration."""
+def make_trainer(setup: TrialSetup, config: TrainConfig, name: str, callbacks=()):
+    """A ``TorchTrainer`` running :func:`train_worker` for one configuration (the setup object
+    itself travels in ``train_loop_config``: Ray Train pickles it to every worker)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -124,33 +125,26 @@ def make_trainer(setup: dict, config: TrainConfig, name: str, callbacks=()):
         train_worker,
         train_loop_config={"setup": setup, "config": config.to_dict()},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=setup["workers"],
-            use_gpu=setup["gpus_per_worker"] > 0,
-            resources_per_worker=worker_resources(setup),
+            num_workers=setup.workers,
+            use_gpu=setup.gpus_per_worker > 0,
+            resources_per_worker=setup.worker_resources,
         ),
         run_config=ray.train.RunConfig(
             # Deterministic name: a restarted run finds its Train checkpoints and resumes.
             name=name,
-            storage_path=setup["storage_path"],
+            storage_path=setup.storage_path,
             callbacks=list(callbacks),
-            failure_config=ray.train.FailureConfig(max_failures=setup["max_failures"]),
+            failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
 
 
-def trial_driver(values: dict, setup: dict) -> None:
+def trial_driver(values: dict, setup: TrialSetup) -> None:
     """The Tune trainable: build this trial's TorchTrainer and run it to the end."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = ray.tune.get_context().get_trial_id()
-    trainer = make_trainer(setup, trial_config(setup, values), f"{setup['search_id']}-{trial_id}", [TuneReportCallback()])
+    trainer = make_trainer(setup, trial_config(setup, values), f"{setup.search_id}-{trial_id}", [TuneReportCallback()])
     trainer.fit()
-
-
-def worker_resources(setup: dict) -> dict:
-    resources = {"CPU": setup["cpus_per_worker"]}
-    if setup["gpus_per_worker"] > 0:
-        resources["GPU"] = setup["gpus_per_worker"]
-    return resources

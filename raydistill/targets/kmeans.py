@@ -19,7 +19,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise UserError("faiss is not installed: pip install 'raydistill[cpu]' (or '[gpu]')") from None
+        raise UserError("faiss is not installed (raydistill depends on it): pip install faiss-cpu, or faiss-gpu") from None
     return faiss
 
 
