@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, peak_memory_mb  # noqa: E402
 
-# dense bf16 peak, TFLOP/s (datasheets; PERFORMANCE.md)
+# dense bf16 peak, TFLOP/s (datasheets; docs/architecture.md#flops-macs-and-mfu)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 70.0}
 
 SIZES = {

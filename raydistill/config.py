@@ -29,7 +29,8 @@ def _choice(name: str, value: str, allowed: tuple) -> None:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """What the student predicts: k-means units of one teacher layer (DiceHuBERT §3.2)."""
+    """What the student predicts: k-means units of one teacher layer (DiceHuBERT §3.2;
+    docs/methods.md#dicehubert-targets)."""
 
     teacher_layer: int = 6  # hidden-state index: 0 = Transformer input, l = output of layer l
     num_clusters: int = 100  # K
@@ -117,7 +118,7 @@ def _linear(start: float, end: float, step: int, total: int) -> float:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up and linear decay to 0 (the HuBERT recipe's shape, METHODS.md §1.2)."""
+    """AdamW with linear warm-up and linear decay to 0 (the HuBERT recipe's shape, docs/methods.md#optimiser)."""
 
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -151,13 +152,14 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class KDConfig:
-    """KD / decoupled KD on the teacher's pre-training logits (arXiv 2309.09920, METHODS.md §2)."""
+    """KD / decoupled KD on the teacher's pre-training logits (arXiv 2309.09920; docs/methods.md#kd-and-dkd)."""
 
     mode: str = "dkd"  # "dkd": α·TCKD + β·NCKD; "kd": Hinton KD
     alpha: float = 1.0  # TCKD weight
     beta: float = 4.0  # NCKD weight (the paper's best; {1, 4} explored)
     temperature: float = 1.0  # T on the teacher's cos/0.1 logits
-    ce_weight: float = 1.0  # CE on the teacher's unit (argmax of its logits, METHODS.md §2.3 [U])
+    # CE on the teacher's unit: the argmax of its logits [U] (docs/methods.md#kd-logits-and-targets)
+    ce_weight: float = 1.0
     warmup_frac: float = 0.05  # KD term ramps linearly from 0 over this fraction of the steps
     head: str = "linear"  # student classifier: "linear" or "cosine" (HuBERT's cos/0.1 head) [U]
     # Start the student's CNN from the teacher's (it must have the teacher's conv_layers,
@@ -177,7 +179,7 @@ class KDConfig:
 
 @dataclass(frozen=True)
 class StarConfig:
-    """STaR temporal-relation distillation (arXiv 2312.09040, METHODS.md §4). Defaults are [U]:
+    """STaR temporal-relation distillation (arXiv 2312.09040; docs/methods.md#star). Defaults are [U]:
     Gram normalised by the channel count, MSE over valid frame pairs, weights 1 : 1, no attention."""
 
     layer_weight: float = 1.0  # layer-wise temporal Gram matrix G = X Xᵀ
@@ -201,15 +203,17 @@ class StarConfig:
 
 @dataclass(frozen=True)
 class ArmConfig:
-    """MaskHuBERT / ARMHuBERT (arXiv 2305.11685, METHODS.md §5): masking distillation with
-    per-layer projection heads; attention-map reuse lives in the student (``student.reuse_pattern``)."""
+    """MaskHuBERT / ARMHuBERT (arXiv 2305.11685; docs/methods.md#maskhubert-and-armhubert): masking
+    distillation with per-layer projection heads; attention-map reuse lives in the student
+    (``student.reuse_pattern``)."""
 
     masking: bool = True  # masked frames ↔ teacher(unmasked input), unmasked ↔ teacher(masked input)
     hint_weight: float = 0.1  # every layer but the last
     final_weight: float = 1.0  # the last layer
     loss: str = "mse"  # "mse" (released configs) or "l1"
     # Raise the FFN width so a reusing student has the parameters of the same student without
-    # reuse (the saved Q/K parameters re-invested, §5.2); False: use student.ffn_dim as given.
+    # reuse (the saved Q/K parameters re-invested, docs/methods.md#ffn-reinvestment-and-sizes);
+    # False: use student.ffn_dim as given.
     reinvest_ffn: bool = False
 
     def __post_init__(self):
@@ -220,7 +224,7 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class DistilConfig:
-    """DistilHuBERT (METHODS.md §6.1): prediction heads on the student's last layer."""
+    """DistilHuBERT (docs/methods.md#distilhubert): prediction heads on the student's last layer."""
 
     teacher_layers: tuple[int, ...] = ()  # () = thirds of the teacher's depth (4, 8, 12 for 12 layers)
     cos_weight: float = 1.0  # λ of -log σ(cos)
@@ -258,7 +262,8 @@ class TrainConfig:
     # not change. With nomask_weight 0 (the papers' loss) both are the masked mean.
     nomask_norm: str = "fairseq"
     feature_pen_weight: float = 10.0  # HuBERT's weight on the CNN feature penalty
-    feat_weight: float = 0.0  # DiceHuBERT's optional L_SSL + w·L_feat (layer-to-layer MSE, §3.2)
+    # DiceHuBERT's optional L_SSL + w·L_feat (layer-to-layer MSE, docs/methods.md#dicehubert-loss)
+    feat_weight: float = 0.0
     kd: KDConfig = field(default_factory=KDConfig)
     star: StarConfig = field(default_factory=StarConfig)
     arm: ArmConfig = field(default_factory=ArmConfig)

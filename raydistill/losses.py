@@ -35,9 +35,10 @@ def soft_unit_labels(features: Tensor, centroids: Tensor, temperature: float) ->
 def masked_prediction_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """HuBERT's masked-prediction loss summed over the given frames (DiceHuBERT Eq. 2).
 
-    ``L = -Σ_t log p(z_t | X̃, t)`` with hard labels; with soft labels (DiceHuBERT §3.2)
-    ``L = Σ_t KL(q_t || p_t)``, the teacher's soft-label distribution ``q_t`` against the
-    student's softmax ``p_t`` (student logits at temperature 1, i.e. HuBERT's cos/0.1).
+    ``L = -Σ_t log p(z_t | X̃, t)`` with hard labels; with soft labels (DiceHuBERT §3.2,
+    docs/methods.md#dicehubert-targets) ``L = Σ_t KL(q_t || p_t)``, the teacher's soft-label
+    distribution ``q_t`` against the student's softmax ``p_t`` (student logits at temperature 1,
+    i.e. HuBERT's cos/0.1).
 
     Args:
         logits: [N, K] student logits of the frames (already selected, e.g. the masked ones).
@@ -60,7 +61,7 @@ def unit_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
     return (logits.argmax(-1) == hard).sum()
 
 
-# --------------------------------------------------------------------------- KD / DKD (§2)
+# ------------------------------------------------------------- KD / DKD (docs/methods.md#kd-and-dkd)
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float) -> Tensor:
     """Hinton KD: ``T² · mean_frames Σ_c p_T (log p_T − log p_S)``, ``p = softmax(z / T)``.
 
@@ -106,7 +107,7 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, *, 
     return alpha * tckd + beta * nckd
 
 
-# --------------------------------------------------------------------------- STaR (§4)
+# ------------------------------------------------------------- STaR (docs/methods.md#star)
 GRAM_NORMS = ("none", "dim", "cosine")
 GRAM_DISTANCES = ("mse", "l1", "kl")
 
@@ -182,7 +183,7 @@ def _row_kl(student: Tensor, teacher: Tensor, valid: Tensor, *, logits: bool) ->
     return kl.masked_fill(~valid, 0.0).sum(), valid.sum()
 
 
-# --------------------------------------------------------------------------- masking distillation (§5.3)
+# ------------------------------------------ masking distillation (docs/methods.md#masking-distillation)
 def masking_distill_loss(pred: Tensor, teacher_unmasked: Tensor, teacher_masked: Tensor, mask: Tensor, *,
                          loss: str = "mse") -> tuple[Tensor, int]:
     """MaskHuBERT's per-layer loss ``L_m + L_u``: masked frames against the teacher on unmasked
@@ -204,7 +205,8 @@ def masking_distill_loss(pred: Tensor, teacher_unmasked: Tensor, teacher_masked:
     return err.sum(), mask.numel()
 
 
-# --------------------------------------------------------------------------- DistilHuBERT (§6.1), DiceHuBERT L_feat (§3.2)
+# ------------------------------------------------------------- DistilHuBERT (docs/methods.md#distilhubert),
+# DiceHuBERT L_feat (docs/methods.md#dicehubert-loss)
 def distilhubert_loss(pred: Tensor, target: Tensor, valid: Tensor, *, cos_weight: float = 1.0) -> tuple[Tensor, Tensor]:
     """DistilHuBERT per frame: ``(1/D)·‖pred − target‖₁ − λ·log σ(cos(pred, target))``.
 

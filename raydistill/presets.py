@@ -1,10 +1,10 @@
 """The papers' students as run presets: method + exact architecture + the teacher they assume.
 
-``raydistill describe --preset NAME`` sizes them (METHODS.md §7 lists the paper counts the
-tests hold them to); ``student: {preset: ...}`` in a config reuses the architectures.
-Counting convention: fairseq's (the student's ``mask_emb`` included, no feature projection
-when the CNN already ends in the model width); ``params`` leaves out training-only heads,
-``params_train`` keeps them.
+``raydistill describe --preset NAME`` sizes them (docs/methods.md#paper-parameter-counts lists
+the paper counts the tests hold them to); ``student: {preset: ...}`` in a config reuses the
+architectures. Counting convention: fairseq's (the student's ``mask_emb`` included, no feature
+projection when the CNN already ends in the model width); ``params`` leaves out training-only
+heads, ``params_train`` keeps them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _thin_cnn(d: int) -> list:
     return [[128, 10, 5], [256, 1, 1]] + [[256, 3, 2]] * 4 + [[d, 1, 1]] + [[d, 2, 2]] * 2
 
 
-# name -> (teacher, run config). Paper sizes in the comments (METHODS.md §7).
+# name -> (teacher, run config). Paper sizes in the comments (docs/methods.md#paper-parameter-counts).
 PRESETS: dict[str, tuple[str, dict]] = {
     # 94,371,712 encoder + mask_emb; 94,697,600 with the pre-training head over 504 rows (94.70M)
     "hubert-base": ("hubert-base", {"method": "dicehubert", "student": _BASE,
@@ -46,7 +46,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
                                               "targets": {"teacher_layer": 9, "num_clusters": 500}}),
     "dicehubert-shallow-l4": ("hubert-base", {"method": "dicehubert", "student": {**_BASE, "num_layers": 3},
                                               "targets": {"teacher_layer": 9, "num_clusters": 500}}),
-    # Recycle-and-Distill (§5.2), 12 projection heads counted as the paper does
+    # Recycle-and-Distill, 12 projection heads counted as the paper does
+    # (docs/methods.md#ffn-reinvestment-and-sizes)
     "maskhubert": ("hubert-base", {"method": "armhubert", "student": {"preset": "maskhubert"},
                                    "mask": {"selection": "uniform", "prob": 0.8},
                                    "optim": {"lr": 5.0e-4}}),  # 26.64M
@@ -72,14 +73,16 @@ PRESETS: dict[str, tuple[str, dict]] = {
                                                 "layer_grad_scale": True},
                                     "mask": {"selection": "uniform", "prob": 0.8},
                                     "optim": {"lr": 5.0e-3}}),  # 22.39M
-    # STaR (§4.3): widths inferred from the exact counts [U]; thin CNN, 12 layers, no heads
+    # STaR: widths inferred from the exact counts [U] (docs/methods.md#star-students); thin CNN,
+    # 12 layers, no heads
     "starhubert": ("hubert-base", {"method": "star", "student": {
         **_BASE, "conv_layers": _thin_cnn(432), "embed_dim": 432, "ffn_dim": 976, "project_features": False,
         "layer_drop": 0.0}}),  # 22.31M
     "starhubert-l": ("hubert-base", {"method": "star", "student": {
         **_BASE, "conv_layers": _thin_cnn(480), "embed_dim": 480, "ffn_dim": 1024, "project_features": False,
         "layer_drop": 0.0}}),  # 26.63M
-    # KD/DKD (§2.4): HuBERT CNN + 4 x BiLSTM-384 on its 512-d output; classifier over 500 units
+    # KD/DKD (docs/methods.md#the-bilstm-student): HuBERT CNN + 4 x BiLSTM-384 on its 512-d
+    # output; classifier over 500 units
     "lstm-kd": ("hubert-large", {"method": "kd", "student": {"arch": "lstm", "hidden": 384, "num_layers": 4},
                                  "kd": {"mode": "dkd", "alpha": 1.0, "beta": 4.0, "temperature": 1.0}}),
 }

@@ -221,8 +221,8 @@ def test_layer_map():
     assert layer_map(3, 2) == [1, 1, 2]
 
 
-# Paper sizes (METHODS.md §7): the presets must be within 0.5 % (params, or params_train where
-# the paper counts the training heads).
+# Paper sizes (docs/methods.md#paper-parameter-counts): the presets must be within 0.5 % (params,
+# or params_train where the paper counts the training heads).
 PAPER = {
     "hubert-base": ("params_train", 94.70e6),
     "distilhubert": ("params", 23.49e6),
@@ -278,8 +278,8 @@ def test_armhubert_released_preset_carries_the_released_training_settings(capsys
 
 @pytest.mark.parametrize("prob,low,high", [(0.8, 0.74, 0.80), (0.4, 0.37, 0.42)])
 def test_uniform_masking_coverage_matches_armhubert(prob, low, high):
-    """METHODS.md §1.3: uniform spans U{0..20}, no overlap, min_space 1 mask ≈ 0.75-0.79 of the
-    frames at p = 0.8 and ≈ 0.39-0.40 at p = 0.4 (fairseq's mask_selection=uniform)."""
+    """Uniform spans U{0..20}, no overlap, min_space 1 mask ≈ 0.75-0.79 of the frames at p = 0.8
+    and ≈ 0.39-0.40 at p = 0.4 (fairseq's mask_selection=uniform; docs/methods.md#span-masking)."""
     from raydistill.config import MaskConfig
     from raydistill.train.masking import sample_mask
 

@@ -118,7 +118,8 @@ def test_conv_frames_matches_the_cnn(samples):
 
 
 def test_span_mask_coverage_matches_hubert():
-    # METHODS.md §1.3: prob 0.8 x span 10 with overlap masks about 1 - 0.92^10 = 0.566 of frames.
+    # prob 0.8 x span 10 with overlap masks about 1 - 0.92^10 = 0.566 of frames
+    # (docs/methods.md#span-masking).
     # (per utterance: in a batch, rows are subsampled to the smallest count, see below)
     g = torch.Generator().manual_seed(0)
     coverage = torch.stack([compute_span_mask([500], 500, 0.8, 10, generator=g) for _ in range(200)]).float().mean()
@@ -161,7 +162,7 @@ def test_masked_predictor_gradients_reach_every_part():
 
 
 def test_presets_have_known_sizes():
-    # torchaudio's hubert_base() encoder count (METHODS.md §1.1): 94,370,944.
+    # torchaudio's hubert_base() encoder count (docs/methods.md#hubert-base-architecture): 94,370,944.
     assert sum(p.numel() for p in HubertModel(PRESETS["hubert-base"]).encoder.parameters()) == 94_370_944
 
 

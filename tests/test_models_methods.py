@@ -156,7 +156,7 @@ def test_reference_code_reuse_applies_softmax_again():
     torch.testing.assert_close(out.attentions[1], source.softmax(-1).mean(1), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out.states[2], by_hand, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out.states[2], base.states[2], atol=1e-3)
-    # softmax of probabilities is close to uniform (METHODS.md §5.1 b)
+    # softmax of probabilities is close to uniform (docs/methods.md#reference-code-reuse, b)
     frames = out.attentions[1].shape[-1]
     entropy = -(out.attentions[1] * out.attentions[1].log()).sum(-1)
     assert (entropy > math.log(frames) - 0.05).all()
@@ -164,7 +164,7 @@ def test_reference_code_reuse_applies_softmax_again():
 
 def test_reference_code_reuse_scrambles_heads_and_utterances():
     """fairseq's (H, B, T, T) viewed as (B·H, T, T): reusing slot b·H + h reads source (h', b')
-    with h'·B + b' = b·H + h (METHODS.md §5.1 a)."""
+    with h'·B + b' = b·H + h (docs/methods.md#reference-code-reuse, a)."""
     torch.manual_seed(0)
     cfg = tiny(reuse_pattern="2by2", reuse_mode="reference_code")
     model = HubertModel(cfg).eval()
@@ -233,7 +233,8 @@ def test_layer_drop_with_reuse_keeps_one_state_per_layer():
 
 
 def test_layer_grad_scale():
-    """Forward unchanged; backward: state i+1 carries a_i·(1-a_i), a_i = (L-i)/(L-i+1) (METHODS.md §5.4)."""
+    """Forward unchanged; backward: state i+1 carries a_i·(1-a_i), a_i = (L-i)/(L-i+1)
+    (docs/methods.md#layer-gradient-scaling)."""
     torch.manual_seed(0)
     cfg = tiny(dropout=0.0, attention_dropout=0.0, dropout_input=0.0)
     plain, scaled = HubertModel(cfg).eval(), HubertModel(tiny(**{**cfg.to_dict(), "layer_grad_scale": True})).eval()
@@ -283,7 +284,8 @@ def test_recycle_and_distill_parameter_counts(ffn, reuse, d, reported, exact):
                                         "reuse_pattern": reuse}))
     total = count_params(model) + count_params(LayerProjections(d, 768, 12))
     assert abs(total - reported) / reported < 0.005
-    assert total == exact  # METHODS.md §5.2 (fairseq counts: mask_emb, no post_extract_proj)
+    # docs/methods.md#ffn-reinvestment-and-sizes (fairseq counts: mask_emb, no post_extract_proj)
+    assert total == exact
 
 
 def test_presets_match_the_paper_configs():
@@ -293,7 +295,7 @@ def test_presets_match_the_paper_configs():
 
 
 def test_lstm_parameter_counts():
-    # METHODS.md §2.4: CNN + LayerNorm 4,201,472 + LSTM 13,393,920 (+ mask_emb 512)
+    # docs/methods.md#the-bilstm-student: CNN + LayerNorm 4,201,472 + LSTM 13,393,920 (+ mask_emb 512)
     model = LstmModel(LstmConfig())
     assert count_params(model.feature_extractor) + count_params(model.layer_norm) == 4_201_472
     assert count_params(model.lstms) == count_params(torch.nn.LSTM(512, 384, num_layers=4, bidirectional=True))
@@ -374,7 +376,7 @@ def test_layer_projections():
 
 
 def test_distil_heads():
-    assert count_params(DistilHeads(768, 768, 3)) == 3_543_552  # METHODS.md §6.1: ≈ 3.54M
+    assert count_params(DistilHeads(768, 768, 3)) == 3_543_552  # docs/methods.md#distilhubert: ≈ 3.54M
     torch.manual_seed(0)
     heads = DistilHeads(16, 24, 3)
     x = torch.randn(2, 7, 16)

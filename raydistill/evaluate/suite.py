@@ -154,7 +154,8 @@ class EvalBudget:
         return presets[name]()
 
 
-# Which metrics feed ``overall_score`` and how (SUPERB.md §3.1, the ARMHuBERT/STaR "Overall"):
+# Which metrics feed ``overall_score`` and how (the ARMHuBERT/STaR "Overall";
+# docs/evaluation.md#overall-score):
 # error rates enter as 100 − x, accuracies and F1 as x, MTWV (in [0, 1]) as 100·x. The score is
 # the mean over the metrics present, so a task that was not run is left out.
 OVERALL_SCORE_METRICS: dict[str, str] = {
@@ -198,12 +199,12 @@ def score_metrics(scores: dict, references: Optional[dict] = None) -> dict:
 
 
 def superb_score(metrics: dict, fbank: dict, reference: dict) -> float:
-    """SUPERB score (SUPERB.md §3.2): every task's metric mapped linearly so that FBank scores 0
-    and the reference (here: the teacher, on the same corpus and budget) 1000, then averaged over
-    the tasks present in all three. Metrics are compared as scores (error rates as 100 − x), and
-    a task on which the reference does not beat FBank is left out: its scale would be empty or
-    reversed (SUPERB's reference is the best model per task, so this never happens there). NaN
-    if no task is left."""
+    """SUPERB score (docs/evaluation.md#superb-score): every task's metric mapped linearly so
+    that FBank scores 0 and the reference (here: the teacher, on the same corpus and budget) 1000,
+    then averaged over the tasks present in all three. Metrics are compared as scores (error
+    rates as 100 − x), and a task on which the reference does not beat FBank is left out: its
+    scale would be empty or reversed (SUPERB's reference is the best model per task, so this
+    never happens there). NaN if no task is left."""
     parts = []
     for key, kind in OVERALL_SCORE_METRICS.items():
         if key in metrics and key in fbank and key in reference:

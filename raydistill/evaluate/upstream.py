@@ -1,10 +1,11 @@
 """What evaluation needs from a model (the :class:`Upstream` protocol), the FBank baseline, and
 feature extraction into memory.
 
-SUPERB freezes the upstream (SUPERB.md §2.2): features are extracted once, under
-``torch.inference_mode()`` with the module in ``eval()``, and every probe trains on the cached
-features. Anything with ``name``, ``num_states``, ``dim`` and ``hidden_states(wave, lengths)``
-can be scored: a teacher, a distilled student, or :class:`FBankUpstream`.
+SUPERB freezes the upstream (docs/evaluation.md#frozen-upstream): features are extracted once,
+under ``torch.inference_mode()`` with the module in ``eval()``, and every probe trains on the
+cached features. Anything with ``name``, ``num_states``, ``dim`` and
+``hidden_states(wave, lengths)`` can be scored: a teacher, a distilled student, or
+:class:`FBankUpstream`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Upstream(Protocol):
     Attributes:
         name: short name for logs and run names.
         num_states: number of hidden states returned (L + 1 for a HuBERT: the transformer
-            input, then each layer's output; SUPERB.md §2.3).
+            input, then each layer's output; docs/evaluation.md#hidden-states).
         dim: feature dimension D of every state (the weighted sum needs them all equal).
     """
 
@@ -54,7 +55,7 @@ class FBankUpstream(nn.Module):
 
     Note that with ``cmvn=True`` every utterance's mean feature is zero, so a mean-pooled
     utterance-level probe (SID) sees nothing: this is why FBank scores ~0 % SID in SUPERB
-    (SUPERB.md §3.2, SID 8.5E-4). ``cmvn=False`` keeps the absolute spectrum.
+    (8.5E-4 %; docs/evaluation.md#fbank-baseline). ``cmvn=False`` keeps the absolute spectrum.
     """
 
     num_states = 1

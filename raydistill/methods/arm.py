@@ -1,14 +1,18 @@
-"""MaskHuBERT / ARMHuBERT (Recycle-and-Distill, arXiv 2305.11685, METHODS.md §5).
+"""MaskHuBERT / ARMHuBERT (Recycle-and-Distill, arXiv 2305.11685).
 
-* Masking distillation (§5.3): one mask M; the student sees masked input; per layer l,
-  masked frames are matched to the teacher on *unmasked* input and unmasked frames to the
-  teacher on *masked* input (its own mask embedding), through a projection head per layer:
+Equations, defaults and options: docs/methods.md#maskhubert-and-armhubert.
+
+* Masking distillation (docs/methods.md#masking-distillation): one mask M; the student sees
+  masked input; per layer l, masked frames are matched to the teacher on *unmasked* input and
+  unmasked frames to the teacher on *masked* input (its own mask embedding), through a
+  projection head per layer:
   ``L = hint · Σ_{l<L} (L_m^l + L_u^l) + final · (L_m^L + L_u^L)``, each term normalised by
   B·N. The teacher runs live (twice per step). ``arm.masking: false`` distils plain
   layer-to-layer features (unmasked input, cached teacher features).
-* Attention-map reuse (§5.1) is the student's ``reuse_pattern`` (``2by6``, ``3by4``, ...):
-  reusing layers have no Q/K projections. ``arm.reinvest_ffn`` widens every FFN so the
-  parameters saved by reuse go back into the student (§5.2).
+* Attention-map reuse (docs/methods.md#attention-map-reuse) is the student's ``reuse_pattern``
+  (``2by6``, ``3by4``, ...): reusing layers have no Q/K projections. ``arm.reinvest_ffn``
+  widens every FFN so the parameters saved by reuse go back into the student
+  (docs/methods.md#ffn-reinvestment-and-sizes).
 * Masking ratio: the released code sets fairseq's ``mask_prob`` (``mask.prob``, 0.8 for 960 h,
   0.4 for 100 h), which on LibriSpeech's long utterances masks about that fraction of the
   frames (75-79 % at 0.8) but on short crops much less (54 % on the embedded corpus). The

@@ -1,5 +1,5 @@
-"""DiceHuBERT (arXiv 2507.02911, METHODS.md §3): the student relearns HuBERT's masked
-prediction of the teacher's k-means units, as one more HuBERT iteration.
+"""DiceHuBERT (arXiv 2507.02911; docs/methods.md#dicehubert): the student relearns HuBERT's
+masked prediction of the teacher's k-means units, as one more HuBERT iteration.
 
 Hard labels (CE on the nearest unit) or soft labels (KL to ``softmax(-‖h - c‖/τ)``), on
 masked frames; optional unmasked-frame loss (fairseq ``pred_nomask_weight``), HuBERT's CNN

@@ -1,6 +1,6 @@
-"""DistilHuBERT (METHODS.md §6.1), the baseline: a shallow student initialised from the
-teacher's CNN and first layers, with one prediction head per chosen teacher layer on its
-last layer, trained on ``L1/D − λ·log σ(cos)`` per frame. The paper sums over heads, the
+"""DistilHuBERT (docs/methods.md#distilhubert), the baseline: a shallow student initialised
+from the teacher's CNN and first layers, with one prediction head per chosen teacher layer on
+its last layer, trained on ``L1/D − λ·log σ(cos)`` per frame. The paper sums over heads, the
 s3prl code averages (``distil.head_reduction``). The student sees unmasked input.
 """
 

@@ -1,10 +1,12 @@
-"""KD and decoupled KD on HuBERT's pre-training logits, BiLSTM student (arXiv 2309.09920, METHODS.md §2).
+"""KD and decoupled KD on HuBERT's pre-training logits, BiLSTM student (arXiv 2309.09920).
+
+Equations, defaults and options: docs/methods.md#kd-and-dkd.
 
 Teacher logits: the pre-training head's ``cos(P·o_t, e_c)/0.1`` over its C units, cached
 exactly (float32) once per search. Target class t of a frame: the argmax of the teacher's
-logits (the units the teacher was trained on are not part of a checkpoint; METHODS.md §2.3
-lists this fallback [U]). The student sees unmasked input and every frame counts (the
-paper's choice of frames is not known [U]; this is DistilHuBERT-style distillation). The
+logits (the units the teacher was trained on are not part of a checkpoint: a fallback [U],
+docs/methods.md#kd-logits-and-targets). The student sees unmasked input and every frame counts
+(the paper's choice of frames is not known [U]; this is DistilHuBERT-style distillation). The
 student's CNN has the teacher's architecture; whether it starts from the teacher's weights is
 not stated [U]: random by default, copied with ``kd.init_cnn_from_teacher`` (as DistilHuBERT).
 

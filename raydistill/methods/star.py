@@ -1,4 +1,4 @@
-"""STaR (arXiv 2312.09040, METHODS.md §4): distil temporal relations, not features.
+"""STaR (arXiv 2312.09040; docs/methods.md#star): distil temporal relations, not features.
 
 * layer-wise temporal Gram matrix ``G^l = X^l X^lᵀ`` (N × N: no projection head needed);
 * intra-layer temporal Gram matrix ``Ğ^{l+1} = X^l (X^{l+1})ᵀ`` (input and output of a layer,

@@ -1,9 +1,10 @@
 """Training-only heads that map student states to teacher features; discarded after training.
 
 * :class:`LayerProjections`: one Linear per distilled layer (ARMHuBERT/MaskHuBERT's
-  ``LayerWiseProjHead``, 12 × Linear(d → 768), METHODS.md §5.2).
+  ``LayerWiseProjHead``, 12 × Linear(d → 768); docs/methods.md#ffn-reinvestment-and-sizes).
 * :class:`DistilHeads`: DistilHuBERT's prediction heads, ``Linear(d, d·n) → GELU →
-  SplitLinear`` on the last student layer (METHODS.md §6.1; s3prl ``upstream/distiller/model.py``).
+  SplitLinear`` on the last student layer (docs/methods.md#distilhubert; s3prl
+  ``upstream/distiller/model.py``).
 * :class:`PredictionHead`: HuBERT's pre-training head (masked prediction of units; the KD
   students' head on the teacher's logits).
 """
@@ -56,7 +57,8 @@ class SplitLinear(nn.Module):
 class DistilHeads(nn.Module):
     """DistilHuBERT's ``num`` prediction heads: ``Linear(in, in·num) → GELU → SplitLinear(in, num, out)``.
 
-    For in = out = 768 and num = 3 they hold 3,543,552 parameters (METHODS.md §6.1: "≈ 3.54M").
+    For in = out = 768 and num = 3 they hold 3,543,552 parameters, training-only
+    (docs/methods.md#distilhubert).
     """
 
     def __init__(self, in_dim: int, out_dim: int, num: int):

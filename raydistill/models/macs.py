@@ -1,4 +1,5 @@
-"""Multiply-accumulates of a student's forward pass per second of audio (STYLE.md lesson 12).
+"""Multiply-accumulates of a student's forward pass per second of audio, kept next to the
+models (docs/architecture.md#flops-macs-and-mfu).
 
 Counted on a real forward pass with hooks, so the count follows the architecture actually
 built (thin CNN, no feature projection, reusing layers without Q/K, LSTM sizes):
@@ -7,7 +8,7 @@ built (thin CNN, no feature projection, reusing layers without Q/K, LSTM sizes):
 * ``Linear``: rows × in × out;
 * ``LSTM``: per step and direction 4·h·(in + h), over all steps and layers;
 * attention matmuls, which hooks do not see, from the shapes: QKᵀ and A·V are T²·D each; a
-  layer that reuses an attention map does only A·V (METHODS.md §5.1).
+  layer that reuses an attention map does only A·V (docs/methods.md#attention-map-reuse).
 
 Element-wise operations, norms, biases and softmax are ignored.
 """

@@ -1,7 +1,7 @@
 """Optuna through Ray Tune, with ASHA-stopped trials told as *pruned*.
 
 Ray's ``OptunaSearch`` reports a trial that ASHA stopped as COMPLETE with whatever its last
-value was, so TPE mixes truncated and finished runs (RAY_OPTUNA_MLFLOW.md). Here the
+value was, so TPE mixes truncated and finished runs (docs/architecture.md#optuna). Here the
 searcher's metric is the end-of-trial ``overall_score`` and the cheap per-rung
 ``probe_score`` goes to Optuna as intermediate values: a stopped trial ends without the
 final metric, which ``OptunaSearch`` then records as PRUNED, and TPE ranks it by its

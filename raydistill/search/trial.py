@@ -1,8 +1,8 @@
 """One trial = one Ray Train run of the distillation loop, driven from a Ray Tune function.
 
-Ray Train V2 pattern: the Tune trainable is a small *driver*
-function that builds a ``TorchTrainer`` and calls ``fit()``; metrics and checkpoint paths
-flow back to Tune through ``TuneReportCallback``. The driver reserves memory but no CPU,
+Ray Train V2 pattern (docs/architecture.md#ray-tune-and-train): the Tune trainable is a small
+*driver* function that builds a ``TorchTrainer`` and calls ``fit()``; metrics and checkpoint
+paths flow back to Tune through ``TuneReportCallback``. The driver reserves memory but no CPU,
 so the Train workers get every core (a 0.01-CPU driver next to 1-CPU workers starves the
 second trial on a 2-core machine).
 

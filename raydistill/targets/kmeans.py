@@ -2,7 +2,7 @@
 
 The fairseq/torchaudio recipe uses scikit-learn ``MiniBatchKMeans`` (k-means++ init);
 faiss runs the same Lloyd iterations an order of magnitude faster, but its default
-random init gives worse centroids (PERFORMANCE.md "k-means"), so we seed it with
+random init gives worse centroids (docs/architecture.md#k-means), so we seed it with
 k-means++ computed on a subsample. faiss-gpu is used when installed and a GPU is present.
 """
 
