@@ -20,12 +20,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
 from raydistill.errors import UserError
 from raydistill.methods import load_student
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.models.config import HubertConfig
+from raydistill.models.hf import to_hf_model
 from raydistill.utils import atomic_dir
 
 FORMATS = ("s3prl", "hf")
@@ -98,37 +97,6 @@ def to_s3prl(checkpoint: Path, config, out: Path) -> None:
     (out / "__init__.py").write_text("")
 
 
-def hf_config_of(cfg: HubertConfig):
-    """The ``transformers.HubertConfig`` of a raydistill :class:`HubertConfig` (the inverse of
-    ``teacher.sources.hf_config``)."""
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("the Hugging Face export needs transformers: pip install 'raydistill[hf]'") from None
-    return transformers.HubertConfig(
-        conv_dim=[c for c, _, _ in cfg.conv_layers],
-        conv_kernel=[k for _, k, _ in cfg.conv_layers],
-        conv_stride=[s for _, _, s in cfg.conv_layers],
-        conv_bias=cfg.conv_bias,
-        feat_extract_norm="group" if cfg.extractor_mode == "group_norm" else "layer",
-        hidden_size=cfg.embed_dim,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.ffn_dim,
-        hidden_act="gelu",
-        num_conv_pos_embeddings=cfg.pos_conv_kernel,
-        num_conv_pos_embedding_groups=cfg.pos_conv_groups,
-        do_stable_layer_norm=cfg.layer_norm_first,
-        feat_proj_layer_norm=True,
-        feat_proj_dropout=cfg.dropout_input,
-        hidden_dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout,
-        layerdrop=cfg.layer_drop,
-        layer_norm_eps=1e-5,
-    )
-
-
 def to_huggingface(config, model, out: Path) -> None:
     """Copy a HuBERT student's weights into a ``transformers.HubertModel`` and save it."""
     cfg = config.student
@@ -138,21 +106,4 @@ def to_huggingface(config, model, out: Path) -> None:
     if cfg.reuses_attention:
         raise UserError("the Hugging Face export needs every layer to compute its attention: "
                         "HubertModel has no attention-map reuse (reuse_pattern)")
-    import transformers
-
-    hf = transformers.HubertModel(hf_config_of(cfg)).eval()
-    ta = model.encoder  # torchaudio Wav2Vec2Model: the same module layout as HF's (torchaudio's importer)
-    projection = ta.encoder.feature_projection.state_dict()
-    if not cfg.project_features:  # fairseq style, no Linear: HF always has one, make it the identity
-        projection["projection.weight"] = torch.eye(cfg.embed_dim)
-        projection["projection.bias"] = torch.zeros(cfg.embed_dim)
-    parts = ((hf.feature_extractor, ta.feature_extractor.state_dict()), (hf.feature_projection, projection),
-             (hf.encoder, ta.encoder.transformer.state_dict()))
-    for target, state in parts:
-        missing, unexpected = target.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise UserError(f"cannot map the student onto HubertModel.{type(target).__name__}: "
-                            f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    with torch.no_grad():
-        hf.masked_spec_embed.copy_(model.mask_emb)
-    hf.save_pretrained(str(out), safe_serialization=True)
+    to_hf_model(cfg, model).save_pretrained(str(out), safe_serialization=True)

@@ -145,7 +145,7 @@ class StudyTable:
                     c.claim if i == 0 else "", verdict if i == 0 else ""]) + " |")
         refs = ", ".join(f"{name} {m['overall_score']:.1f}" for name, m in self.references.items()
                          if _finite(m.get("overall_score")))
-        tail = [f"", f"Spread: max − min over the training seeds; references (one evaluation): {refs}."
+        tail = ["", f"Spread: max − min over the training seeds; references (one evaluation): {refs}."
                 if refs else ""]
         notes = [f"- {c.id}: {c.note}" for c in self.comparisons if c.note]
         return "\n".join(lines + tail + (["", "Notes:"] + notes if notes else [])) + "\n"

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from raydistill.corpus.manifest import Corpus, Utterance

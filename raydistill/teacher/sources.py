@@ -39,6 +39,7 @@ from raydistill.models.checkpoint import load_torch_file, load_weights, read_che
 from raydistill.models.components import legacy_keys
 from raydistill.models.config import HubertConfig, PRESETS
 from raydistill.models.heads import PredictionHead
+from raydistill.models.hf import from_hf_model
 from raydistill.models.hubert import HubertModel
 from raydistill.utils import file_hash, stable_hash
 
@@ -271,17 +272,16 @@ def _load_hf(directory: Path, spec: str) -> Teacher:
         import transformers
     except ImportError:
         raise UserError("reading a Hugging Face teacher needs transformers: pip install 'raydistill[hf]'") from None
-    from torchaudio.models.wav2vec2.utils import import_huggingface_model
-
     try:
         hf, loading = transformers.HubertModel.from_pretrained(str(directory), local_files_only=True,
                                                                output_loading_info=True)
     except Exception as e:
         reason = (str(e) or type(e).__name__).splitlines()[0]
         raise UserError(f"cannot load a HubertModel from {directory}: {reason}") from None
-    cfg = hf_config(hf.config)
-    model = HubertModel(cfg)
-    load_weights(model.encoder, import_huggingface_model(hf.eval()).state_dict(), f"{directory}: weights do not match its config")
+    try:
+        model = from_hf_model(hf)
+    except UserError as e:
+        raise UserError(f"{directory}: {e}") from None
     # transformers creates masked_spec_embed (randomly) whenever the config masks, so whether
     # the weights held it is told by the keys it reports missing
     trained = getattr(hf, "masked_spec_embed", None) is not None and not any(
@@ -291,25 +291,3 @@ def _load_hf(directory: Path, spec: str) -> Teacher:
     weights = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
     key = stable_hash([file_hash(directory / "config.json")] + [file_hash(p) for p in weights])
     return Teacher(model=model, spec=spec, key=key, mask_embedding=trained)
-
-
-def hf_config(c) -> HubertConfig:
-    """The :class:`HubertConfig` of a ``transformers.HubertConfig``."""
-    return HubertConfig(
-        conv_layers=tuple(zip(c.conv_dim, c.conv_kernel, c.conv_stride)),
-        extractor_mode="group_norm" if c.feat_extract_norm == "group" else "layer_norm",
-        conv_bias=c.conv_bias,
-        embed_dim=c.hidden_size,
-        num_layers=c.num_hidden_layers,
-        num_heads=c.num_attention_heads,
-        ffn_dim=c.intermediate_size,
-        pos_conv_kernel=c.num_conv_pos_embeddings,
-        pos_conv_groups=c.num_conv_pos_embedding_groups,
-        layer_norm_first=c.do_stable_layer_norm,
-        dropout_input=c.feat_proj_dropout,
-        attention_dropout=c.attention_dropout,
-        activation_dropout=c.activation_dropout,
-        dropout=c.hidden_dropout,
-        layer_drop=c.layerdrop,
-    )
-
