@@ -30,6 +30,7 @@ from raydistill.evaluate import (
     train_pr_probe,
     train_sid_probe,
 )
+from raydistill.evaluate.heads_fit import shuffled_batches
 from raydistill.evaluate.suite import TASKS
 from raydistill.evaluate.upstream import length_batches
 
@@ -300,6 +301,20 @@ def test_probes_depend_on_their_seed_alone_and_keep_the_best_dev_head(corpus):
         full.pop("dev_curve"), stop.pop("dev_curve")
         assert stop == full
 
+
+
+def test_shuffled_batches_cover_the_pool_once_per_epoch():
+    pool = [3, 5, 7, 11, 13, 17]
+    batches = shuffled_batches(pool, 4, torch.Generator().manual_seed(0))
+    seen = [next(batches) for _ in range(6)]  # 24 items: exactly 4 epochs
+    assert all(len(b) == 4 for b in seen)
+    items = [i for b in seen for i in b]
+    assert all(sorted(items[k : k + 6]) == pool for k in range(0, 24, 6))
+    assert len({tuple(items[k : k + 6]) for k in range(0, 24, 6)}) > 1  # each epoch reshuffled
+    again = shuffled_batches(pool, 4, torch.Generator().manual_seed(0))
+    assert [next(again) for _ in range(6)] == seen
+    # a pool smaller than a batch gives one shuffle per step, not a padded batch
+    assert sorted(next(shuffled_batches([1, 2], 4, torch.Generator()))) == [1, 2]
 
 # --- upstream and extraction ---------------------------------------------------------------
 

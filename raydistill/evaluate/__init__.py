@@ -2,7 +2,8 @@
 
 ``upstream``: the :class:`Upstream` protocol, the FBank baseline, feature extraction.
 ``probes``: weighted-sum featurizer, the PR/ASR (CTC) and utterance-level (SID/KS/IC) heads.
-``speaker``: ASV (x-vector head, EER). ``qbe``: query-by-example (subsequence DTW, MAP).
+``speaker``: ASV (x-vector head, EER). ``heads_fit``: the training loop all these heads share
+(seeded steps, dev selection). ``qbe``: query-by-example (subsequence DTW, MAP).
 ``suite``: budgets and :func:`evaluate_upstream`, which returns per-task metrics, the "overall
 score" and, given FBank and teacher references, the SUPERB score. ``compare``: several
 upstreams over several seeds, ordered.

@@ -1,26 +1,30 @@
 """SUPERB heads on cached features, scaled down to train on a CPU in seconds.
 
-Both probes follow s3prl (SUPERB.md §1.3, §2.1): a :class:`WeightedSum` featurizer over all
-hidden states (zero-initialised softmax weights, no layer norm) trained together with a small
-linear head; the head state with the best dev metric is kept and the test metric reported at
-that point. Only the number of steps (and so the data seen) is smaller than SUPERB's.
+The probes follow s3prl: a :class:`WeightedSum` featurizer over all hidden states
+(zero-initialised softmax weights, no layer norm) trained together with a small head; the head
+state with the best dev metric is kept and the test metric reported at that point. Only the
+number of steps (and so the data seen) is smaller than SUPERB's.
 
 * PR: Linear(D, 256) → Linear(256, V + 1), CTC with blank 0, greedy decoding, PER.
-* SID: Linear(D, 256) → mean-pool over frames → Linear(256, C), cross-entropy, accuracy.
+* ASR: BiLSTM character CTC, WER.
+* SID (and KS, IC): Linear(D, 256) → mean-pool over frames → Linear(256, C), cross-entropy,
+  accuracy.
 
-Everything runs under ``torch.random.fork_rng`` with the given seed, so equal inputs and seed
-give equal numbers and the caller's global RNG is left untouched.
+Each task here supplies its head, batches, loss and metrics; the training loop, seeding and
+dev selection are :func:`~raydistill.evaluate.heads_fit.fit_head`'s.
 """
 
 from __future__ import annotations
 
-import copy
+import itertools
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from raydistill.evaluate.heads_fit import fit_head, shuffled_batches
 
 BLANK = 0  # CTC blank; phones are 1..V
 
@@ -129,28 +133,6 @@ class ASRHead(nn.Module):
                 for i, n in enumerate(lengths)]
 
 
-class DevSelection:
-    """SUPERB's model selection: the head state with the best dev metric so far (the earliest on
-    ties), and the curve of every check. ``lower_is_better`` for error rates."""
-
-    def __init__(self, head: nn.Module, *, lower_is_better: bool):
-        self.sign = 1.0 if lower_is_better else -1.0
-        self.value, self.step = float("inf") if lower_is_better else -1.0, 0
-        self.state = copy.deepcopy(head.state_dict())
-        self.curve: list[list[float]] = []
-
-    def check(self, step: int, value: float, head: nn.Module) -> None:
-        self.curve.append([step, value])
-        if self.sign * value < self.sign * self.value:
-            self.value, self.step, self.state = value, step, copy.deepcopy(head.state_dict())
-
-    def restore(self, head: nn.Module) -> dict:
-        """Load the selected state into ``head``; returns its dev value, step, layer weights, curve."""
-        head.load_state_dict(self.state)
-        return {"dev": self.value, "best_step": self.step, "layer_weights": head.featurizer.layer_weights(),
-                "dev_curve": self.curve}
-
-
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
     """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
     prev = list(range(len(hyp) + 1))
@@ -203,6 +185,7 @@ def _train_ctc(
     make_head: Callable[[int, int], nn.Module],
     tensors: dict,
     *,
+    metric: str,
     steps: int,
     batch_size: int,
     lr: float,
@@ -211,42 +194,34 @@ def _train_ctc(
     device: str | torch.device,
     units: Callable[[list[int]], list] = _identity,
 ) -> dict:
-    """The CTC probe loop shared by PR and ASR: seeded batches, Adam, gradient norm clipped to
-    1 (s3prl), dev error every ``eval_every`` steps, test error of the best dev head."""
+    """The CTC probe shared by PR and ASR: seeded batches, Adam, gradient norm clipped to 1
+    (s3prl), dev error every ``eval_every`` steps, test error of the best dev head."""
     x_train, y_train = tensors["train"]
     if not x_train or not tensors["dev"][0]:
         raise ValueError("a CTC probe needs train and dev utterances with labels")
     if x_train[0].ndim != 3:
         raise ValueError(f"expected features [T, L, D], found shape {tuple(x_train[0].shape)}")
     _, num_states, dim = x_train[0].shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        head = make_head(num_states, dim).to(device)
-        opt = torch.optim.Adam(head.parameters(), lr=lr)
-        selection = DevSelection(head, lower_is_better=True)
-        order: list[int] = []
-        for step in range(1, steps + 1):
-            if len(order) < batch_size:
-                order += torch.randperm(len(x_train), generator=gen).tolist()
-            batch, order = order[:batch_size], order[batch_size:]
-            logps = head.utterances([x_train[i] for i in batch])
-            loss = F.ctc_loss(
-                nn.utils.rnn.pad_sequence(logps),  # [T_max, B, V + 1]
-                torch.tensor([p for i in batch for p in y_train[i]], device=device),
-                torch.tensor([len(lp) for lp in logps]),
-                torch.tensor([len(y_train[i]) for i in batch]),
-                blank=BLANK, zero_infinity=True,
-            )
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            opt.step()
-            if step % eval_every == 0 or step == steps:
-                selection.check(step, _error_rate(head, *tensors["dev"], batch_size=batch_size, units=units), head)
-        out = selection.restore(head)
-        return {"error": _error_rate(head, *tensors["test"], batch_size=batch_size, units=units),
-                "error_dev": out.pop("dev"), **out}
+
+    def ctc_loss(head: nn.Module, batch: list[int]) -> torch.Tensor:
+        logps = head.utterances([x_train[i] for i in batch])
+        return F.ctc_loss(
+            nn.utils.rnn.pad_sequence(logps),  # [T_max, B, V + 1]
+            torch.tensor([p for i in batch for p in y_train[i]], device=device),
+            torch.tensor([len(lp) for lp in logps]),
+            torch.tensor([len(y_train[i]) for i in batch]),
+            blank=BLANK, zero_infinity=True,
+        )
+
+    return fit_head(
+        lambda: make_head(num_states, dim),
+        lambda gen: shuffled_batches(range(len(x_train)), batch_size, gen),
+        ctc_loss,
+        lambda head: _error_rate(head, *tensors["dev"], batch_size=batch_size, units=units),
+        lambda head: _error_rate(head, *tensors["test"], batch_size=batch_size, units=units),
+        metric=metric, lower_is_better=True, steps=steps, lr=lr, eval_every=eval_every, seed=seed,
+        device=device, clip_norm=1.0,
+    )
 
 
 def train_pr_probe(
@@ -278,9 +253,9 @@ def train_pr_probe(
         ``per`` (test, %), ``per_dev`` (best dev, %), ``best_step``, ``layer_weights`` (the
         softmax weights of the selected head), ``dev_curve`` ([step, dev PER] per check).
     """
-    out = _train_ctc(lambda states, dim: PRHead(states, dim, num_phones), _to_tensors(train, dev, test),
-                     steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed, device=device)
-    return {"per": out.pop("error"), "per_dev": out.pop("error_dev"), **out}
+    return _train_ctc(lambda states, dim: PRHead(states, dim, num_phones), _to_tensors(train, dev, test),
+                      metric="per", steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed,
+                      device=device)
 
 
 # ASR characters (s3prl ``asr/char.dict``): letters, apostrophe, "|" between words; 0 is the blank.
@@ -323,10 +298,9 @@ def train_asr_probe(
     tensors = _to_tensors(*(
         (feats, [text_to_chars(t) for t in texts]) for feats, texts in (train, dev, test)
     ))
-    out = _train_ctc(lambda states, dim: ASRHead(states, dim, len(CHARS), hidden, layers), tensors,
-                     steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed,
-                     device=device, units=chars_to_words)
-    return {"wer": out.pop("error"), "wer_dev": out.pop("error_dev"), **out}
+    return _train_ctc(lambda states, dim: ASRHead(states, dim, len(CHARS), hidden, layers), tensors,
+                      metric="wer", steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed,
+                      device=device, units=chars_to_words)
 
 
 @torch.no_grad()
@@ -378,22 +352,19 @@ def train_utterance_probe(
         raise ValueError("an utterance probe needs train and dev utterances")
     if x_train.ndim != 3:
         raise ValueError(f"expected pooled features [N, L, D], found shape {tuple(x_train.shape)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        head = SIDHead(x_train.shape[1], x_train.shape[2], sum(slots)).to(device)
-        opt = torch.optim.Adam(head.parameters(), lr=lr)
-        selection = DevSelection(head, lower_is_better=False)
-        for step in range(1, steps + 1):
-            logits = head(x_train).split(slots, dim=-1)
-            loss = sum(F.cross_entropy(lg, y_train[:, k]) for k, lg in enumerate(logits))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step % eval_every == 0 or step == steps:
-                selection.check(step, _accuracy(head, x_dev, y_dev, slots), head)
-        out = selection.restore(head)
-        return {"acc": _accuracy(head, x_test, y_test, slots) if len(x_test) else float("nan"),
-                "acc_dev": out.pop("dev"), **out}
+
+    def cross_entropy(head: SIDHead, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return sum(F.cross_entropy(lg, y[:, k]) for k, lg in enumerate(head(x).split(slots, dim=-1)))
+
+    return fit_head(
+        lambda: SIDHead(x_train.shape[1], x_train.shape[2], sum(slots)),
+        lambda gen: itertools.repeat((x_train, y_train)),  # full batch
+        cross_entropy,
+        lambda head: _accuracy(head, x_dev, y_dev, slots),
+        lambda head: _accuracy(head, x_test, y_test, slots) if len(x_test) else float("nan"),
+        metric="acc", lower_is_better=False, steps=steps, lr=lr, eval_every=eval_every, seed=seed, device=device,
+    )
 
 
 def train_sid_probe(train, dev, test, *, num_classes: int, **kwargs) -> dict:

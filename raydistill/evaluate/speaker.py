@@ -19,10 +19,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raydistill.evaluate.probes import DevSelection, WeightedSum
+from raydistill.evaluate.heads_fit import fit_head, shuffled_batches
+from raydistill.evaluate.probes import WeightedSum
 
 
 class XVectorHead(nn.Module):
+    receptive_field = 9  # frames the TDNN consumes: (5 - 1) + 2·(3 - 1) + 1
+
     def __init__(self, num_states: int, dim: int, num_speakers: int, hidden: int = 256, embed: int = 128,
                  scale: float = 30.0, margin: float = 0.4):
         super().__init__()
@@ -36,7 +39,6 @@ class XVectorHead(nn.Module):
         self.embedding = nn.Sequential(nn.Linear(4 * hidden, embed), nn.ReLU())
         self.speakers = nn.Parameter(torch.randn(num_speakers, embed) * 0.01)
         self.scale, self.margin = scale, margin
-        self.receptive_field = 9  # frames the TDNN consumes: (5 - 1) + 2·(3 - 1) + 1
 
     def embed(self, states: torch.Tensor) -> torch.Tensor:
         """states [T, L, D] of one utterance, or [B, T, L, D] of equally long crops -> [E] or [B, E]."""
@@ -130,26 +132,22 @@ def train_asv_probe(
     speakers = sorted(set(s_train))
     y_train = torch.tensor([speakers.index(s) for s in s_train])
     _, num_states, dim = x_train[0].shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        head = XVectorHead(num_states, dim, len(speakers)).to(device)
-        usable = [i for i, f in enumerate(x_train) if f.shape[0] >= head.receptive_field]
-        opt = torch.optim.AdamW(head.parameters(), lr=lr)
-        selection = DevSelection(head, lower_is_better=True)
-        order: list[int] = []
-        for step in range(1, steps + 1):
-            if len(order) < batch_size:
-                order += [usable[k] for k in torch.randperm(len(usable), generator=gen).tolist()]
-            batch, order = order[:batch_size], order[batch_size:]
+    usable = [i for i, f in enumerate(x_train) if f.shape[0] >= XVectorHead.receptive_field]
+
+    def crops(gen: torch.Generator):
+        """Per step: the next shuffled batch, each utterance cropped at a random start."""
+        for batch in shuffled_batches(usable, batch_size, gen):
             crop = min(crop_frames, min(x_train[i].shape[0] for i in batch))  # one length: one batched call
             starts = [int(torch.randint(0, x_train[i].shape[0] - crop + 1, (), generator=gen)) for i in batch]
-            crops = torch.stack([x_train[i][s : s + crop] for i, s in zip(batch, starts)]).to(device)
-            loss = head.am_softmax_loss(head.embed(crops), y_train[batch].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step % eval_every == 0 or step == steps:
-                selection.check(step, _eer(head, *tensors["dev"], device), head)
-        out = selection.restore(head)
-        return {"eer": _eer(head, *tensors["test"], device), "eer_dev": out.pop("dev"), **out}
+            yield (torch.stack([x_train[i][s : s + crop] for i, s in zip(batch, starts)]).to(device),
+                   y_train[batch].to(device))
+
+    return fit_head(
+        lambda: XVectorHead(num_states, dim, len(speakers)),
+        crops,
+        lambda head, batch: head.am_softmax_loss(head.embed(batch[0]), batch[1]),
+        lambda head: _eer(head, *tensors["dev"], device),
+        lambda head: _eer(head, *tensors["test"], device),
+        metric="eer", lower_is_better=True, steps=steps, lr=lr, eval_every=eval_every, seed=seed,
+        device=device, optimizer=torch.optim.AdamW,
+    )
