@@ -22,8 +22,6 @@ GENERATED = {"table.md"}  # a study's table (report/study_table.py)
 # in docs/); their problems are expected until then. Remove a file once it is clean: the last
 # test fails to say so.
 PENDING = {
-    "raydistill/evaluate/probes.py": "cites a reference file outside the repository",
-    "raydistill/evaluate/speaker.py": "cites a reference file outside the repository",
     "docs/study.md": "links reading-a-search.md#confirmed-winners, a section that has another anchor",
 }
 

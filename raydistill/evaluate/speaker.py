@@ -1,8 +1,8 @@
 """Automatic speaker verification (SUPERB ASV), scaled down: an x-vector-style head trained with
 AM-softmax on the seen speakers, cosine scoring of utterance pairs of *unseen* speakers, EER.
 
-s3prl's head (SUPERB.md §1.3): Linear(D, 512) → 5 TDNN layers (512 … 1500) → statistics
-pooling → Linear(3000, 512) + ReLU → … with AM-softmax (s = 30, m = 0.4). Here the same shape
+s3prl's head (docs/evaluation.md#superbs-heads): Linear(D, 512) → 5 TDNN layers (512 … 1500) →
+statistics pooling → Linear(3000, 512) + ReLU → … with AM-softmax (s = 30, m = 0.4). Here the same shape
 at a CPU's size: Linear(D, 256) → TDNN (k 5 d 1, k 3 d 2, k 1) at 256 / 256 / 512 → mean ‖ std
 → Linear(1024, 128) + ReLU (the embedding), trained on random crops. The speakers scored are
 never seen in training (the corpus's ``unseen`` pool), and the checkpoint scored on test is the
