@@ -5,6 +5,7 @@ import copy
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -24,13 +25,36 @@ def test_ray_accepts_the_cluster_config(path):
     assert "--dashboard-host=127.0.0.1" in starts
 
 
-def test_the_validator_catches_a_broken_config():
+def _misspelt_key(config):
+    config["available_node_types"]["gpu_worker"]["min_worker"] = 2  # not a field of a node type
+
+
+def _too_many_min_workers(config):
+    config["available_node_types"]["gpu_worker"]["min_workers"] = 20  # the global max_workers is 8
+
+
+@pytest.mark.parametrize("defect, error, message, where", [
+    (_misspelt_key, jsonschema.ValidationError, "Additional properties are not allowed ('min_worker' was unexpected)",
+     ["available_node_types", "gpu_worker"]),
+    (_too_many_min_workers, ValueError,
+     "The specified global `max_workers` is smaller than the sum of `min_workers` of all the available node types.",
+     None),
+], ids=["misspelt-key", "min-workers-over-max"])
+def test_the_validator_rejects_a_broken_config_for_its_defect(defect, error, message, where):
+    """Each defect is refused by the check meant for it (Ray's JSON schema, then its consistency
+    checks), not by whatever error comes first."""
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load(CONFIGS[0].read_text())
-    config["available_node_types"]["gpu_worker"]["min_workers"] = 20  # more than max_workers
-    with pytest.raises(Exception):
-        validate_config(prepare_config(copy.deepcopy(config)))
+    defect(config)
+    prepared = prepare_config(copy.deepcopy(config))
+    with pytest.raises(error) as raised:
+        validate_config(prepared)
+    assert type(raised.value) is error
+    if where is None:
+        assert str(raised.value) == message
+    else:  # the schema names the offending field and where it is
+        assert raised.value.message == message and list(raised.value.absolute_path) == where
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -69,13 +69,32 @@ def test_resume_continues_from_the_checkpoint(data, tmp_path):
     assert state["step"] == 6
 
 
-def test_soft_labels_train(tiny_corpus, tmp_path):
+def test_soft_labels_train_on_the_runs_centroids_and_temperature(tiny_corpus, tmp_path, monkeypatch):
+    """With ``labels: soft`` every step's targets are the soft labels of its frames' cached
+    teacher features against the run's k-means centroids at the configured τ (their formula is
+    tested by hand in test_methods.py), not the hard units."""
+    import raydistill.methods.dice as dice
+
     store = TargetStore(tmp_path / "mfcc").ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)], layers=[0])
     config = dataclasses.replace(CONFIG, targets=dataclasses.replace(CONFIG.targets, labels="soft", temperature=5.0))
     data = TrainData(tiny_corpus, store, config.targets, config.student.conv_layers)
+    calls, real = [], dice.soft_unit_labels
+
+    def spy(features, centroids, temperature):
+        calls.append((features.clone(), centroids.clone(), temperature))
+        return real(features, centroids, temperature)
+
+    monkeypatch.setattr(dice, "soft_unit_labels", spy)
     reports = []
     train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=tmp_path / "ckpt")
-    assert all(np.isfinite(m["loss"]) for m in reports)
+    assert len(calls) == config.optim.max_steps and all(np.isfinite(m["loss"]) for m in reports)
+    cached = torch.from_numpy(np.asarray(store.features(0), dtype=np.float32))  # stored as float16
+    for features, centroids, temperature in calls:
+        assert temperature == 5.0
+        torch.testing.assert_close(centroids, torch.from_numpy(store.centroids(0, 8)), rtol=0, atol=0)
+        # the masked frames' rows of the layer-0 feature cache
+        assert len(features) > 0 and features.shape[1] == cached.shape[1]
+        assert (torch.cdist(features, cached, compute_mode="donot_use_mm_for_euclid_dist").min(1).values < 1e-3).all()
 
 
 def test_nan_loss_stops_training(data, tmp_path, monkeypatch):

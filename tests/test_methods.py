@@ -178,6 +178,53 @@ def test_dicehubert_unmasked_frames_normalisation_by_hand(norm):
     assert loss(nomask_weight=0.0, **options) == pytest.approx(ce[0], rel=1e-6)
 
 
+def test_dicehubert_soft_labels_by_hand():
+    """Soft labels are ``softmax_k(-‖h - c_k‖ / τ)`` over the run's k-means centroids (Euclidean
+    distance, not squared) and the loss is the masked mean of ``KL(q ‖ p)``; as τ → 0 it becomes
+    the hard loss on the nearest unit, and at a large τ it is another loss."""
+    import math
+    from types import SimpleNamespace
+
+    from raydistill.methods import StepContext
+    from raydistill.models.hubert import HubertOutput
+    from raydistill.train.data import Batch
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.5, 3.0], [1.0, -2.0, 0.5]]])  # [1, 4, 3]
+    features = [[1.0, 0.0], [2.5, 0.5], [0.5, 3.0], [3.0, 1.0]]  # teacher layer 2, [4, 2]
+    centroids = [[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]]
+    nearest = [0, 1, 2, 1]  # by hand: the closest centroid of each frame
+    mask = torch.tensor([[True, False, True, True]])
+    masked = [0, 2, 3]
+
+    def by_hand(tau):
+        total = 0.0
+        for t in masked:
+            weights = [math.exp(-math.dist(features[t], c) / tau) for c in centroids]
+            q = [w / sum(weights) for w in weights]
+            row = logits[0, t].tolist()
+            log_z = math.log(sum(math.exp(v) for v in row))
+            total += sum(qk * (math.log(qk) - (v - log_z)) for qk, v in zip(q, row) if qk > 0)
+        return total / len(masked)
+
+    def loss(labels, tau=1.0):
+        config = TrainConfig.from_dict({"method": "dicehubert", "student": SMALL, "feature_pen_weight": 0.0,
+                                        "targets": {"teacher_layer": 2, "num_clusters": 3, "labels": labels,
+                                                    "temperature": tau}})
+        batch = Batch(wave=torch.zeros(1, 400), labels=torch.tensor([nearest]), features={2: torch.tensor([features])},
+                      seconds=0.0)
+        ctx = StepContext(config, 0, batch, teacher_info=TeacherInfo(2, 64), teacher=None,
+                          centroids=torch.tensor(centroids), device=torch.device("cpu"), world=1)
+        out = HubertOutput([logits], None, None, torch.tensor(0.0))  # the head is the identity: states are logits
+        return get_method("dicehubert").loss(SimpleNamespace(head=torch.nn.Identity()), out, mask, ctx)[0].item()
+
+    for tau in (0.5, 2.0, 10.0):
+        assert loss("soft", tau) == pytest.approx(by_hand(tau), rel=1e-5)
+    hard = loss("hard")
+    gaps = [abs(loss("soft", tau) - hard) for tau in (1.0, 0.5, 0.25, 0.1, 1e-3)]
+    assert gaps == sorted(gaps, reverse=True) and gaps[-1] < 1e-6  # τ → 0: one-hot labels, the hard loss
+    assert abs(loss("soft", 10.0) - hard) > 0.3  # near-uniform labels: not the hard loss
+
+
 def test_the_embedded_teacher_keeps_its_per_term_loss_and_its_cache_key():
     """The embedded teacher was pretrained with each sum over its own count: it keeps that loss,
     and the option at that value stays out of its cache key (the cached teacher is reused)."""

@@ -37,6 +37,22 @@ def test_kmeans_plusplus_picks_distinct_points():
     assert len({tuple(row) for row in c.round(4)}) == 5
 
 
+def test_kmeans_plusplus_samples_the_next_centre_by_squared_distance():
+    """Given the first centre, the second is drawn with probability D² / ΣD² (Arthur &
+    Vassilvitskii), D the distance to the first: on the line 0, 1, 3 uniform (1/2 each) or
+    D-weighted draws (e.g. 1/4 and 3/4 after centre 0) land far outside the tolerance."""
+    x = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+    draws = [kmeans_plusplus(x, 2, np.random.default_rng(seed))[:, 0] for seed in range(6000)]
+    for first in (0.0, 1.0, 3.0):
+        seconds = [second for f, second in draws if f == first]
+        assert len(seconds) > 1500  # the first centre is uniform
+        others = [v for v in (0.0, 1.0, 3.0) if v != first]
+        weights = {v: (v - first) ** 2 for v in others}  # D² by hand: after 0 → 1, 9; after 3 → 9, 4
+        for v in others:
+            frequency = seconds.count(v) / len(seconds)
+            assert abs(frequency - weights[v] / sum(weights.values())) < 0.03, (first, v, frequency)
+
+
 def test_mfcc_frames_align_with_the_cnn():
     source = MfccSource()
     for n in (400, 1000, 16000, 33333):
