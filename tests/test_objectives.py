@@ -241,3 +241,31 @@ def test_export_pareto_refuses_mixed_objectives_and_bad_flags(store, tmp_path, c
     assert export_cli("--mlflow-uri", store, "--experiment", "exp", "--objectives", "overall_score:max",
                       "--out", str(tmp_path / "c")) == 2
     assert "pass --pareto with it" in capsys.readouterr().err
+
+
+def test_stopped_trials_are_scored_once_and_from_their_last_rung_when_the_final_suite_is_the_probe(tmp_path):
+    """ASHA stops a trial before its end-of-run evaluation. With ``--final-suite probe`` its last
+    rung already ran that evaluation on its last checkpoint: its score is that rung's (no second
+    evaluation). A trial scored before the search was resumed is not scored again."""
+    from types import SimpleNamespace
+
+    from raydistill.search.posteval import evaluate_stopped_trials
+    from raydistill.search.setup import TrialSetup
+    from raydistill.tracking.mlflow import SearchTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SearchTracker(uri, "exp", "s", artifact_root=tmp_path / "art")
+    tracker.start_search("s", {"space": str(SPACE)})
+    setup = TrialSetup(search_id="s", corpus_dir="", targets_dir="", teacher={}, eval_seed=0, workers=1,
+                       budgets={"probe": "probe", "full": "probe"}, cpus_per_worker=1, gpus_per_worker=0,
+                       storage_path="", max_failures=0)
+    rung = {"probe_pr_per": 70.0, "probe_sid_acc": 30.0, "probe_score": 30.0, "step": 25,
+            "checkpoint_path": str(tmp_path / "ckpt")}
+    results = [SimpleNamespace(error=None, metrics={"trial_id": f"t{i}", **rung}) for i in range(2)]
+    done, _ = tracker.trial_run("t1", "t1", {}, {})
+    tracker.log_metrics(done, {"overall_score": 12.0}, step=25)  # scored before a resume
+    assert evaluate_stopped_trials(tracker, results, setup) == 0  # nothing left for Ray to evaluate
+    first = tracker.client.get_run(tracker.trial_run("t0")[0]).data
+    assert first.metrics["overall_score"] == 30.0 and first.metrics["pr_per"] == 70.0
+    assert first.tags["raydistill.evaluated"] == "last_rung"
+    assert tracker.client.get_run(done).data.metrics["overall_score"] == 12.0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from raydistill.search.setup import TrialSetup
-from raydistill.utils import Progress, log
+from raydistill.utils import Progress, is_number, log
 
 
 def _evaluate(checkpoint_dir: str, setup: TrialSetup, seed: Optional[int] = None, lr_scales: Sequence[float] = (1.0,)) -> dict:
@@ -39,10 +39,22 @@ def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
     """Score every trial that ended without ``overall_score``; return how many were scored."""
     import ray
 
+    from raydistill.evaluate.suite import score_metrics
+    from raydistill.search.trial import PROBE_AS_FINAL, final_is_probe
+
     todo = []
     for result in results:
         metrics = result.metrics or {}
         if result.error is None and "overall_score" not in metrics and metrics.get("checkpoint_path"):
+            run_id, _ = tracker.trial_run(metrics["trial_id"])
+            if is_number(tracker.client.get_run(run_id).data.metrics.get("overall_score")):
+                continue  # scored before this search was resumed (a new run holds NaN)
+            if final_is_probe(setup.budgets) and "probe_score" in metrics:
+                # its last rung ran the final suite already, on this very checkpoint
+                scores = {final: metrics[probe] for probe, final in PROBE_AS_FINAL.items() if probe in metrics}
+                tracker.log_metrics(run_id, score_metrics(scores, setup.references), step=metrics.get("step"))
+                tracker.client.set_tag(run_id, "raydistill.evaluated", "last_rung")
+                continue
             todo.append((metrics["trial_id"], metrics["checkpoint_path"], metrics.get("step")))
     if not todo:
         return 0

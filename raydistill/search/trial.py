@@ -34,6 +34,16 @@ from raydistill.train.loop import train
 DRIVER_MEMORY = 256 * 1024**2  # bytes reserved for each trial's driver process (no CPU)
 
 
+# what a rung's probe evaluation reports, under the final suite's names
+PROBE_AS_FINAL = {"probe_pr_per": "pr_per", "probe_sid_acc": "sid_acc", "probe_score": "overall_score"}
+
+
+def final_is_probe(budgets: dict[str, str]) -> bool:
+    """Whether the end-of-trial suite is the probe suite itself (``--final-suite probe``): then a
+    trial's last rung already ran its final evaluation."""
+    return EvalBudget.named(budgets["full"]) == EvalBudget.named(budgets["probe"]).with_tasks(PROBE_TASKS)
+
+
 def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device: Any,
                    references: Optional[dict] = None):
     """``evaluate(model, final)`` for the loop: the cheap ``probe`` suite at every rung
@@ -51,7 +61,7 @@ def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device
         if final:
             # --final-suite probe: the last rung already ran this very evaluation (same data,
             # seed and heads); running it again would only double its cost
-            final_scores = scores if full == probe else evaluate_upstream(upstream, corpus, full, seed=seed,
+            final_scores = scores if final_is_probe(budgets) else evaluate_upstream(upstream, corpus, full, seed=seed,
                                                                            device=device)
             metrics.update(score_metrics(final_scores, references))
         return metrics
