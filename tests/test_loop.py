@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from raydistill.config import TrainConfig
-from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, load_student
+from raydistill.methods import load_student
+from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE
 from raydistill.targets.store import TargetStore
 from raydistill.teacher.mfcc import MfccSource
 from raydistill.train.data import TrainData
