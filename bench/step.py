@@ -9,6 +9,9 @@ audio the length-bucketed batches crop away. One JSON line per variant:
   teacher's forward pass inside every step);
 * ``fp32`` vs ``bf16`` autocast; eager vs ``torch.compile``.
 
+``--grad-accum N`` runs every variant with N batches of ``--batch-seconds`` per optimizer step
+(``optim.grad_accum``); ``--steps`` and ``step_seconds`` count optimizer steps.
+
 Sizes: ``base`` = a HuBERT-base-sized teacher (12 x 768, random weights: throughput does not
 depend on them) and a 26.9M student (12 x 384, FFN 1536: DiceHuBERT's narrow D/2) trained with
 DistilHuBERT's layer-prediction loss on teacher layers 4/8/12; ``tiny`` = the embedded teacher
@@ -100,7 +103,7 @@ def run_variant(name: str, teacher, corpus, store_for, student: dict, args, devi
         "teacher_features": mode, "eval_every": warmup,
         "optim": {"max_steps": warmup + args.steps, "batch_seconds": args.batch_seconds,
                   "max_seconds": args.max_seconds, "lr": 5e-4, "precision": precision,
-                  "compile": compiled == "compile"},
+                  "compile": compiled == "compile", "grad_accum": args.grad_accum},
     }, where="bench")
     info = TeacherInfo.of(teacher.describe())
     needs = teacher_needs(config, info)
@@ -127,7 +130,8 @@ def run_variant(name: str, teacher, corpus, store_for, student: dict, args, devi
     teacher_macs = macs_per_second(teacher.model.to("cpu"), seconds=args.max_seconds) if needs.live else 0
     flops = 2 * teacher_macs + 6 * student_macs
     out = {"bench": "step", "variant": name, "teacher_features": mode, "precision": precision,
-           "compile": compiled == "compile", "device": str(device), "steps_measured": args.steps,
+           "compile": compiled == "compile", "grad_accum": args.grad_accum, "device": str(device),
+           "steps_measured": args.steps,
            "audio_seconds_per_second": round(rate, 2), "step_seconds": round(seconds / args.steps, 4),
            "gflop_per_audio_second": round(flops / 1e9, 2), "achieved_tflops": round(rate * flops / 1e12, 4),
            "student_params": sum(p.numel() for p in model.parameters()), "wall_seconds": round(wall, 1),
@@ -150,6 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch-seconds", type=float, default=None, help="default: 80 (base), 24 (tiny)")
     p.add_argument("--max-seconds", type=float, default=15.6)
+    p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (optim.grad_accum)")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
 

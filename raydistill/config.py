@@ -134,6 +134,10 @@ class OptimConfig:
     # CPUs without bf16 matmul units); "bf16" / "fp32" force it.
     precision: str = "auto"
     compile: bool = False  # torch.compile the student (dynamic shapes: batches vary in length)
+    # Gradient accumulation: each optimizer step sums the gradients of this many batches of
+    # batch_seconds (each batch's loss × 1/grad_accum), a grad_accum times larger batch in the
+    # memory of one (docs/training-loop.md).
+    grad_accum: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -148,6 +152,8 @@ class OptimConfig:
             raise ValueError("batch_seconds and max_seconds must be positive")
         if not 0.0 < self.feature_grad_mult <= 1.0:
             raise ValueError(f"feature_grad_mult must be in (0, 1], found {self.feature_grad_mult}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, found {self.grad_accum}")
 
 
 @dataclass(frozen=True)
@@ -301,10 +307,15 @@ class TrainConfig:
         return -(-self.optim.max_steps // self.eval_every)
 
     def to_dict(self) -> dict:
-        """Plain nested dict (YAML/JSON/MLflow params); only the active method's section."""
+        """Plain nested dict (YAML/JSON/MLflow params); only the active method's section.
+        ``optim.grad_accum`` at 1 is left out: a configuration that does not accumulate keeps the
+        dict it had before the option existed, and with it the keys hashed from that dict (study
+        cells, warm-start matches, cached teachers)."""
         d = dataclasses.asdict(self)
         d["student"] = self.student.to_dict()
         d["optim"]["betas"] = list(self.optim.betas)
+        if self.optim.grad_accum == 1:
+            del d["optim"]["grad_accum"]
         d["distil"]["teacher_layers"] = list(self.distil.teacher_layers)
         for method, section in SECTIONS.items():
             if method != self.method:

@@ -66,6 +66,15 @@ def test_a_live_teacher_costs_every_trial_a_teacher_forward_and_caches_only_unit
                                              + 2 * distil["teacher"]["macs_per_second"] * audio)
 
 
+def test_gradient_accumulation_multiplies_a_steps_audio():
+    space = load_space(BASE / "distil.yaml")
+    shape = CorpusShape.from_hours(HOURS)
+    (one,) = make_plan(space, shape, trials=1, mode="cached")["methods"]
+    (four,) = make_plan(space.with_base({"optim": {"grad_accum": 4}}), shape, trials=1, mode="cached")["methods"]
+    assert four["steps"] == one["steps"] and four["batch_seconds"] == 4 * one["batch_seconds"]
+    assert four["train_flops"] == pytest.approx(4 * one["train_flops"])
+
+
 def test_the_budget_decides_cached_or_live_or_refuses():
     space = load_space(BASE / "distil.yaml")
     needs = space.teacher_needs(12)

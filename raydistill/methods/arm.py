@@ -87,5 +87,5 @@ class ArmHubert(Method):
             final = i == len(mapping) - 1
             loss = loss + (arm.final_weight if final else arm.hint_weight) * term
             if final:
-                metrics["final_layer_loss"] = term.item()
+                metrics["final_layer_loss"] = term.detach()
         return loss, metrics

@@ -75,8 +75,12 @@ class StepContext:
 
     def mean(self, total: Tensor, count: Tensor | float) -> Tensor:
         """``total / count`` over all ranks: each rank scales its sum by world / global count,
-        and DDP's gradient averaging over ranks completes the global mean."""
-        count = torch.as_tensor(count, dtype=torch.float32, device=total.device).detach().clone()
+        and DDP's gradient averaging over ranks completes the global mean. A Python count is
+        filled in on the device: copying it there would wait for the device to finish."""
+        if isinstance(count, Tensor):
+            count = count.detach().to(total.device, torch.float32, copy=True)
+        else:
+            count = torch.full((), float(count), dtype=torch.float32, device=total.device)
         if self.world > 1:
             dist.all_reduce(count)
         return total * self.world / count.clamp(min=1.0)
@@ -88,21 +92,21 @@ class StepContext:
             if self._teacher is None:
                 raise RuntimeError("this method needs the live teacher, but the run has none")
             with torch.no_grad():
-                self._runs[key] = self._teacher.model(self.batch.wave.to(self.device), None, mask=mask,
-                                                      need_attention=attention)
+                wave = self.batch.wave.to(self.device, non_blocking=True)
+                self._runs[key] = self._teacher.model(wave, None, mask=mask, need_attention=attention)
         return self._runs[key]
 
     def teacher_states(self, layers: list[int]) -> dict[int, Tensor]:
         """Teacher hidden states [B, T, D] of unmasked input for the given layers."""
         if self.config.teacher_features == "cached":
-            return {layer: self.batch.features[layer].to(self.device) for layer in layers}
+            return {layer: self.batch.features[layer].to(self.device, non_blocking=True) for layer in layers}
         states = self.live().states
         return {layer: states[layer] for layer in layers}
 
     def teacher_logits(self) -> Tensor:
         """Teacher pre-training logits [B, T, C] of unmasked input."""
         if self.config.teacher_features == "cached":
-            return self.batch.features[LOGITS].to(self.device)
+            return self.batch.features[LOGITS].to(self.device, non_blocking=True)
         return self._teacher.logits(self.live().states[-1])
 
 
@@ -127,7 +131,8 @@ class Method:
         return trained(wave, mask, config.optim.feature_grad_mult)
 
     def loss(self, module: nn.Module, out, mask: Optional[Tensor], ctx: StepContext) -> tuple[Tensor, dict]:
-        """(loss to minimise, metrics as floats) for one step."""
+        """(loss to minimise, metrics) for one step. Metrics are detached 0-dim tensors, left on
+        the device: the loop averages them there and reads them at its reports only."""
         raise NotImplementedError
 
     def init_from_teacher(self, module: nn.Module, teacher: nn.Module, config: TrainConfig) -> None:

@@ -50,7 +50,7 @@ class DiceHubert(Method):
     def loss(self, module, out, mask, ctx: StepContext):
         config, batch = ctx.config, ctx.batch
         last = out.states[-1]
-        labels = batch.labels.to(ctx.device)
+        labels = batch.labels.to(ctx.device, non_blocking=True)
         t = config.targets
         soft_features = ctx.teacher_states([t.teacher_layer])[t.teacher_layer] if t.labels == "soft" else None
         centroids = ctx.centroids
@@ -64,8 +64,8 @@ class DiceHubert(Method):
         logits, targets = predict(mask)
         masked_sum = masked_prediction_loss(logits, targets)
         count = mask.sum()
-        metrics = {"masked_loss": (masked_sum / count).item(),
-                   "unit_acc": (unit_accuracy(logits.detach(), targets) / count).item()}
+        metrics = {"masked_loss": masked_sum.detach() / count,
+                   "unit_acc": unit_accuracy(logits.detach(), targets) / count}
         if config.nomask_weight > 0:
             nomask_logits, nomask_targets = predict(~mask)
             nomask_sum = masked_prediction_loss(nomask_logits, nomask_targets)
@@ -74,7 +74,7 @@ class DiceHubert(Method):
                 loss = ctx.mean(masked_sum + config.nomask_weight * nomask_sum, count + nomask_count)
             else:
                 loss = ctx.mean(masked_sum, count) + config.nomask_weight * ctx.mean(nomask_sum, nomask_count)
-            metrics["nomask_loss"] = (nomask_sum / nomask_count).item()
+            metrics["nomask_loss"] = nomask_sum.detach() / nomask_count
         else:
             loss = ctx.mean(masked_sum, count)
         loss = loss + config.feature_pen_weight * out.features_pen
@@ -86,7 +86,7 @@ class DiceHubert(Method):
             feat = sum(ctx.mean(*feature_mse(p, targets[tl], valid)) for p, tl in zip(preds, teacher_layers))
             feat = feat / len(teacher_layers)  # α_l = 1 / L_s
             loss = loss + config.feat_weight * feat
-            metrics["feat_loss"] = feat.item()
+            metrics["feat_loss"] = feat.detach()
         return loss, metrics
 
 

@@ -67,4 +67,4 @@ class DistilHubert(Method):
         terms = [ctx.mean(*distilhubert_loss(preds[:, j], teacher[layer], valid, cos_weight=cfg.cos_weight))
                  for j, layer in enumerate(layers)]
         loss = sum(terms) if cfg.head_reduction == "sum" else sum(terms) / len(terms)
-        return loss, {f"layer{layer}_loss": t.item() for layer, t in zip(layers, terms)}
+        return loss, {f"layer{layer}_loss": t.detach() for layer, t in zip(layers, terms)}

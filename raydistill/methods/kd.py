@@ -75,5 +75,5 @@ class LogitKD(Method):
         # kd_loss / dkd_loss are frame means: × frames gives this rank's sum for the global mean
         loss = ctx.mean(kd.ce_weight * ce_sum + ramp * distill * frames, frames)
         with torch.no_grad():
-            agree = (student.argmax(-1) == target).float().mean().item()
-        return loss, {"ce_loss": (ce_sum / frames).item(), "kd_loss": distill.item(), "unit_acc": agree}
+            agree = (student.argmax(-1) == target).float().mean()
+        return loss, {"ce_loss": ce_sum.detach() / frames, "kd_loss": distill.detach(), "unit_acc": agree}

@@ -56,15 +56,15 @@ class Star(Method):
         if star.layer_weight > 0:
             layer_wise = gram_loss([((l, l), (mapping[l], mapping[l])) for l in layers])
             loss = loss + star.layer_weight * layer_wise
-            metrics["layer_tgm_loss"] = layer_wise.item()
+            metrics["layer_tgm_loss"] = layer_wise.detach()
         if star.intra_weight > 0:
             intra = gram_loss([((l - 1, l), (mapping[l - 1], mapping[l])) for l in layers])
             loss = loss + star.intra_weight * intra
-            metrics["intra_tgm_loss"] = intra.item()
+            metrics["intra_tgm_loss"] = intra.detach()
         if star.attn_weight > 0:
             t_att = ctx.live(attention=True).attentions
             attn = sum(ctx.mean(*attention_map_loss(out.attentions[l - 1], t_att[mapping[l] - 1], valid,
                                                     distance=star.attn_distance)) for l in layers) / len(layers)
             loss = loss + star.attn_weight * attn
-            metrics["attn_loss"] = attn.item()
+            metrics["attn_loss"] = attn.detach()
         return loss, metrics

@@ -23,7 +23,8 @@ Figures, and where they come from:
   wav2vec 2.0 / HuBERT-sized training runs at 8-16 %, held back by the memory-bound first
   convolution, GroupNorm and padding). Nothing here has been measured on a GPU yet: the MFU
   is an assumption to be replaced by ``bench/step.py``'s figure;
-* a step's audio is ``batch_seconds`` per Train worker, times the space's ``resources.workers``.
+* a step's audio is ``batch_seconds`` × ``optim.grad_accum`` per Train worker, times the space's
+  ``resources.workers``.
 
 Every trial is counted to its last step: ASHA stops some early, so the trial figures are an
 upper bound. A composed space splits its trials evenly over its methods.
@@ -226,7 +227,7 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
             config = space.with_base({"teacher_features": "live"}).base_config(method)
         student = get_method(method).build(config, info).model  # built once: counted and its MACs
         s_macs = float(macs_per_second(student, seconds))
-        step_audio = config.optim.batch_seconds * int(space.resources.get("workers", 1))
+        step_audio = config.optim.batch_seconds * config.optim.grad_accum * int(space.resources.get("workers", 1))
         audio = step_audio * config.optim.max_steps
         teacher_runs = teacher_runs_per_step(config)
         train_flops = 6 * s_macs * audio + 2 * teacher_runs * t_macs * audio

@@ -8,7 +8,9 @@ model in DDP) and on a GPU. It talks to the outside world only through two callb
 
 What is distilled, and how, is the method's business (``raydistill/methods/``): the loop
 builds the method's student, samples the mask when the method masks, runs the student and
-minimises the method's loss.
+minimises the method's loss, over ``optim.grad_accum`` batches per optimizer step. A step reads
+nothing back from the device: metrics and the divergence check wait for the next report
+(docs/training-loop.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ Evaluate = Callable[[HubertModel, bool], dict]
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+# Steps between reads of the divergence watch when no report falls due: a host-device sync that
+# often costs nothing measurable, and a run that diverges stops within as many steps.
+CHECK_EVERY = 100
 
 
 def lr_lambda(step: int, warmup: int, total: int) -> float:
@@ -158,39 +165,48 @@ def train(
     checkpoint_dir = Path(checkpoint_dir)
     mask_rng = torch.Generator().manual_seed(config.seed * 1000 + rank + 7919 * step)
 
-    batches = prefetched(data.iterate(opt.batch_seconds, opt.max_seconds, seed=config.seed, start_step=step,
+    accum = opt.grad_accum
+    ddp = isinstance(trained, nn.parallel.DistributedDataParallel)
+    batches = prefetched(data.iterate(opt.batch_seconds, opt.max_seconds, seed=config.seed, start_step=step * accum,
                                       rank=rank, world=world), device)
     window = _Window()
+    watch = _DivergenceWatch(device)
     metrics: dict = {}
     module.train()
     while step < opt.max_steps:
-        started = time.perf_counter()
-        batch = next(batches)
-        wave = batch.wave.to(device, non_blocking=True)
-        mask, masking = None, {}
-        if method.masks(config):
-            frames = module.model.frames(wave.shape[1])
-            mask = sample_mask(config.mask, [frames] * wave.shape[0], frames, prob=config.mask.prob_at(step, opt.max_steps),
-                               frac=config.mask.frac_at(step, opt.max_steps), generator=mask_rng)
-            masking = {"mask_frac": masked_fraction(mask)}  # what was masked, whatever the knob said
-            mask = mask.to(device)
-        ctx = StepContext(config, step, batch, teacher_info=info, teacher=live_teacher, centroids=centroids,
-                          device=device, world=world)
-        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-            out = method.forward(trained, wave, mask, config)
-            loss, extra = method.loss(module, out, mask, ctx)
-        loss = loss.float()
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss became {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for micro in range(accum):
+            batch = next(batches)
+            wave = batch.wave.to(device, non_blocking=True)
+            mask, masking = None, {}
+            if method.masks(config):
+                frames = module.model.frames(wave.shape[1])
+                mask = sample_mask(config.mask, [frames] * wave.shape[0], frames,
+                                   prob=config.mask.prob_at(step, opt.max_steps),
+                                   frac=config.mask.frac_at(step, opt.max_steps), generator=mask_rng)
+                masking = {"mask_frac": masked_fraction(mask)}  # what was masked, whatever the knob said
+                mask = mask.to(device, non_blocking=True)
+            ctx = StepContext(config, step, batch, teacher_info=info, teacher=live_teacher, centroids=centroids,
+                              device=device, world=world)
+            # DDP averages the gradients over ranks once per optimizer step, at its last micro-batch
+            synced = not ddp or micro == accum - 1
+            with contextlib.nullcontext() if synced else trained.no_sync():
+                with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                    out = method.forward(trained, wave, mask, config)
+                    loss, extra = method.loss(module, out, mask, ctx)
+                loss = loss.float()
+                (loss / accum).backward()
+            watch.add(loss, step)
+            window.add(audio_seconds=batch.seconds, loss=loss, **masking, **extra)
         grad_norm = nn.utils.clip_grad_norm_(module.parameters(), opt.grad_clip)
         optimizer.step()
         scheduler.step()
         step += 1
-        window.add(loss=loss.item(), grad_norm=float(grad_norm), audio_seconds=batch.seconds,
-                   seconds=time.perf_counter() - started, **masking, **extra)
-        if step % config.eval_every == 0 or step == opt.max_steps:
+        window.add(grad_norm=grad_norm)
+        evaluation = step % config.eval_every == 0 or step == opt.max_steps
+        if evaluation or step % CHECK_EVERY == 0:
+            watch.check(world)  # before any checkpoint: none is written after a non-finite loss
+        if evaluation:
             metrics = {**window.summary(step, scheduler.get_last_lr()[0]), "world_size": world,
                        "resumed_from_step": resumed_from_step, **peak_memory(device)}
             final = step == opt.max_steps
@@ -206,6 +222,7 @@ def train(
             if world > 1:
                 dist.barrier()
             report(metrics, ckpt)
+            window.start()
     return metrics
 
 
@@ -222,25 +239,69 @@ def _checkpoint(directory: Path, config, module, optimizer, scheduler, step, tea
 
 
 class _Window:
-    """Running means of the training metrics since the last report."""
+    """Running means of the training metrics since the last report.
+
+    Tensor values are summed on the device (float64, as the Python floats they used to be) and
+    read in one transfer by ``summary``: a read every step would make the host wait for the
+    device each step instead of queueing the next one. Time is the window's wall clock up to that
+    read, so it counts the device's work, not only the host's."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.n = 0
-        self.seconds = self.audio_seconds = 0.0  # this window
-        self.train_seconds = 0.0  # whole run: time spent inside training steps
+        self.train_seconds = 0.0  # whole run: time spent training, evaluations left out
+        self.start()
 
-    def add(self, seconds: float, audio_seconds: float, **values: float) -> None:
-        self.n += 1
-        self.seconds += seconds
+    def start(self) -> None:
+        self.sums: dict = {}
+        self.counts: dict[str, int] = {}
+        self.audio_seconds = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, audio_seconds: float = 0.0, **values) -> None:
         self.audio_seconds += audio_seconds
-        self.train_seconds += seconds
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+            if isinstance(v, torch.Tensor):
+                v = v.detach().double()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def summary(self, step: int, lr: float) -> dict:
-        out = {k: v / self.n for k, v in self.sums.items()}
+        on_device = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
+        read = torch.stack([self.sums[k] for k in on_device]).tolist() if on_device else []
+        sums = {**self.sums, **dict(zip(on_device, read))}
+        seconds = time.perf_counter() - self.started
+        self.train_seconds += seconds
+        out = {k: v / self.counts[k] for k, v in sums.items()}
         out.update(step=step, lr=lr, train_seconds=self.train_seconds,
-                   audio_seconds_per_second=self.audio_seconds / max(self.seconds, 1e-9))
-        self.sums, self.n, self.seconds, self.audio_seconds = {}, 0, 0.0, 0.0
+                   audio_seconds_per_second=self.audio_seconds / max(seconds, 1e-9))
         return out
+
+
+class _DivergenceWatch:
+    """The first non-finite loss and its step, noted on the device, so that a step need not wait
+    for the device to know whether its loss was finite. ``check`` reads it (at every report and
+    every ``CHECK_EVERY`` steps) and raises :class:`Diverged` as the step itself used to.
+
+    Until then the run goes on: the steps after a non-finite loss update the weights with
+    non-finite gradients, which is wasted work but harmless, since ``check`` comes before any
+    checkpoint is written and the run ends there."""
+
+    def __init__(self, device: torch.device):
+        self.step = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        first = ~torch.isfinite(loss.detach()) & (self.step < 0)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss.detach(), self.loss)
+
+    def check(self, world: int) -> None:
+        """Raise on every rank if any rank has seen a non-finite loss (ranks agree before rank 0
+        saves a checkpoint)."""
+        anywhere = (self.step >= 0).long()
+        if world > 1:
+            dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
+        step, loss, anywhere = torch.stack([self.step.double(), self.loss.double(), anywhere.double()]).tolist()
+        if step >= 0:
+            raise Diverged(f"loss became {loss} at step {int(step)}")
+        if anywhere:
+            raise Diverged("loss became non-finite on another rank")
