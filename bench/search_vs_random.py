@@ -142,6 +142,27 @@ def curve(runs, works: dict, price: dict) -> dict:
             "wall": sum(works[r.info.run_id]["wall"] for r in runs)}
 
 
+def rung_fidelity(client, runs) -> dict:
+    """How well the first rung's probe score ranks trials by their final score: Spearman's rank
+    correlation over TPE + ASHA's completed trials (the only ones with both), pooled over seeds,
+    and per later rung. Low values mean ASHA stops on noise."""
+    import numpy as np
+
+    def spearman(x, y):
+        rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+        return float(np.corrcoef(rx, ry)[0, 1]) if len(x) > 2 else float("nan")
+
+    by_rung: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        final = r.data.metrics.get("overall_score")
+        if r.data.tags.get("raydistill.status") != "completed" or final is None or not math.isfinite(final):
+            continue
+        for i, m in enumerate(sorted(client.get_metric_history(r.info.run_id, "probe_score"), key=lambda m: m.step)):
+            by_rung.setdefault(i + 1, []).append((m.value, final))
+    return {f"rung{k}": {"trials": len(v), "spearman": round(spearman(*zip(*v)), 2)}
+            for k, v in sorted(by_rung.items()) if len(v) > 2}
+
+
 def best_within(points, budget: float) -> float:
     """Best score so far once ``budget`` trial-seconds were spent (-inf: nothing scored yet)."""
     return max((best for spent, best in points if spent <= budget + 1e-9), default=-math.inf)
@@ -184,6 +205,8 @@ def analyse(args) -> None:
                "ratio": (r_spent / a_spent) if r_spent and a_spent else None}
         rows.append({**row, "curves": {s: c["points"] for s, c in curves.items()}})
         emit({"bench": "search_vs_random", **row})
+    asha_runs = [r for (seed, strategy), rs in runs.items() if strategy == "tpe-asha" for r in rs]
+    emit({"bench": "search_vs_random_rung_fidelity", **rung_fidelity(client, asha_runs)})
     if args.figure and rows:
         figure(rows, Path(args.figure))
     print(table(rows))
