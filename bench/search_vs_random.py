@@ -28,7 +28,6 @@ compute; > 1: TPE + ASHA is faster; "not reached": it never got there).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
