@@ -12,8 +12,11 @@ analysis also reads both curves at exactly equal compute: the smaller of the two
 Each search confirms its best trial (``--confirm 1``: 3 evaluation seeds, tuned head learning
 rates), so the two are compared on confirmed winners too.
 
-Compute is trial-seconds: the sum of the trial runs' wall durations in MLflow (each trial holds
-one CPU), so the two searches' curves share one axis whatever ran concurrently. The ratio is the
+Compute is modelled trial-seconds: what each trial did (training steps, probe evaluations, one
+start-up), read from its MLflow metrics and priced at the fastest per-step, per-evaluation and
+per-start cost seen in any trial (each trial holds one CPU). Other work on the machine slows trials
+unevenly, and it did while seed 0 ran here; pricing the work done keeps the two searches on one
+axis whatever ran beside them. The wall-clock trial-seconds are printed beside it. The ratio is the
 ASHA paper's: compute random search spends to reach its final best, over the compute TPE + ASHA
 spends to reach that same score (its anchor: random's quality at a fifth to a tenth of its
 compute; > 1: TPE + ASHA is faster; "not reached": it never got there).
@@ -25,7 +28,6 @@ compute; > 1: TPE + ASHA is faster; "not reached": it never got there).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -95,15 +97,39 @@ def store(args):
     return MlflowClient(args.mlflow_uri or Workdir(args.workdir).mlflow_uri)
 
 
-def curve(client, experiment_id: str, search_id: str) -> dict:
-    """Best score so far against cumulative trial-seconds, trials in the order they ended."""
-    from raydistill.tracking.mlflow import trial_runs
+def work(client, run) -> dict:
+    """What one trial did, from its MLflow metric history: training steps, probe evaluations
+    (every rung's; a final one on the probe suite reuses the last rung's), and what they took."""
+    history = {k: client.get_metric_history(run.info.run_id, k) for k in ("train_seconds", "eval_seconds", "probe_score")}
+    evals = len(history["probe_score"])
+    steps = max((m.step for m in history["train_seconds"]), default=0)
+    train = max((m.value for m in history["train_seconds"]), default=0.0)  # cumulative
+    rung_evals = [m.value for m in history["eval_seconds"]][:evals]  # later entries: the post-run scoring
+    wall = (run.info.end_time - run.info.start_time) / 1000
+    return {"steps": steps, "evals": evals, "wall": wall, "train": train, "eval": rung_evals,
+            "start": wall - train - sum(rung_evals)}
 
-    runs = sorted((r for r in trial_runs(client, experiment_id, search_id) if r.info.end_time),
-                  key=lambda r: r.info.end_time)
+
+def prices(works: list[dict]) -> dict:
+    """Seconds per training step, per probe evaluation and per trial start on a quiet machine:
+    the fastest seen across every trial of both strategies (other work on the machine only ever
+    slows a trial down), so both searches' compute is priced alike whatever ran beside them."""
+    return {"step": min(w["train"] / w["steps"] for w in works if w["steps"]),
+            "eval": min(e for w in works for e in w["eval"]),
+            "start": max(0.0, min(w["start"] for w in works if w["eval"]))}
+
+
+def cost(w: dict, price: dict) -> float:
+    return price["start"] + w["steps"] * price["step"] + w["evals"] * price["eval"]
+
+
+def curve(runs, works: dict, price: dict) -> dict:
+    """Best score so far against compute spent, trials in the order they ended. Compute: each
+    trial's steps, evaluations and start priced by :func:`prices` (modelled trial-seconds); the
+    wall-clock trial-seconds are kept beside it."""
     spent, best, points = 0.0, -math.inf, []
     for r in runs:
-        spent += (r.info.end_time - r.info.start_time) / 1000
+        spent += cost(works[r.info.run_id], price)
         score = r.data.metrics.get("overall_score")
         if score is not None and math.isfinite(score):
             best = max(best, score)
@@ -111,7 +137,29 @@ def curve(client, experiment_id: str, search_id: str) -> dict:
     confirmed = [r.data.metrics["confirmed_overall_score"] for r in runs if "confirmed_overall_score" in r.data.metrics]
     stopped = sum(r.data.tags.get("raydistill.status") == "stopped" for r in runs)
     return {"points": points, "compute": spent, "best": best, "trials": len(runs), "stopped": stopped,
-            "confirmed_best": max(confirmed) if confirmed else None}
+            "confirmed_best": max(confirmed) if confirmed else None,
+            "wall": sum(works[r.info.run_id]["wall"] for r in runs)}
+
+
+def rung_fidelity(client, runs) -> dict:
+    """How well the first rung's probe score ranks trials by their final score: Spearman's rank
+    correlation over TPE + ASHA's completed trials (the only ones with both), pooled over seeds,
+    and per later rung. Low values mean ASHA stops on noise."""
+    import numpy as np
+
+    def spearman(x, y):
+        rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+        return float(np.corrcoef(rx, ry)[0, 1]) if len(x) > 2 else float("nan")
+
+    by_rung: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        final = r.data.metrics.get("overall_score")
+        if r.data.tags.get("raydistill.status") != "completed" or final is None or not math.isfinite(final):
+            continue
+        for i, m in enumerate(sorted(client.get_metric_history(r.info.run_id, "probe_score"), key=lambda m: m.step)):
+            by_rung.setdefault(i + 1, []).append((m.value, final))
+    return {f"rung{k}": {"trials": len(v), "spearman": round(spearman(*zip(*v)), 2)}
+            for k, v in sorted(by_rung.items()) if len(v) > 2}
 
 
 def best_within(points, budget: float) -> float:
@@ -131,20 +179,33 @@ def analyse(args) -> None:
         raise SystemExit(f"bench: no experiment {EXPERIMENT!r}: run `search_vs_random.py run` first")
     seeds = sorted({int(r.data.tags["raydistill.search_id"].rsplit("-s", 1)[1])
                     for r in client.search_runs([exp.experiment_id], "tags.`raydistill.kind` = 'search'")})
+    from raydistill.tracking.mlflow import trial_runs
+
+    runs = {(seed, strategy): sorted((r for r in trial_runs(client, exp.experiment_id, f"svr-{strategy}-s{seed}")
+                                      if r.info.end_time), key=lambda r: r.info.end_time)
+            for seed in seeds for strategy in STRATEGIES}
+    works = {r.info.run_id: work(client, r) for rs in runs.values() for r in rs}
+    price = prices(list(works.values()))
+    emit({"bench": "search_vs_random_prices", **{k: round(v, 2) for k, v in price.items()}})
     rows = []
     for seed in seeds:
-        curves = {s: curve(client, exp.experiment_id, f"svr-{s}-s{seed}") for s in STRATEGIES}
+        if not all(runs[seed, s] for s in STRATEGIES):
+            continue  # one of the two searches has not run yet
+        curves = {s: curve(runs[seed, s], works, price) for s in STRATEGIES}
         rnd, asha = curves["random"], curves["tpe-asha"]
         target = rnd["best"]
         r_spent, a_spent = reach(rnd["points"], target), reach(asha["points"], target)
         budget = min(rnd["compute"], asha["compute"])
         row = {"seed": seed, "equal_compute": budget,
-               **{f"{s}_best_at_equal": best_within(c["points"], budget) for s, c in curves.items()}, **{f"{s}_{k}": c[k] for s, c in curves.items()
-                                for k in ("trials", "stopped", "compute", "best", "confirmed_best")},
+               **{f"{s}_best_at_equal": best_within(c["points"], budget) for s, c in curves.items()},
+               **{f"{s}_{k}": c[k] for s, c in curves.items()
+                  for k in ("trials", "stopped", "compute", "wall", "best", "confirmed_best")},
                "target": target, "random_reached_at": r_spent, "tpe_asha_reached_at": a_spent,
                "ratio": (r_spent / a_spent) if r_spent and a_spent else None}
         rows.append({**row, "curves": {s: c["points"] for s, c in curves.items()}})
         emit({"bench": "search_vs_random", **row})
+    asha_runs = [r for (seed, strategy), rs in runs.items() if strategy == "tpe-asha" for r in rs]
+    emit({"bench": "search_vs_random_rung_fidelity", **rung_fidelity(client, asha_runs)})
     if args.figure and rows:
         figure(rows, Path(args.figure))
     print(table(rows))
@@ -154,14 +215,15 @@ def table(rows) -> str:
     def f(x, d=1):
         return "–" if x is None else f"{x:.{d}f}"
 
-    lines = ["| search seed | TPE+ASHA trials (stopped) | compute s | best | confirmed | random trials | compute s | "
+    lines = ["| search seed | TPE+ASHA trials (stopped) | compute s (wall) | best | confirmed | random trials | compute s (wall) | "
              "best | confirmed | equal compute s | best there: TPE+ASHA / random | random reaches its best at | "
              "TPE+ASHA reaches it at | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['tpe-asha_trials']} ({r['tpe-asha_stopped']}) | {f(r['tpe-asha_compute'], 0)} | "
+        lines.append(f"| {r['seed']} | {r['tpe-asha_trials']} ({r['tpe-asha_stopped']}) | {f(r['tpe-asha_compute'], 0)} "
+                     f"({f(r['tpe-asha_wall'], 0)}) | "
                      f"{f(r['tpe-asha_best'], 2)} | {f(r['tpe-asha_confirmed_best'], 2)} | {r['random_trials']} | "
-                     f"{f(r['random_compute'], 0)} | {f(r['random_best'], 2)} | {f(r['random_confirmed_best'], 2)} | "
+                     f"{f(r['random_compute'], 0)} ({f(r['random_wall'], 0)}) | {f(r['random_best'], 2)} | {f(r['random_confirmed_best'], 2)} | "
                      f"{f(r['equal_compute'], 0)} | {f(r['tpe-asha_best_at_equal'], 2)} / {f(r['random_best_at_equal'], 2)} | "
                      f"{f(r['random_reached_at'], 0)} s | "
                      f"{f(r['tpe_asha_reached_at'], 0) + ' s' if r['tpe_asha_reached_at'] else 'not reached'} | "

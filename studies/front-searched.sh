@@ -17,7 +17,7 @@ while (($#)); do
     *) rest+=("$1"); shift ;;
   esac
 done
-rd=(.venv/bin/raydistill)
+rd=(${RAYDISTILL:-.venv/bin/raydistill})  # RAYDISTILL: another raydistill command (the tests record the calls)
 for method in dice kd arm star distil; do
   out="$workdir/front/$method"
   [[ -f "$out/best.yaml" ]] && { echo "front: $method already exported ($out)"; continue; }

@@ -135,7 +135,13 @@ def test_search_vs_random_proxy_spaces_and_the_reach_ratio(tmp_path):
     points = [(60.0, 30.0), (120.0, 33.0), (180.0, 33.0), (240.0, 35.0)]
     assert svr.reach(points, 33.0) == 120.0 and svr.reach(points, 36.0) is None
     assert svr.best_within(points, 200.0) == 33.0 and svr.best_within(points, 30.0) == -math.inf
-    row = {"seed": 0, "equal_compute": 900.0, "tpe-asha_best_at_equal": 36.0, "random_best_at_equal": 34.5, "tpe-asha_trials": 16, "tpe-asha_stopped": 9, "tpe-asha_compute": 900.0, "tpe-asha_best": 36.0,
+    works = [{"steps": 100, "evals": 4, "wall": 150.0, "train": 40.0, "eval": [20.0, 21, 22, 20], "start": 27.0},
+             {"steps": 25, "evals": 1, "wall": 60.0, "train": 12.0, "eval": [25.0], "start": 23.0}]
+    price = svr.prices(works)  # the fastest seen: 0.4 s a step, 20 s an evaluation, 23 s a start
+    assert price == {"step": 0.4, "eval": 20.0, "start": 23.0}
+    assert svr.cost(works[0], price) == 23 + 100 * 0.4 + 4 * 20 and svr.cost(works[1], price) == 23 + 10 + 20
+    row = {"seed": 0, "equal_compute": 900.0, "tpe-asha_best_at_equal": 36.0, "random_best_at_equal": 34.5,
+           "tpe-asha_wall": 1000.0, "random_wall": 990.0, "tpe-asha_trials": 16, "tpe-asha_stopped": 9, "tpe-asha_compute": 900.0, "tpe-asha_best": 36.0,
            "tpe-asha_confirmed_best": 35.1, "random_trials": 8, "random_compute": 950.0, "random_best": 35.0,
            "random_confirmed_best": None, "random_reached_at": 600.0, "tpe_asha_reached_at": 120.0, "ratio": 5.0}
-    assert "| 0 | 16 (9) | 900 | 36.00 | 35.10 | 8 | 950 | 35.00 | – | 900 | 36.00 / 34.50 | 600 s | 120 s | 5.00 |" in svr.table([row])
+    assert "| 0 | 16 (9) | 900 (1000) | 36.00 | 35.10 | 8 | 950 (990) | 35.00 | – | 900 | 36.00 / 34.50 | 600 s | 120 s | 5.00 |" in svr.table([row])
