@@ -244,7 +244,7 @@ def figure(rows, path: Path) -> None:
             pts = [(s / 60, b) for s, b in points if math.isfinite(b)]
             ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=colours[strategy], alpha=0.8,
                     label=strategy if r is rows[0] else None)
-    ax.set_xlabel("compute spent (trial-minutes)")
+    ax.set_xlabel("compute spent (modelled trial-minutes: steps, probe evaluations and starts priced)")
     ax.set_ylabel("best overall_score so far (probe suite)")
     ax.set_title("TPE + ASHA vs random search, dice.yaml proxy, one line per search seed")
     ax.legend()
