@@ -25,7 +25,6 @@ Plan format::
     arms:
       NAME: {space: ../search_spaces/dice.yaml, set: {dotted.path: value}, about: text}
       NAME: {config: ../exported/dice/best.yaml, about: text}   # a search's exported winner
-
     comparisons:
       - {id: ID, title: text, claim: text, kind: better|no_worse|tradeoff|pareto,
          arms: [A, B, ...], metric: overall_score, task: pr_per, note: text}
