@@ -151,6 +151,20 @@ def read_yaml(path: str | os.PathLike, what: str):
         raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str, allowed, shape: str = "a mapping at the top level") -> dict:
+    """:func:`read_yaml` for files whose top level is a mapping of known keys: anything else is a
+    one-line :class:`UserError` naming the file (``shape`` says what was expected)."""
+    from raydistill.errors import UserError
+
+    raw = read_yaml(path, what)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected {shape}")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    return raw
+
+
 def peak_memory(device="cpu") -> dict[str, float]:
     """Peak resident memory of this process so far and, on a CUDA ``device``, its peak allocated
     GPU memory, in MiB (trials report it; the benchmarks print it)."""

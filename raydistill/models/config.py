@@ -8,6 +8,7 @@ numbers (docs/methods.md, "Students and their sizes"). Nothing here builds a mod
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -150,10 +151,7 @@ class HubertConfig:
 
     @property
     def stride(self) -> int:
-        s = 1
-        for _, _, stride in self.conv_layers:
-            s *= stride
-        return s
+        return conv_stride(self.conv_layers)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -197,6 +195,11 @@ PRESETS: dict[str, HubertConfig] = {
     "armhubert-s": HubertConfig(conv_layers=_thin_cnn(432), embed_dim=432, ffn_dim=816,
                                 reuse_pattern=((True, False) * 6), **_ARM),
 }
+
+
+def conv_stride(conv_layers: ConvLayers) -> int:
+    """Samples per output frame of the CNN (the product of its strides: 320 for HuBERT's)."""
+    return math.prod(stride for _, _, stride in conv_layers)
 
 
 def conv_frames(num_samples: int, conv_layers: ConvLayers) -> int:

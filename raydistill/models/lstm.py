@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from raydistill.models.components import FeatureExtractor, GradMultiply, padding_mask_of, run_cnn
-from raydistill.models.config import ConvLayers, conv_frames, hubert_conv
+from raydistill.models.config import ConvLayers, conv_frames, conv_stride, hubert_conv
 from raydistill.models.hubert import HubertOutput
 
 
@@ -56,10 +56,7 @@ class LstmConfig:
 
     @property
     def stride(self) -> int:
-        s = 1
-        for _, _, stride in self.conv_layers:
-            s *= stride
-        return s
+        return conv_stride(self.conv_layers)
 
     @property
     def embed_dim(self) -> int:

@@ -25,7 +25,7 @@ from raydistill.methods import TeacherInfo, student_model, teacher_needs
 from raydistill.models.macs import count_params
 from raydistill.prepare import (Workdir, check_corpus, check_teacher, default_device, ensure_targets,
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
-from raydistill.utils import log, read_yaml, stable_hash
+from raydistill.utils import log, read_yaml_mapping, stable_hash
 
 CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "ranked_by", "source", "provenance"}
 
@@ -72,12 +72,10 @@ class TrainOptions:
 
 
 def read_config_file(path: Path) -> dict:
-    doc = read_yaml(path, "config file")
-    if not isinstance(doc, dict) or "train" not in doc:
-        raise UserError(f"{path}: expected a mapping with a 'train' section (as written by raydistill export)")
-    unknown = sorted(set(doc) - CONFIG_KEYS)
-    if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))})")
+    shape = "a mapping with a 'train' section (as written by raydistill export)"
+    doc = read_yaml_mapping(path, "config file", CONFIG_KEYS, shape=shape)
+    if "train" not in doc:
+        raise UserError(f"{path}: expected {shape}")
     return doc
 
 

@@ -59,7 +59,7 @@ from raydistill.config import METHODS, TrainConfig
 from raydistill.errors import UserError
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
 from raydistill.targets.store import TeacherNeeds
-from raydistill.utils import read_yaml
+from raydistill.utils import read_yaml_mapping
 
 TOP_KEYS = {"method", "description", "base", "methods", "smoke", "params", "objectives", "compose", "resources", "tasks"}
 # a composed space's bases and knobs are its files; resources and tasks may be set for the whole search
@@ -347,14 +347,7 @@ def load_space(path: str | Path, *, smoke: bool = False) -> SearchSpace:
 
 
 def _read(path: str | Path) -> dict:
-    where = str(path)
-    raw = read_yaml(path, "search space")
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - TOP_KEYS)
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(TOP_KEYS))})")
-    return raw
+    return read_yaml_mapping(path, "search space", TOP_KEYS)
 
 
 def _compose(raw: dict, path: Path, smoke: bool) -> SearchSpace:

@@ -42,7 +42,7 @@ from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, teacher_needs
 from raydistill.search.setup import TrialSetup
-from raydistill.utils import log, read_yaml, stable_hash
+from raydistill.utils import log, read_yaml_mapping, stable_hash
 
 PLAN_KEYS = {"name", "description", "seeds", "evaluation", "tasks", "budget", "smoke", "arms", "comparisons", "subsets"}
 ARM_KEYS = {"space", "config", "set", "about"}
@@ -125,12 +125,8 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
     from raydistill.search.space import load_space, merge, set_path
 
     path = Path(path)
-    raw = read_yaml(path, "study plan")
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a study plan is a mapping (name, seeds, budget, arms, comparisons)")
-    unknown = sorted(set(raw) - PLAN_KEYS)
-    if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(PLAN_KEYS))})")
+    raw = read_yaml_mapping(path, "study plan", PLAN_KEYS,
+                            shape="a mapping (name, seeds, budget, arms, comparisons)")
     smoke_doc = raw.get("smoke") or {}
     if not isinstance(smoke_doc, dict) or set(smoke_doc) - {"seeds", "budget", "evaluation"}:
         raise UserError(f"{path}: smoke may set seeds, budget and evaluation only")
