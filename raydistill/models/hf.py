@@ -13,24 +13,31 @@ from raydistill.models.config import HubertConfig
 from raydistill.models.hubert import HubertModel
 
 
+# HubertConfig field <-> transformers.HubertConfig attribute, for the fields that map one to one
+# (the CNN's layers and its norm are spelt differently and converted by hand below)
+SAME_FIELDS = (
+    ("conv_bias", "conv_bias"),
+    ("embed_dim", "hidden_size"),
+    ("num_layers", "num_hidden_layers"),
+    ("num_heads", "num_attention_heads"),
+    ("ffn_dim", "intermediate_size"),
+    ("pos_conv_kernel", "num_conv_pos_embeddings"),
+    ("pos_conv_groups", "num_conv_pos_embedding_groups"),
+    ("layer_norm_first", "do_stable_layer_norm"),
+    ("dropout_input", "feat_proj_dropout"),
+    ("attention_dropout", "attention_dropout"),
+    ("activation_dropout", "activation_dropout"),
+    ("dropout", "hidden_dropout"),
+    ("layer_drop", "layerdrop"),
+)
+
+
 def from_hf_config(c) -> HubertConfig:
     """The :class:`HubertConfig` of a ``transformers.HubertConfig``."""
     return HubertConfig(
         conv_layers=tuple(zip(c.conv_dim, c.conv_kernel, c.conv_stride)),
         extractor_mode="group_norm" if c.feat_extract_norm == "group" else "layer_norm",
-        conv_bias=c.conv_bias,
-        embed_dim=c.hidden_size,
-        num_layers=c.num_hidden_layers,
-        num_heads=c.num_attention_heads,
-        ffn_dim=c.intermediate_size,
-        pos_conv_kernel=c.num_conv_pos_embeddings,
-        pos_conv_groups=c.num_conv_pos_embedding_groups,
-        layer_norm_first=c.do_stable_layer_norm,
-        dropout_input=c.feat_proj_dropout,
-        attention_dropout=c.attention_dropout,
-        activation_dropout=c.activation_dropout,
-        dropout=c.hidden_dropout,
-        layer_drop=c.layerdrop,
+        **{ours: getattr(c, theirs) for ours, theirs in SAME_FIELDS},
     )
 
 
@@ -45,22 +52,10 @@ def to_hf_config(cfg: HubertConfig):
         conv_dim=[c for c, _, _ in cfg.conv_layers],
         conv_kernel=[k for _, k, _ in cfg.conv_layers],
         conv_stride=[s for _, _, s in cfg.conv_layers],
-        conv_bias=cfg.conv_bias,
         feat_extract_norm="group" if cfg.extractor_mode == "group_norm" else "layer",
-        hidden_size=cfg.embed_dim,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.ffn_dim,
+        **{theirs: getattr(cfg, ours) for ours, theirs in SAME_FIELDS},
         hidden_act="gelu",
-        num_conv_pos_embeddings=cfg.pos_conv_kernel,
-        num_conv_pos_embedding_groups=cfg.pos_conv_groups,
-        do_stable_layer_norm=cfg.layer_norm_first,
         feat_proj_layer_norm=True,
-        feat_proj_dropout=cfg.dropout_input,
-        hidden_dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout,
-        layerdrop=cfg.layer_drop,
         layer_norm_eps=1e-5,
     )
 

@@ -51,6 +51,8 @@ def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device
     every task's metric, and ``superb_score`` against the ``references``' FBank and teacher)."""
     probe = EvalBudget.named(budgets["probe"]).with_tasks(PROBE_TASKS)
     full = EvalBudget.named(budgets["full"])
+    # --final-suite probe: the last rung already ran the final evaluation (same data, seed and heads)
+    reuse_last_rung = final_is_probe(budgets)
 
     def evaluate(model: HubertModel, final: bool) -> dict:
         upstream = HubertUpstream(model, name="student")
@@ -59,10 +61,9 @@ def make_evaluator(corpus: Corpus, budgets: dict[str, str], *, seed: int, device
         metrics = {f"probe_{k}": scores[k] for k in ("pr_per", "sid_acc") if k in scores}
         metrics["probe_score"] = scores["overall_score"]
         if final:
-            # --final-suite probe: the last rung already ran this very evaluation (same data,
-            # seed and heads); running it again would only double its cost
-            final_scores = scores if final_is_probe(budgets) else evaluate_upstream(upstream, corpus, full, seed=seed,
-                                                                           device=device)
+            # running the same evaluation again would only double its cost
+            final_scores = scores if reuse_last_rung else evaluate_upstream(upstream, corpus, full, seed=seed,
+                                                                            device=device)
             metrics.update(score_metrics(final_scores, references))
         return metrics
 

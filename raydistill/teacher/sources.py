@@ -240,7 +240,7 @@ def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
             "final_proj.bias": state.get("logit_generator.final_proj.bias"),
             "label_embs": state.get("logit_generator.label_embeddings"),
         }
-        state = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
+        state = _part(state, "wav2vec2.")
     proj = state.get("encoder.feature_projection.projection.weight")
     if proj is None:
         raise UserError(f"{path} is not a HuBERT state dict: no encoder.feature_projection.projection.weight")
