@@ -6,10 +6,26 @@ cluster; the CLI's `search`/`train` find it already initialised and join it.
 
 import dataclasses
 import os
+import re
 
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+# A line Ray forwards to the driver's stderr from its own processes while the session's
+# cluster is up, e.g. "\x1b[33m(raylet)\x1b[0m ... disk is over 95% full" or "(pid=123) ...".
+RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)*\((raylet|gcs_server|[^()]*pid=\d+[^()]*)\)")
+
+
+@pytest.fixture
+def error_lines(capsys):
+    """Read stderr since the last read and return raydistill's own non-empty lines: what
+    Ray forwards from its processes (a raylet's disk warning, say) is not the CLI's output."""
+    def read():
+        return [line for line in capsys.readouterr().err.splitlines()
+                if line.strip() and not RAY_FORWARDED.match(line)]
+    return read
 
 
 @pytest.fixture(scope="session")

@@ -148,7 +148,7 @@ def test_the_top_trials_are_confirmed_over_seeds_and_rank_first(searched, capsys
     assert "confirmed" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
 
 
-def test_export_and_rerun(searched, tmp_path, capsys):
+def test_export_and_rerun(searched, tmp_path, capsys, error_lines):
     out = tmp_path / "exported"
     assert main(["export", "--workdir", str(searched), "--experiment", "e2e", "--out", str(out), "--top", "2"]) == 0
     assert (out / "best.yaml").is_file() and len(list((out / "top").glob("*.yaml"))) == 2
@@ -178,8 +178,8 @@ def test_export_and_rerun(searched, tmp_path, capsys):
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(doc))
     assert main(["train", "--config", str(other), "--workdir", str(searched), "--experiment", "e2e"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "0123456789abcdef" in err[-1] and "--allow-mismatch" in err[-1]
+    err = error_lines()
+    assert "0123456789abcdef" in err[-1] and "--allow-mismatch" in err[-1], err
     _, kinds = runs_by_kind(searched)
     assert len(kinds["train"]) == 1  # nothing was logged for the refused file
     # exporting over an existing directory needs --force, and keeps the old one otherwise

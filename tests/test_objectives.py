@@ -230,9 +230,9 @@ def test_export_pareto_with_other_objectives(store, tmp_path, capsys):
     assert doc["objectives"] == {"overall_score": "max"} and [t["run_name"] for t in doc["trials"]] == ["s-single-big-good"]
 
 
-def test_export_pareto_refuses_mixed_objectives_and_bad_flags(store, tmp_path, capsys):
+def test_export_pareto_refuses_mixed_objectives_and_bad_flags(store, tmp_path, capsys, error_lines):
     assert export_cli("--mlflow-uri", store, "--experiment", "exp", "--pareto", "--out", str(tmp_path / "a")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines()
     assert len(err) == 1 and "different objectives" in err[0] and "pass --search or --objectives" in err[0]
     assert not (tmp_path / "a").exists()
     assert export_cli("--mlflow-uri", store, "--experiment", "exp", "--pareto", "--objectives",

@@ -2,6 +2,7 @@
 choice between caching the teacher's features and running it live in the trials."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,15 @@ def test_sizes(text, value):
     assert parse_bytes(text) == value
 
 
-def test_plan_command(capsys, tmp_path):
+def test_error_lines_keeps_ours_and_drops_what_ray_forwards(error_lines):
+    print("\x1b[33m(raylet)\x1b[0m [2026-12-03 14:24:03,840 E 1 2] (raylet) file_system_monitor.cc:116: "
+          "/tmp/ray/session_x is over 95% full", file=sys.stderr)
+    print("(TrainTrainable pid=4711) starting", file=sys.stderr)
+    print("raydistill: error: --hours 0: must be > 0 (it was (raylet) once)", file=sys.stderr)
+    assert error_lines() == ["raydistill: error: --hours 0: must be > 0 (it was (raylet) once)"]
+
+
+def test_plan_command(capsys, error_lines, tmp_path):
     assert main(["plan", "--space", str(BASE / "all.yaml"), "--hours", "960", "--json", "--workdir",
                  str(tmp_path / "w"), "--teacher-features", "cached"]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -113,7 +122,8 @@ def test_plan_command(capsys, tmp_path):
     assert "trials read the teacher's features: live" in out and "GPU-h" in out
     for bad in (["--hours", "0"], ["--cache-budget", "lots"], ["--mfu", "2"], ["--trials", "0"]):
         assert main(["plan", "--space", str(BASE / "star.yaml"), *bad]) == 2
-        assert capsys.readouterr().err.count("\n") == 1
+        err = error_lines()
+        assert len(err) == 1 and err[0].startswith("raydistill: error: "), err
 
 
 def test_search_over_budget_is_refused_before_anything_is_written(tiny_corpus, tmp_path, capsys):

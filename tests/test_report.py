@@ -125,7 +125,7 @@ def test_report_files_figures_and_importances_count_stopped_trials(store, tmp_pa
         run.data.tags["mlflow.note.content"]
 
 
-def test_report_refuses_bad_input_with_one_line(store, tmp_path, capsys):
+def test_report_refuses_bad_input_with_one_line(store, tmp_path, capsys, error_lines):
     uri, _, _ = store
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
@@ -136,7 +136,7 @@ def test_report_refuses_bad_input_with_one_line(store, tmp_path, capsys):
     ):
         capsys.readouterr()
         assert main(["report", "--mlflow-uri", uri, *args]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
+        err = error_lines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "nowhere").exists()
     assert main(["report", "--workdir", str(tmp_path / "nowhere")]) == 2
@@ -183,7 +183,7 @@ def test_warm_start_rebuilds_fitting_trials_and_changes_tpe_first_suggestion(sto
     assert abs(math.log(hot["optim.lr"] / best_lr)) < abs(math.log(space.params[0].low / best_lr)) + 1e-9
 
 
-def test_warm_start_cli_refusals_write_nothing(store, tmp_path, capsys):
+def test_warm_start_cli_refusals_write_nothing(store, tmp_path, capsys, error_lines):
     uri, _, _ = store
     base = ["search", "--space", str(SPACE), "--smoke", "--mlflow-uri", uri, "--experiment", "exp",
             "--workdir", str(tmp_path / "w")]
@@ -194,6 +194,6 @@ def test_warm_start_cli_refusals_write_nothing(store, tmp_path, capsys):
     ):
         capsys.readouterr()
         assert main(base + args) == 2
-        err = capsys.readouterr().err.strip().splitlines()
+        err = error_lines()
         assert len(err) == 1 and (message is None or message in err[0]), err
     assert not (tmp_path / "w" / "ray_results").exists()

@@ -1,7 +1,9 @@
 """TrialSetup: what every trial of a search, study or train run receives (fast, no Ray)."""
 
 import dataclasses
+import os
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -81,3 +83,26 @@ def test_make_setup_from_options():
     with pytest.raises(TypeError, match="cells"):
         make_setup(opts, "x", SimpleNamespace(root="/c"), SimpleNamespace(root="/t"), teacher,
                    {"probe": "smoke", "full": "smoke"}, SimpleNamespace(ray_results="/r"), ray, cells={})
+
+
+def test_a_new_worker_removes_the_checkpoint_staging_of_killed_workers(tmp_path, monkeypatch):
+    # Ray kills the workers of an ASHA-stopped trial inside their `with staging_dir()`: what
+    # they staged stays on the node unless the next worker there removes it.
+    import subprocess
+    import sys
+    import tempfile
+
+    from raydistill.search.trial import STAGING_PREFIX, staging_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{STAGING_PREFIX}{int(gone.stdout)}-abc"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getppid()}-def"  # this test's parent: running
+    other = tmp_path / "raydistill-ckpt-notapid"
+    for d in (dead, live, other):
+        d.mkdir()
+        (d / "student.pt").write_bytes(b"x")
+    with staging_dir() as mine:
+        assert Path(mine).name.startswith(f"{STAGING_PREFIX}{os.getpid()}-") and Path(mine).parent == tmp_path
+        assert not dead.exists() and live.exists() and other.exists()
+    assert not Path(mine).exists()

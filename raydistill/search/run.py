@@ -40,7 +40,7 @@ from raydistill.search.plan import parse_bytes
 from raydistill.search.setup import TrialSetup, make_setup
 from raydistill.search.space import SearchSpace, load_space
 from raydistill.targets.store import store_root
-from raydistill.search.trial import DRIVER_MEMORY, student_size, trial_config, trial_driver
+from raydistill.search.trial import DRIVER_MEMORY, remove_stale_staging, student_size, trial_config, trial_driver
 from raydistill.teacher.sources import Teacher
 from raydistill.utils import log, stable_hash
 
@@ -441,7 +441,10 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
             run_config=tune.RunConfig(name=search_id, storage_path=str(workdir.ray_results), callbacks=callbacks,
                                       verbose=1, failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
         )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    finally:
+        remove_stale_staging()  # what the workers of ASHA-stopped trials staged on this node
 
 
 def make_sampler(opts: SearchOptions):

@@ -14,6 +14,8 @@ evaluation settings) arrives once through ``tune.with_parameters`` as ``setup``,
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +34,38 @@ from raydistill.train.data import TrainData
 from raydistill.train.loop import train
 
 DRIVER_MEMORY = 256 * 1024**2  # bytes reserved for each trial's driver process (no CPU)
+
+
+STAGING_PREFIX = "raydistill-ckpt-"  # + the worker's pid + "-" + a random tail, under the temp dir
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_staging() -> None:
+    """Remove the checkpoint staging directories (:func:`staging_dir`) of workers no longer
+    running on this node."""
+    for old in Path(tempfile.gettempdir()).glob(STAGING_PREFIX + "*-*"):
+        pid = old.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir() -> tempfile.TemporaryDirectory:
+    """The local directory a Train worker writes each checkpoint into before Ray copies it to
+    the trial's storage. A worker that Ray kills (ASHA stopping its trial, a node failing)
+    never leaves its ``with`` block, so its directory, a whole checkpoint, would stay in the
+    temp dir for good; the name carries the worker's pid, and every new worker (and the search
+    driver once its trials end) removes the directories of pids no longer running there."""
+    remove_stale_staging()
+    return tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
 
 
 # what a rung's probe evaluation reports, under the final suite's names
@@ -119,7 +153,7 @@ def train_worker(loop_config: dict) -> None:
         ray.train.report({**metrics, **size}, checkpoint=checkpoint)
 
     restored = ray.train.get_checkpoint()
-    with tempfile.TemporaryDirectory(prefix="raydistill-ckpt-") as local:
+    with staging_dir() as local:
         with restored.as_directory() if restored else contextlib.nullcontext(None) as resume:
             train(config, data, report=report, checkpoint_dir=Path(local), evaluate=evaluate,
                   resume=Path(resume) if resume else None, teacher=setup.teacher, live_teacher=live_teacher,
