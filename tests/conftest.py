@@ -14,8 +14,9 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 
 # A line Ray forwards to the driver's stderr from its own processes while the session's
-# cluster is up, e.g. "\x1b[33m(raylet)\x1b[0m ... disk is over 95% full" or "(pid=123) ...".
-RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)*\((raylet|gcs_server|[^()]*pid=\d+[^()]*)\)")
+# cluster is up, e.g. "\x1b[33m(raylet)\x1b[0m ... disk is over 95% full", "(raylet, ip=10.0.0.2) ..."
+# or "(TrainTrainable pid=123, ip=...) ...".
+RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)*\((raylet|gcs_server|autoscaler|[^()]*pid=\d+)[^()]*\)")
 
 
 @pytest.fixture

@@ -106,6 +106,8 @@ def test_error_lines_keeps_ours_and_drops_what_ray_forwards(error_lines):
     print("\x1b[33m(raylet)\x1b[0m [2026-12-03 14:24:03,840 E 1 2] (raylet) file_system_monitor.cc:116: "
           "/tmp/ray/session_x is over 95% full", file=sys.stderr)
     print("(TrainTrainable pid=4711) starting", file=sys.stderr)
+    print("(raylet, ip=10.0.0.2) worker killed", file=sys.stderr)
+    print("\x1b[36m(RayTrainWorker pid=12, ip=10.0.0.2)\x1b[0m step 3", file=sys.stderr)
     print("raydistill: error: --hours 0: must be > 0 (it was (raylet) once)", file=sys.stderr)
     assert error_lines() == ["raydistill: error: --hours 0: must be > 0 (it was (raylet) once)"]
 
