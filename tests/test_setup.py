@@ -98,7 +98,7 @@ def test_a_new_worker_removes_the_checkpoint_staging_of_killed_workers(tmp_path,
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = tmp_path / f"{STAGING_PREFIX}{int(gone.stdout)}-abc"
     live = tmp_path / f"{STAGING_PREFIX}{os.getppid()}-def"  # this test's parent: running
-    other = tmp_path / "raydistill-ckpt-notapid"
+    other = tmp_path / f"{STAGING_PREFIX}notapid-x"  # matches the pattern; no pid in it
     for d in (dead, live, other):
         d.mkdir()
         (d / "student.pt").write_bytes(b"x")
