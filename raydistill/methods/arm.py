@@ -68,9 +68,6 @@ class ArmHubert(Method):
     def masks(self, config: TrainConfig) -> bool:
         return config.arm.masking
 
-    def forward(self, trained, wave, mask, config: TrainConfig):
-        return trained(wave, mask, config.optim.feature_grad_mult)
-
     def loss(self, module, out, mask, ctx: StepContext):
         arm = ctx.config.arm
         mapping = layer_map(len(out.states) - 1, ctx.teacher_info.num_layers)

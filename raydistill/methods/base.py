@@ -126,9 +126,10 @@ class Method:
         """Whether the student's input is masked (the loop samples the mask)."""
         return False
 
-    def forward(self, trained: nn.Module, wave: Tensor, mask: Optional[Tensor], config: TrainConfig):
-        """Run the (possibly DDP-wrapped) student; returns its ``HubertOutput``."""
-        return trained(wave, mask, config.optim.feature_grad_mult)
+    def forward(self, module: nn.Module, wave: Tensor, mask: Optional[Tensor], config: TrainConfig):
+        """Run the student (``module``, as :meth:`build` made it); returns its ``HubertOutput``.
+        The loop runs this and :meth:`loss` inside one ``DDP.forward`` (train/loop.py: MethodStep)."""
+        return module(wave, mask, config.optim.feature_grad_mult)
 
     def loss(self, module: nn.Module, out, mask: Optional[Tensor], ctx: StepContext) -> tuple[Tensor, dict]:
         """(loss to minimise, metrics) for one step. Metrics are detached 0-dim tensors, left on

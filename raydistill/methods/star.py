@@ -34,8 +34,8 @@ class Star(Method):
     def build(self, config: TrainConfig, teacher: TeacherInfo):
         return Student(frozen_mask_emb(HubertModel(config.student)))
 
-    def forward(self, trained, wave, mask, config: TrainConfig):
-        return trained(wave, None, config.optim.feature_grad_mult, need_attention=config.star.attn_weight > 0)
+    def forward(self, module, wave, mask, config: TrainConfig):
+        return module(wave, None, config.optim.feature_grad_mult, need_attention=config.star.attn_weight > 0)
 
     def loss(self, module, out, mask, ctx: StepContext):
         star = ctx.config.star

@@ -160,7 +160,9 @@ def train(
     if opt.compile:
         module.model.compile(dynamic=True)  # in place: state_dict keys unchanged
     layer_drop = getattr(config.student, "layer_drop", 0.0) > 0  # dropped layers get no gradient
-    trained = nn.parallel.DistributedDataParallel(module, find_unused_parameters=layer_drop) if world > 1 else module
+    step_module = MethodStep(method, module, config)
+    trained = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=layer_drop) if world > 1 \
+        else step_module
     centroids = data.centroids.to(device) if data.centroids is not None else None
     checkpoint_dir = Path(checkpoint_dir)
     mask_rng = torch.Generator().manual_seed(config.seed * 1000 + rank + 7919 * step)
@@ -192,8 +194,7 @@ def train(
             synced = not ddp or micro == accum - 1
             with contextlib.nullcontext() if synced else trained.no_sync():
                 with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-                    out = method.forward(trained, wave, mask, config)
-                    loss, extra = method.loss(module, out, mask, ctx)
+                    loss, extra = trained(wave, mask, ctx)
                 loss = loss.float()
                 (loss / accum).backward()
             watch.add(loss, step)
@@ -224,6 +225,24 @@ def train(
             report(metrics, ckpt)
             window.start()
     return metrics
+
+
+class MethodStep(nn.Module):
+    """The method's whole step as one module: the student's forward and the loss, heads included.
+
+    DDP is wrapped around this, not around the student alone: with ``find_unused_parameters``
+    (layer drop) DDP marks every parameter it cannot reach from what its ``forward`` returns as
+    unused, so a head run outside it (DiceHuBERT's prediction head, the methods' projections)
+    would be marked ready twice, once as unused and once by its gradient. Its parameters are
+    the student's: checkpoints save ``module``, whose state_dict keys stay unchanged."""
+
+    def __init__(self, method, module: nn.Module, config: TrainConfig):
+        super().__init__()
+        self.method, self.module, self.config = method, module, config
+
+    def forward(self, wave: torch.Tensor, mask: Optional[torch.Tensor], ctx: StepContext):
+        out = self.method.forward(self.module, wave, mask, self.config)
+        return self.method.loss(self.module, out, mask, ctx)
 
 
 def _checkpoint(directory: Path, config, module, optimizer, scheduler, step, teacher) -> Path:
