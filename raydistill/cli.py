@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill import __version__
-from raydistill.errors import UserError
+from raydistill.errors import RunFailed, UserError
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
@@ -292,6 +292,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as e:
         print(f"raydistill: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"raydistill: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("raydistill: interrupted (a search continues with --resume, a study by rerunning its command)", file=sys.stderr)
         return 130

@@ -187,3 +187,9 @@ def log(msg: str) -> None:
     """A progress message for the user (stderr, so stdout stays machine-readable)."""
     sys.stderr.write(f"[raydistill] {msg}\n")
     sys.stderr.flush()
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` (an error message, say) as one line of at most ``limit`` characters."""
+    line = " ".join(text.split()) or "no error message"
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -62,7 +62,7 @@ def trial_runs(workdir, experiment):
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_path):
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_path, capsys, error_lines):
     for name in ("dice", "distil"):  # each method's own base, no knobs
         space = yaml.safe_load((REPO / "search_spaces" / f"{name}.yaml").read_text())
         space["params"] = {}
@@ -84,6 +84,19 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_p
     healthy = trials["dicehubert"]
     assert healthy.data.tags["raydistill.status"] in ("completed", "stopped")
     assert math.isfinite(healthy.data.metrics["overall_score"])
+    assert "failed       1 trial(s); distilhubert" in capsys.readouterr().out  # the summary says so
+
+    # A search whose every trial fails says so in one line and exits 1 (what `ray job submit` shows),
+    # not 0 with "best trial -: n/a". Same workdir: corpus, teacher and references are cached.
+    error_lines()
+    code = main(["search", "--space", str(tmp_path / "distil.yaml"), "--smoke", "--trials", "1", "--workdir",
+                 str(workdir), "--experiment", "faults", "--name", "all-fail"])
+    assert code == 1
+    (line,) = error_lines()
+    assert line.startswith("raydistill: error: search all-fail: all 1 trial(s) failed; distilhubert") and \
+        "loss became" in line, line
+    runs = {r.info.run_name: r for r in trial_runs(workdir, "faults")["search"]}
+    assert runs["all-fail"].info.status == "FAILED"
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ anything is written and then joined, and a remote MLflow server, checked beside 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
@@ -74,3 +75,59 @@ def connect(address: Optional[str]):
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UserError(f"cannot connect to the Ray cluster at {address or 'local'}: {str(e).splitlines()[0][:200]}") from None
     return ray
+
+
+# Where `ray up` leaves the cluster's autoscaling config on the head (node types filled in with
+# the resources of their instance types): the file Ray's own head is started with.
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+
+
+def capacity(ray, bootstrap: Optional[Path] = None) -> dict[str, float]:
+    """The most of each resource the cluster can hold: what is up now or what its autoscaler may
+    start, whichever is more. An autoscaling cluster's GPU workers (min 0) are not up when a
+    search starts, and may have idled out while the references were scored on the head:
+    planning from the nodes up now would give trials no GPU, or one trial at a time."""
+    now = {k: float(v) for k, v in ray.cluster_resources().items()}
+    limits = autoscaling_limits(bootstrap)
+    return {k: max(now.get(k, 0.0), limits.get(k, 0.0)) for k in {*now, *limits}}
+
+
+def autoscaling_limits(bootstrap: Optional[Path] = None) -> dict[str, float]:
+    """The resources of the largest cluster the autoscaler may build: Ray's record of the cluster
+    config (the one Ray Train checks its workers against), else the ``ray up`` config on this
+    head; {} for a cluster without an autoscaler (a local one, ``ray start`` by hand)."""
+    try:
+        from ray._private.state import state
+
+        limits = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API (docs/architecture.md#ray): fall back to the file
+        limits = None
+    if limits:
+        return {k: float(v) for k, v in limits.items()}
+    path = Path(bootstrap or BOOTSTRAP_CONFIG).expanduser()
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return node_type_limits(config)
+
+
+def node_type_limits(config: dict) -> dict[str, float]:
+    """Sum over an autoscaling config's node types of ``max_workers`` (the head: one) times their
+    ``resources``, workers capped by the cluster's ``max_workers``. Node types whose resources
+    are left to detection (``{}``) count nothing: ``ray up`` fills them in for the clouds it knows."""
+    types = config.get("available_node_types") or {}
+    head = config.get("head_node_type")
+    budget = config.get("max_workers")
+    total: dict[str, float] = {}
+    for name, node in types.items():
+        count = 1 if name == head else int(node.get("max_workers", 0))
+        if name != head and budget is not None:
+            count = min(count, int(budget))
+        for key, value in (node.get("resources") or {}).items():
+            total[key] = total.get(key, 0.0) + count * float(value)
+    return total

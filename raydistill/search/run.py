@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from raydistill.errors import UserError
+from raydistill.errors import RunFailed, UserError
 from raydistill.methods import TeacherInfo
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.prepare import (Workdir, check_corpus, check_mlflow_uri, check_teacher, default_device, ensure_targets,
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
-from raydistill.search.cluster import check_address_form, check_services, connect
+from raydistill.search.cluster import capacity, check_address_form, check_services, connect
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.plan import parse_bytes
 from raydistill.search.setup import TrialSetup, make_setup
@@ -42,7 +42,7 @@ from raydistill.search.space import SearchSpace, load_space
 from raydistill.targets.store import store_root
 from raydistill.search.trial import DRIVER_MEMORY, remove_stale_staging, student_size, trial_config, trial_driver
 from raydistill.teacher.sources import Teacher
-from raydistill.utils import log, stable_hash
+from raydistill.utils import log, one_line, stable_hash
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # search ids: directory, Optuna study and MLflow tag
 MAX_SEED = 2**31 - 1  # Optuna's sampler takes 32-bit seeds, and evaluation seeds are offset from it
@@ -182,6 +182,10 @@ def check_run_options(opts) -> None:
     gpus = opts.gpus_per_worker
     if gpus is not None and not (math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
         raise UserError(f"--gpus-per-worker must be 0, a fraction of one GPU, or a whole number, found {gpus}")
+    if opts.workers > 1 and gpus is not None and 0 < gpus < 1:
+        # NCCL refuses two ranks of one process group on one GPU; a fraction shares a GPU between trials
+        raise UserError(f"--workers {opts.workers} with --gpus-per-worker {gpus:g}: DDP's ranks need a whole GPU each "
+                        "(NCCL refuses two on one GPU); share GPUs between single-worker trials (--workers 1) instead")
     if not 0 <= opts.seed <= MAX_SEED:
         raise UserError(f"--seed must be between 0 and {MAX_SEED}, found {opts.seed}")
     ray = sys.modules.get("ray")
@@ -240,7 +244,7 @@ def run_search(opts: SearchOptions) -> dict:
         warm_trials = rebuild(tracker.client, tracker.experiment, warm, space, objectives)
     # the teacher pass runs where the trials will: on GPUs when they ask for them (an autoscaling
     # cluster may have none yet), else where the cluster has them
-    gpus = opts.gpus_per_worker > 0 if opts.gpus_per_worker is not None else None
+    gpus = (opts.gpus_per_worker if opts.gpus_per_worker is not None else capacity(ray).get("GPU", 0)) > 0
     store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers, live=features == "live"),
                            device=device, distributed=True, gpus=gpus)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
@@ -280,6 +284,11 @@ def run_search(opts: SearchOptions) -> dict:
         lost = tracker.close_lost_trials()
         if lost:
             log(f"{lost} trial run(s) of a killed driver were never restored by Tune: marked lost in MLflow")
+        summary["failed"] = failed_trials(tracker, search_id)
+        if len(results) and results.num_errors == len(results):
+            name, reason = summary["failed"][0] if summary["failed"] else ("-", "")
+            raise RunFailed(f"search {search_id}: all {len(results)} trial(s) failed; {name}: {one_line(reason)} "
+                            f"(each trial's error: MLflow tag raydistill.error, or {workdir.ray_results / search_id})")
         evaluate_stopped_trials(tracker, results, setup)
         if opts.confirm:
             from raydistill.search.confirm import confirm_top
@@ -290,6 +299,9 @@ def run_search(opts: SearchOptions) -> dict:
             summary["best"] = best
             summary["random_init"] = baselines.log("random_init", student=best["config"])
             tracker.link_references(baselines.run_ids)
+    except RunFailed:
+        tracker.end_search({}, status="FAILED")
+        raise
     except BaseException:
         tracker.end_search({}, status="KILLED")  # --resume continues it
         raise
@@ -437,7 +449,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(num_samples=opts.trials, search_alg=searcher, scheduler=scheduler,
-                                        max_concurrent_trials=_max_concurrent(opts, setup, ray.cluster_resources())),
+                                        max_concurrent_trials=_max_concurrent(opts, setup, capacity(ray))),
             run_config=tune.RunConfig(name=search_id, storage_path=str(workdir.ray_results), callbacks=callbacks,
                                       verbose=1, failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
         )
@@ -480,6 +492,15 @@ def best_trial(tracker, search_id: str) -> Optional[dict]:
             "config": run_config(r)}
 
 
+def failed_trials(tracker, search_id: str) -> list[tuple[str, str]]:
+    """(run name, reason) of this search's trials that failed (``error`` or ``diverged``), from MLflow."""
+    from raydistill.tracking.mlflow import trial_runs
+
+    return [(r.info.run_name, r.data.tags.get("raydistill.error", ""))
+            for r in trial_runs(tracker.client, tracker.experiment, search_id, order_by=["attributes.start_time ASC"])
+            if r.data.tags.get("raydistill.status") in ("error", "diverged")]
+
+
 def ui_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
     """The MLflow UI's runs table of an experiment (its bare experiment URL opens an overview page)."""
     return f"{host}/#/experiments/{experiment_id}/runs"
@@ -497,6 +518,7 @@ def print_summary(summary: dict, uri: str) -> None:
                 f"  |  {tasks}")
 
     best = summary.get("best")
+    failed = summary.get("failed") or []
     confirmed = [c for c in summary.get("confirmed") or [] if c.get("confirmed") is not None]
     lines = [
         "",
@@ -508,6 +530,7 @@ def print_summary(summary: dict, uri: str) -> None:
            "heads' learning rates tuned on dev (ranked by this): "
            + ";  ".join(f"{c['run_name']} {c['confirmed']:.2f} ± {c['spread']:.2f} (single {c['overall_score']:.2f})"
                         for c in sorted(confirmed, key=lambda c: -c["confirmed"]))] if confirmed and best else []),
+        *([f"  failed       {len(failed)} trial(s); {failed[0][0]}: {one_line(failed[0][1], 200)}"] if failed else []),
         f"  teacher      {fmt(summary.get('teacher'))}",
         f"  random init  {fmt(summary.get('random_init'))}",
         f"  fbank        {fmt(summary.get('fbank'))}",

@@ -73,8 +73,10 @@ def make_setup(opts, search_id: str, corpus, store, teacher, budgets: dict[str, 
     """The setup of a search, study or ``train`` run from its options (``workers``,
     ``cpus_per_worker``, ``gpus_per_worker``, ``seed``, ``max_failures``) and what it prepared;
     ``more``: the optional fields (base, method_bases, references, pretrain_targets_dir)."""
-    resources = ray.cluster_resources()
-    gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
+    from raydistill.search.cluster import capacity
+
+    gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else \
+        (1.0 if capacity(ray).get("GPU", 0) > 0 else 0.0)  # GPU workers the autoscaler may start count
     return TrialSetup(
         search_id=search_id,
         corpus_dir=str(corpus.root),

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill.config import TrainConfig
-from raydistill.errors import UserError
+from raydistill.errors import RunFailed, UserError
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.methods import TeacherInfo, student_model, teacher_needs
 from raydistill.models.macs import count_params
 from raydistill.prepare import (Workdir, check_corpus, check_teacher, default_device, ensure_targets,
                                 masks_teacher_input, resolve_corpus, resolve_teacher)
-from raydistill.utils import log, read_yaml_mapping, stable_hash
+from raydistill.utils import log, one_line, read_yaml_mapping, stable_hash
 
 CONFIG_KEYS = {"corpus", "teacher", "smoke", "train", "scores", "ranked_by", "source", "provenance"}
 
@@ -130,10 +130,12 @@ def run_train(opts: TrainOptions) -> dict:
     log(f"training {config.method} ({config.optim.max_steps} steps) on Ray Train, MLflow run {run_id}")
     try:
         result = make_trainer(setup, config, f"train-{run_id_hash}-{int(time.time())}").fit()
-    except Exception as e:
-        client.set_tag(run_id, "raydistill.error", str(e).splitlines()[0][:1000] if str(e) else type(e).__name__)
+    except Exception as e:  # Ray's TrainingFailedError: the worker's own error is its message's last line
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(e).__name__
+        client.set_tag(run_id, "raydistill.error", reason[:4000])
         client.set_terminated(run_id, status="FAILED")
-        raise
+        raise RunFailed(f"training failed: {one_line(reason)} (MLflow run {run_id})") from e
     metrics = numeric(result.metrics or {})
     log_metrics(client, run_id, metrics, step=config.optim.max_steps)
     if result.checkpoint is not None:
