@@ -203,7 +203,7 @@ def check_needs(needs: TeacherNeeds, teacher_layers: int, has_head: bool, spec: 
             raise UserError(f"teacher layer {layer} does not exist: the teacher has {teacher_layers} layers")
     if needs.logits and not has_head:
         raise UserError(f"teacher {spec} has no pre-training head: logit distillation (kd) "
-                        "needs a checkpoint with final_proj and label embeddings")
+                        "needs a checkpoint with final_proj and label embeddings, or one given with ?head=FILE")
 
 
 def embedded_corpus_dir(workdir: Workdir, config) -> Path:

@@ -104,6 +104,19 @@ def test_a_bad_plan_is_one_clear_error(tmp_path, change, message):
         load_plan(write_plan(tmp_path, **change))
 
 
+def test_the_plan_runs_its_cells_on_the_resources_its_spaces_ask_for(tmp_path, capsys, monkeypatch):
+    """The base-scale plan's spaces ask for a GPU and 8 CPUs per trial (their smoke sections for
+    one CPU): a study's cells get them unless a flag says otherwise, as a search's trials do."""
+    base = REPO / "studies" / "papers-base.yaml"
+    assert load_plan(base).resources == {"workers": 1, "cpus_per_worker": 8.0, "gpus_per_worker": 1.0}
+    assert load_plan(base, smoke=True).resources == {"workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0}
+    workdir = tmp_path / "runs"
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # a local cluster of 2 cores cannot hold one cell
+    assert main(["study", "--plan", str(base), "--workdir", str(workdir)]) == 2
+    assert "--cpus-per-worker 8 needs more CPUs than this machine has" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
 def test_a_bad_plan_exits_2_without_writing(tmp_path, capsys):
     workdir = tmp_path / "runs"
     assert main(["study", "--plan", str(write_plan(tmp_path, seeds=[])), "--workdir", str(workdir)]) == 2

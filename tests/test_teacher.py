@@ -237,9 +237,57 @@ def test_raydistill_checkpoint_mask_embedding_follows_its_method(tmp_path):
 
 
 def test_mask_embedding_spec_options():
-    with pytest.raises(UserError, match="the only option after '\\?' is mask_emb=FILE"):
+    with pytest.raises(UserError, match="the options after '\\?' are mask_emb=FILE and head=FILE"):
         load_teacher("torchaudio:/x.pt?emb=/e.pt")
+    with pytest.raises(UserError, match="head= is given twice"):
+        load_teacher("torchaudio:/x.pt?head=/a.pt&head=/b.pt")
     with pytest.raises(UserError, match="needs a file"):
         load_teacher("torchaudio:/x.pt?mask_emb=")
     with pytest.raises(UserError, match="bad teacher"):
         parse_spec("embedded?mask_emb=/e.pt")
+
+
+# --------------------------------------------------------------------------- pre-training head
+def test_a_head_file_gives_an_encoder_only_teacher_its_logits(real_teachers, tmp_path):
+    """?head=FILE: Hugging Face's HubertModel and torchaudio's hubert_base hold no pre-training
+    head, which kd reads; the head comes from a file (here torchaudio's logit_generator entries,
+    or fairseq's names), and makes the teacher's key (its logits differ)."""
+    from raydistill.prepare import check_needs
+    from raydistill.targets.store import TeacherNeeds
+
+    pretrain = torch.load(real_teachers["pretrain"], weights_only=True)
+    torch.save({k: v for k, v in pretrain.items() if k.startswith("logit_generator.")}, tmp_path / "head.pt")
+    fairseq = {"final_proj.weight": pretrain["logit_generator.final_proj.weight"],
+               "final_proj.bias": pretrain["logit_generator.final_proj.bias"],
+               "label_embs_concat": pretrain["logit_generator.label_embeddings"]}
+    torch.save(fairseq, tmp_path / "fairseq-head.pt")
+    plain = load_teacher(f"torchaudio:{real_teachers['base']}")
+    with pytest.raises(UserError, match="no pre-training head"):
+        check_needs(TeacherNeeds(logits=True), 12, plain.head is not None, plain.spec)
+    with_head = load_teacher(f"torchaudio:{real_teachers['base']}?head={tmp_path / 'head.pt'}")
+    check_needs(TeacherNeeds(logits=True), 12, with_head.head is not None, with_head.spec)
+    assert with_head.head.num_classes == 100 and with_head.key != plain.key
+    full = load_teacher(f"torchaudio:{real_teachers['pretrain']}")
+    last = torch.randn(5, 768)
+    torch.testing.assert_close(with_head.logits(last), full.logits(last))
+    both = load_teacher(f"torchaudio:{real_teachers['base']}?mask_emb={real_teachers['pretrain']}"
+                        f"&head={tmp_path / 'fairseq-head.pt'}")
+    assert both.mask_embedding and both.describe()["num_classes"] == 100
+    torch.testing.assert_close(both.logits(last), full.logits(last))
+    with pytest.raises(UserError, match="has a pre-training head already"):
+        load_teacher(f"torchaudio:{real_teachers['pretrain']}?head={tmp_path / 'head.pt'}")
+    torch.save({**fairseq, "final_proj.weight": torch.zeros(256, 64)}, tmp_path / "narrow.pt")
+    with pytest.raises(UserError, match="do not fit a teacher of width 768"):
+        load_teacher(f"torchaudio:{real_teachers['base']}?head={tmp_path / 'narrow.pt'}")
+    torch.save({"final_proj.weight": fairseq["final_proj.weight"]}, tmp_path / "partial.pt")
+    with pytest.raises(UserError, match="expected one entry named .*final_proj.bias"):
+        load_teacher(f"torchaudio:{real_teachers['base']}?head={tmp_path / 'partial.pt'}")
+
+
+def test_a_head_file_with_a_hugging_face_teacher(base_teachers, real_teachers, tmp_path):
+    if "hf" not in base_teachers:
+        pytest.skip("transformers is not installed")
+    pretrain = torch.load(real_teachers["pretrain"], weights_only=True)
+    torch.save({k: v for k, v in pretrain.items() if k.startswith("logit_generator.")}, tmp_path / "head.pt")
+    teacher = load_teacher(f"hf:{base_teachers['hf']}?head={tmp_path / 'head.pt'}")
+    assert teacher.head is not None and teacher.describe()["num_classes"] == 100

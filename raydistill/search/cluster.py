@@ -100,7 +100,7 @@ def autoscaling_limits(bootstrap: Optional[Path] = None) -> dict[str, float]:
         from ray._private.state import state
 
         limits = state.get_max_resources_from_cluster_config()
-    except Exception:  # noqa: BLE001 - a private API (docs/architecture.md#ray): fall back to the file
+    except Exception:  # noqa: BLE001 - a private API (docs/architecture.md#optuna): fall back to the file
         limits = None
     if limits:
         return {k: float(v) for k, v in limits.items()}

@@ -41,6 +41,7 @@ from typing import Any, Optional
 from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, teacher_needs
+from raydistill.search.cluster import capacity
 from raydistill.search.setup import TrialSetup
 from raydistill.utils import log, read_yaml_mapping, stable_hash
 
@@ -93,6 +94,7 @@ class Plan:
     comparisons: tuple[Comparison, ...]
     subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tasks: tuple[str, ...] = ()  # () = the suite's tasks
+    resources: dict = field(default_factory=dict)  # per worker: the most any of its arms' spaces asks for
 
     def selected(self, only: Optional[str]) -> tuple[Comparison, ...]:
         """The comparisons ``--only`` names: a subset's name or comparison ids, comma-separated."""
@@ -227,8 +229,12 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
         bad = [m for m in (members or []) if str(m) not in ids]
         if not members or bad:
             raise UserError(f"{path}: subset {subset}: unknown comparison id(s) {bad or '(none given)'}")
+    resources: dict = {}
+    for space in spaces.values():
+        for key, value in space.resources.items():
+            resources[key] = max(resources.get(key, value), value)
     return Plan(path, name, str(raw.get("description", "")), tuple(seeds), evaluation, arms, tuple(comparisons),
-                {str(k): tuple(map(str, v)) for k, v in subsets.items()}, tuple(tasks))
+                {str(k): tuple(map(str, v)) for k, v in subsets.items()}, tuple(tasks), resources)
 
 
 
@@ -276,12 +282,14 @@ class StudyOptions:
         from raydistill.search.cluster import check_services
         from raydistill.search.run import check_run_options
 
-        self.workers = 1 if self.workers is None else self.workers
-        self.cpus_per_worker = 1.0 if self.cpus_per_worker is None else self.cpus_per_worker
+        plan = load_plan(self.plan, smoke=self.smoke)
+        defaults = {"workers": 1, "cpus_per_worker": 1.0, **plan.resources}  # flags, else the arms' spaces'
+        for name in ("workers", "cpus_per_worker", "gpus_per_worker"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults.get(name))
         check_run_options(self)
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise UserError(f"--max-concurrent must be >= 1, found {self.max_concurrent}")
-        plan = load_plan(self.plan, smoke=self.smoke)
         comparisons = plan.selected(self.only)
         arms = plan.arms_of(comparisons)
         corpus = check_corpus(self.corpus)
@@ -416,7 +424,7 @@ def _tune(opts: StudyOptions, setup: TrialSetup, tracker, workdir, study_id: str
     trainable = tune.with_resources(tune.with_parameters(study_driver, setup=setup, cells=cells),
                                     {"cpu": 0, "memory": DRIVER_MEMORY})
     attempt = sum(1 for _ in (workdir.ray_results).glob(f"{study_id}-run*")) + 1
-    concurrent = opts.max_concurrent or setup.trials_at_once(ray.cluster_resources())
+    concurrent = opts.max_concurrent or setup.trials_at_once(capacity(ray))
     log(f"training {len(cells)} cell(s), {min(concurrent, len(cells))} at a time")
     tuner = tune.Tuner(
         trainable,

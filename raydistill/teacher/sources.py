@@ -22,6 +22,14 @@ teacher, DiceHuBERT, ARMHuBERT with masking). Files without: torchaudio's ``hube
 ``hubert_large`` encoder state dicts, and students of methods that never mask (their
 ``mask_emb`` stays at its random initialisation).
 
+Likewise ``?head=FILE`` gives a teacher without one its HuBERT pre-training head (what logit
+distillation, ``kd``, reads): a state dict with ``final_proj.weight``, ``final_proj.bias`` and the
+unit embeddings (``label_embs``, ``label_embs_concat`` or ``label_embeddings``, bare or under a
+prefix such as torchaudio's ``logit_generator.``), e.g. the entries of fairseq's HuBERT
+checkpoint saved with ``torch.save``. Hugging Face's ``HubertModel`` and torchaudio's
+``hubert_base`` hold none. Both options may be given, joined by ``&``:
+``hf:DIR?mask_emb=E.pt&head=H.pt``. The head changes the logits, so it is part of the teacher's key.
+
 A missing or mismatched file is a :class:`UserError` that names the file.
 """
 
@@ -45,7 +53,7 @@ from raydistill.utils import file_hash, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
 LOGITS = -1  # pseudo-layer: the teacher's pre-training head logits (cos/0.1 over its C units)
-MASK_EMB = "?mask_emb="  # spec suffix naming a file that holds the teacher's mask embedding
+OPTIONS = ("mask_emb", "head")  # ?NAME=FILE after a file spec: the mask embedding, the pre-training head
 # keys a state dict may hold the mask embedding under (torchaudio pre-training, Hugging Face, raydistill)
 MASK_EMB_KEYS = ("mask_generator.mask_embedding", "masked_spec_embed", "mask_emb")
 
@@ -117,22 +125,29 @@ SPEC_FORMS = ("'embedded', 'raydistill:PATH', 'torchaudio:PATH[#arch]' or 'hf:DI
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """``"torchaudio:/x.pt"`` -> ``("torchaudio", "/x.pt")``; ``"embedded"`` -> ``("embedded", "")``
-    (a ``?mask_emb=FILE`` suffix stays in the second part: :func:`split_mask_emb`)."""
+    (``?mask_emb=FILE&head=FILE`` options stay in the second part: :func:`split_options`)."""
     kind, _, rest = spec.partition(":")
     if kind not in KINDS or (kind == "embedded") != (rest == ""):
         raise UserError(f"bad teacher {spec!r}: use {SPEC_FORMS}")
-    _, query, option = rest.partition("?")
-    if query and not option.startswith("mask_emb="):
-        raise UserError(f"bad teacher {spec!r}: the only option after '?' is mask_emb=FILE")
+    split_options(spec)
     return kind, rest
 
 
-def split_mask_emb(spec: str) -> tuple[str, Optional[str]]:
-    """``"torchaudio:/x.pt#hubert-base?mask_emb=/e.pt"`` -> ``("torchaudio:/x.pt#hubert-base", "/e.pt")``."""
-    base, sep, path = spec.partition(MASK_EMB)
-    if sep and not path:
-        raise UserError(f"bad teacher {spec!r}: ?mask_emb= needs a file")
-    return base, (path if sep else None)
+def split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """``"torchaudio:/x.pt#hubert-base?mask_emb=/e.pt&head=/h.pt"`` ->
+    ``("torchaudio:/x.pt#hubert-base", {"mask_emb": "/e.pt", "head": "/h.pt"})``."""
+    base, query, options = spec.partition("?")
+    found: dict[str, str] = {}
+    for option in options.split("&") if query else ():
+        name, eq, path = option.partition("=")
+        if name not in OPTIONS or not eq:
+            raise UserError(f"bad teacher {spec!r}: the options after '?' are mask_emb=FILE and head=FILE, joined by '&'")
+        if not path:
+            raise UserError(f"bad teacher {spec!r}: ?{name}= needs a file")
+        if name in found:
+            raise UserError(f"bad teacher {spec!r}: {name}= is given twice")
+        found[name] = path
+    return base, found
 
 
 def load_teacher(spec: str) -> Teacher:
@@ -140,7 +155,8 @@ def load_teacher(spec: str) -> Teacher:
     kind, _ = parse_spec(spec)
     if kind == "embedded":
         raise ValueError("resolve 'embedded' to a raydistill checkpoint with raydistill.prepare first")
-    base, mask_file = split_mask_emb(spec)
+    base, options = split_options(spec)
+    mask_file, head_file = options.get("mask_emb"), options.get("head")
     target = base.partition(":")[2]
     if kind == "raydistill":
         teacher = _load_raydistill(Path(target), spec)
@@ -154,7 +170,37 @@ def load_teacher(spec: str) -> Teacher:
         # input, which the mask embedding does not change.
         teacher.model.mask_emb.data.copy_(read_mask_embedding(Path(mask_file), teacher.model.cfg.embed_dim))
         teacher.mask_embedding = True
+    if head_file is not None:
+        if teacher.head is not None:
+            raise UserError(f"teacher {spec}: its file has a pre-training head already; drop ?head=")
+        teacher.head = read_head(Path(head_file), teacher.model.cfg.embed_dim).eval().requires_grad_(False)
+        teacher.key = stable_hash([teacher.key, file_hash(Path(head_file))])  # the logits are the head's
     return teacher
+
+
+HEAD_KEYS = {"final_proj.weight": ("final_proj.weight",), "final_proj.bias": ("final_proj.bias",),
+             "label_embs": ("label_embs", "label_embs_concat", "label_embeddings")}
+
+
+def read_head(path: Path, dim: int) -> PredictionHead:
+    """HuBERT's pre-training head held by ``path`` (see the module's docstring), for a teacher of width ``dim``."""
+    state = load_torch_file(path, "head file", "a state dict of HuBERT's pre-training head")
+    if not isinstance(state, dict):
+        raise UserError(f"head file {path}: expected a state dict, found {type(state).__name__}")
+    head_state = {}
+    for name, names in HEAD_KEYS.items():
+        found = [k for k in state if isinstance(k, str) and any(k == n or k.endswith("." + n) for n in names)]
+        if len(found) != 1:
+            raise UserError(f"head file {path}: expected one entry named (or ending in) {' or '.join(names)}, "
+                            f"found {len(found)}")
+        head_state[name] = state[found[0]]
+    weight, labels = head_state["final_proj.weight"], head_state["label_embs"]
+    if weight.dim() != 2 or weight.shape[1] != dim or labels.dim() != 2 or labels.shape[1] != weight.shape[0]:
+        raise UserError(f"head file {path}: final_proj.weight {list(weight.shape)} and label embeddings "
+                        f"{list(labels.shape)} do not fit a teacher of width {dim}")
+    head = PredictionHead(dim, labels.shape[0], labels.shape[1])
+    head.load_state_dict(head_state)
+    return head
 
 
 def read_mask_embedding(path: Path, dim: int) -> Tensor:
