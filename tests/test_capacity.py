@@ -5,6 +5,7 @@ references were scored on the CPU head."""
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from raydistill.search.cluster import capacity, node_type_limits
@@ -56,3 +57,15 @@ def test_a_space_without_gpus_gets_one_per_worker_on_an_autoscaling_gpu_cluster(
     setup = make_setup(opts, "s", corpus, store, teacher, {"probe": "probe", "full": "full"}, workdir, HeadOnly)
     assert setup.gpus_per_worker == 1.0  # not 0: no GPU node is up yet
     assert setup.trials_at_once(capacity(HeadOnly)) == 8  # one per GPU worker, not one at a time
+
+
+def test_a_gpu_share_leaves_room_for_each_processs_cuda_context():
+    """Two trials at --gpus-per-worker 0.5 on an 80 GB card: the allocator caps plus the two
+    contexts (outside the allocator) stay within the card."""
+    from raydistill.search.trial import CUDA_CONTEXT_BYTES, memory_fraction
+
+    total = 80 * 1024**3
+    caps = [memory_fraction(0.5, total)] * 2
+    assert sum(c * total + CUDA_CONTEXT_BYTES for c in caps) <= total
+    assert memory_fraction(0.5, total) == pytest.approx(0.5 - 1 / 80)
+    assert memory_fraction(0.01, 16 * 1024**3) == 0.05  # a share smaller than a context: the floor

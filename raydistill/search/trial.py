@@ -142,7 +142,8 @@ def train_worker(loop_config: dict) -> None:
     if device.type == "cuda" and 0 < setup.gpus_per_worker < 1:
         # Ray's GPU fractions are logical only: cap this process's share of the memory so
         # students sharing a GPU cannot starve each other (an OOM stays in its own trial).
-        torch.cuda.set_per_process_memory_fraction(setup.gpus_per_worker, device)
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(memory_fraction(setup.gpus_per_worker, total), device)
     rank = ray.train.get_context().get_world_rank()
     evaluate = make_evaluator(corpus, setup.budgets, seed=setup.eval_seed, device=device,
                               references=setup.references) if rank == 0 else None
@@ -158,6 +159,19 @@ def train_worker(loop_config: dict) -> None:
             train(config, data, report=report, checkpoint_dir=Path(local), evaluate=evaluate,
                   resume=Path(resume) if resume else None, teacher=setup.teacher, live_teacher=live_teacher,
                   device=device)
+
+
+# What a process holds on its GPU outside PyTorch's caching allocator: the CUDA context, its
+# loaded kernels and cuBLAS/cuDNN workspaces (a few hundred MB each on current GPUs).
+CUDA_CONTEXT_BYTES = 1024**3
+
+
+def memory_fraction(share: float, total_bytes: int) -> float:
+    """The allocator cap for a worker holding ``share`` of a GPU of ``total_bytes``:
+    ``set_per_process_memory_fraction`` caps only the allocator, so the context's memory
+    (:data:`CUDA_CONTEXT_BYTES`) comes out of the share, or two trials at 0.5 would together
+    ask for more than the card has."""
+    return max(0.05, share - CUDA_CONTEXT_BYTES / total_bytes)
 
 
 def make_trainer(setup: TrialSetup, config: TrainConfig, name: str, callbacks=()):
