@@ -22,6 +22,7 @@ checks before any work and stops on a failure. What is checked, and how (docs/cl
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from dataclasses import asdict, dataclass
@@ -251,7 +252,7 @@ def auth_check(address: Optional[str]) -> Check:
         on = False
     if on:
         return Check("ray-auth", "ok", "token authentication on")
-    if address in (None, "local"):
+    if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):  # not a job on a cluster either
         return Check("ray-auth", "ok", "token authentication off (a local cluster started here, on 127.0.0.1)")
     return Check("ray-auth", "warn", f"token authentication is off on the cluster at {address}: anyone who reaches "
                                      "its ports can run code there (start every node with RAY_AUTH_MODE=token: "
