@@ -34,10 +34,11 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-# Ray >= 2.59 turns on token authentication for `ray start --head`: every process that talks
-# to the cluster (nodes, `ray job`, drivers) must agree on the mode and hold the cluster's token.
-# `ray start` does not make one: a fresh machine has no ~/.ray/auth_token, so the tests bring their
-# own (an existing RAY_AUTH_TOKEN is kept).
+# Token authentication, as the cluster configs run it: Ray 2.60's `ray start --head` turns it on
+# with RAY_AUTH_MODE=token (without it, only if a token is already on the machine), and every
+# process that talks to the cluster (nodes, `ray job`, drivers) must agree on the mode and hold
+# the cluster's token. `ray start` does not make one: a fresh machine has no ~/.ray/auth_token,
+# so the tests bring their own (an existing RAY_AUTH_TOKEN is kept).
 ENV = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token",
        "RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)}
 
