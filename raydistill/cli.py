@@ -157,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the search would cache (its free space is compared with the cache; default ./runs)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("doctor", help="pre-flight check of a cluster before a search (search runs it too)",
+                       description="Check, on every node of the Ray cluster: torch/torchaudio/CUDA agree and torch "
+                                   "uses the GPUs the OS shows, faiss imports (and its build), the workdir is seen "
+                                   "and written by all; then the MLflow store, Ray's token authentication and the "
+                                   "free space. One line per check (ok, warn, FAIL); exit 2 on a failure.")
+    p.add_argument("--address", help="the Ray cluster (auto, host:6379, ray://host:10001); default: a local one")
+    p.add_argument("--workdir", type=Path, default=Path("runs"), help="the search's workdir (default ./runs)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+    p.add_argument("--need", metavar="SIZE", help="free space the search needs in the workdir, e.g. 800G "
+                                                  "(`raydistill plan` says how much)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = sub.add_parser("train", help="train one configuration (e.g. an exported one) on Ray Train",
                        description="Rerun one configuration file (as written by `raydistill export`).")
     p.add_argument("--config", type=Path, required=True, help="configuration YAML (corpus, teacher, train)")
@@ -322,6 +334,8 @@ def _dispatch(args) -> Optional[dict]:
         return _study(args)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command == "train":
         from raydistill.search.single import TrainOptions, run_train
 
@@ -373,6 +387,27 @@ def _study(args) -> Optional[dict]:
         print(study_table(opts).markdown(), end="")
         return None
     return run_study(opts)
+
+
+def _doctor(args) -> Optional[dict]:
+    from raydistill.doctor import as_json, run_checks
+    from raydistill.prepare import Workdir
+    from raydistill.search.cluster import check_address, check_address_form, connect
+    from raydistill.search.plan import parse_bytes
+
+    need = parse_bytes(args.need, "--need") if args.need is not None else None
+    workdir = Workdir(args.workdir).check()
+    check_address_form(args.address)
+    check_address(args.address)
+    checks = run_checks(connect(args.address), workdir.root, args.mlflow_uri or workdir.mlflow_uri, args.address, need)
+    if args.json:
+        print(json.dumps(as_json(checks), indent=2))
+    else:
+        print("\n".join(c.line() for c in checks))
+    failed = [c for c in checks if c.status == "FAIL"]
+    if failed:
+        raise UserError(f"{len(failed)} check(s) failed: {', '.join(c.name for c in failed)}")
+    return None
 
 
 def _plan(args) -> Optional[dict]:

@@ -8,6 +8,7 @@
 #                               #   Debian's chromium + chromium-driver for the MLflow UI browser test
 #   scripts/setup.sh bench      # + what bench/ compares against (scikit-learn)
 #   scripts/setup.sh gpu        # faiss-gpu instead of faiss-cpu
+#   scripts/setup.sh aws        # + boto3: Ray's AWS node provider (cluster.yaml's head, `ray up`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -17,8 +18,9 @@ for arg in "$@"; do
   case "$arg" in
     test) extras="$extras,test"; browser=1 ;;
     bench) extras="$extras,bench" ;;
+    aws) extras="$extras,aws" ;;
     gpu) faiss="faiss-gpu" ;;
-    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu, aws)" >&2; exit 2 ;;
   esac
 done
 

@@ -45,9 +45,9 @@ def run_guarded(*args):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("search", "train", "export", "evaluate", "corpus", "teacher"):
+    for command in ("search", "train", "export", "evaluate", "corpus", "teacher", "doctor"):
         assert command in result.stdout
-    for command in ("search", "train", "export", "evaluate", "corpus synth", "teacher pretrain"):
+    for command in ("search", "train", "export", "evaluate", "corpus synth", "teacher pretrain", "doctor"):
         sub = run(*command.split(), "--help")
         assert sub.returncode == 0 and "usage: raydistill" in sub.stdout
 

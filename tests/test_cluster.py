@@ -4,7 +4,8 @@ process group, so killing a group is a node dying (raylet and its workers at onc
 
 Against it: a smoke search submitted with `ray job submit`; a search whose driver is killed
 and continued with `--resume`; one stopped with Ctrl-C and continued; a search during which
-the node running a trial is killed.
+the node running a trial is killed; `raydistill doctor` and a search's own pre-flight check
+with a node that does not see the workdir.
 Every check ends in MLflow: exactly one child run per trial, none missing, none duplicated.
 
 The session's local cluster (conftest) is stopped first: two Ray clusters on one machine
@@ -33,10 +34,11 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-# Ray >= 2.59 turns on token authentication for `ray start --head`: every process that talks
-# to the cluster (nodes, `ray job`, drivers) must agree on the mode and hold the cluster's token.
-# `ray start` does not make one: a fresh machine has no ~/.ray/auth_token, so the tests bring their
-# own (an existing RAY_AUTH_TOKEN is kept).
+# Token authentication, as the cluster configs run it: Ray 2.60's `ray start --head` turns it on
+# with RAY_AUTH_MODE=token (without it, only if a token is already on the machine), and every
+# process that talks to the cluster (nodes, `ray job`, drivers) must agree on the mode and hold
+# the cluster's token. `ray start` does not make one: a fresh machine has no ~/.ray/auth_token,
+# so the tests bring their own (an existing RAY_AUTH_TOKEN is kept).
 ENV = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token",
        "RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)}
 
@@ -96,20 +98,21 @@ class Nodes:
             self.stop()
             raise
 
-    def _start(self, index: int, args) -> subprocess.Popen:
+    def _start(self, index: int, args, wrap=()) -> subprocess.Popen:
         # Every node on this machine gets its own ports (Ray's defaults would collide).
         ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
                  "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
         explicit = [x for flag in ports for x in (flag, str(_free_port()))]
         low = 20_000 + 1_000 * index
         explicit += ["--min-worker-port", str(low), "--max-worker-port", str(low + 999)]
-        return subprocess.Popen([RAY, "start", "--block", "--temp-dir", self.temp, *explicit, *args], env=ENV,
+        return subprocess.Popen([*wrap, RAY, "start", "--block", "--temp-dir", self.temp, *explicit, *args], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
-    def add_worker(self) -> subprocess.Popen:
-        """A one-CPU worker node, returned once the cluster counts its CPU."""
+    def add_worker(self, *args, wrap=()) -> subprocess.Popen:
+        """A one-CPU worker node, returned once the cluster counts its CPU; ``args``: more
+        `ray start` flags, ``wrap``: a command that runs `ray start ...` (its arguments)."""
         before = self.cpus()
-        node = self._start(len(self.workers) + 1, ["--address", self.address, "--num-cpus", "1"])
+        node = self._start(len(self.workers) + 1, ["--address", self.address, "--num-cpus", "1", *args], wrap)
         self.workers.append(node)
         _wait(lambda: self.cpus() > before, 180, "a new worker node")
         return node
@@ -428,3 +431,46 @@ def test_the_distributed_teacher_pass_survives_a_killed_node_and_driver(nodes, l
     assert store.has_kmeans(9, 20) and not store.has_layer(9)
     agree = (np.asarray(store.labels(9, 20)) == np.asarray(reference.labels(9, 20))).mean()
     assert agree > 0.95, agree
+
+
+def _unshare_works() -> bool:
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -m` (root, or user namespaces)")
+def test_doctor_names_the_node_that_cannot_see_the_workdir(nodes, space, tmp_path):
+    """`doctor` passes on the cluster; then a node joins whose raylet runs in a mount namespace of
+    its own, with a tmpfs over the workdir's parent: it truly sees another directory there.
+    `doctor` fails naming that node (its resources say which), and so does a search, before any
+    work (no MLflow store written)."""
+    workdir = tmp_path / "shared" / "runs"
+    doctor = [sys.executable, "-m", "raydistill", "doctor", "--address", nodes.address, "--workdir", str(workdir)]
+    started = time.monotonic()
+    out = subprocess.run([*doctor, "--json"], env=ENV, capture_output=True, text=True, timeout=600)
+    print(f"doctor on {1 + len(nodes.workers)} nodes: {time.monotonic() - started:.0f} s")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    assert {c["status"] for c in checks.values()} == {"ok"}, checks
+    assert f"read and written by all {1 + len(nodes.workers)} node(s)" in checks["workdir"]["what"]
+    assert checks["ray-auth"]["what"] == "token authentication on"
+
+    hidden = workdir.parent
+    blind = nodes.add_worker("--resources", json.dumps({"blind": 1}),
+                             wrap=["unshare", "-m", "sh", "-c", f'mount -t tmpfs tmpfs {hidden} && exec "$0" "$@"'])
+    try:
+        out = subprocess.run(doctor, env=ENV, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+        (line,) = [x for x in out.stdout.splitlines() if x.startswith("FAIL workdir:")]
+        import re
+
+        named = re.findall(r"node [0-9a-f]{12} \(([^)]*)\): (\w+ \w+)", line)
+        assert [(where.split("; ")[1], why) for where, why in named] == [("CPU 1, blind 1", "cannot read")], line
+        assert "raydistill: error: 1 check(s) failed: workdir" in out.stderr
+        searched = subprocess.run(search_cmd(space, workdir, "doctor", "blind", "--address", nodes.address), env=ENV,
+                                  capture_output=True, text=True, timeout=600)
+        assert searched.returncode == 2, searched.stderr[-3000:]
+        assert "raydistill: error: pre-flight check failed: FAIL workdir:" in searched.stderr and "blind 1" in searched.stderr
+        assert not (workdir / "mlflow.db").exists()
+    finally:
+        nodes.kill(blind)
+        nodes.workers.remove(blind)

@@ -1,7 +1,9 @@
 """The teacher pass: length-batched = one utterance at a time, resumable shards, units of
-layers that are not cached, a bounded k-means sample. (Ray tasks over shards: test_cluster.py.)"""
+layers that are not cached, a bounded k-means sample; a pass whose tasks ask for what the cluster
+does not have says so. (Ray tasks over shards: test_cluster.py.)"""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -142,3 +144,37 @@ def test_a_store_of_nothing_still_indexes_the_utterances(teacher, tiny_corpus, t
     store = TargetStore(tmp_path / "s").ensure(teacher, tiny_corpus, train, [])
     assert store.index["ids"] == [u.id for u in train]
     assert not list(store.root.glob("layer*")) and not list(store.root.glob(".pass-*"))
+
+
+class _Told(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_pass_asking_for_a_gpu_no_node_has_fails_after_its_deadline(ray_cluster, tmp_path, monkeypatch):
+    """The local cluster has no GPU and no autoscaler: once no shard has finished for
+    ``stall_seconds``, the pass names the demand and what the cluster has, cancels its tasks and
+    fails (before: it waited forever, silently). With an autoscaler it says so once and waits."""
+    from raydistill.errors import UserError
+
+    spec = tp.PassSpec(source="never-loaded", corpus_dir=str(tmp_path), out=str(tmp_path / "pass"))
+    assert not tp.autoscaler_configured()  # Ray's monitor reports only anonymous node_<id> types
+    started = time.monotonic()
+    with pytest.raises(UserError) as raised:
+        tp.run_pass(spec, [(0, 1), (1, 2)], [1.0, 1.0], gpus=True, stall_seconds=3)
+    assert 3 <= time.monotonic() - started < 40
+    message = str(raised.value)
+    assert "no shard finished in 3 s; 2 task(s) wait, each asking for CPU 1, GPU 1" in message
+    assert "GPU 0 free of 0" in message and "no autoscaler" in message
+
+    told = []
+
+    def log(line):
+        told.append(line)
+        raise _Told  # the pass would wait on: stop it here
+
+    monkeypatch.setattr(tp, "autoscaler_configured", lambda: True)
+    monkeypatch.setattr(tp, "log", log)
+    with pytest.raises(_Told):
+        tp.run_pass(spec, [(0, 1)], [1.0], gpus=True, stall_seconds=2)
+    assert len(told) == 1 and "waiting for the autoscaler to add one" in told[0], told

@@ -220,14 +220,16 @@ def run_search(opts: SearchOptions) -> dict:
     started = time.monotonic()
     space, objectives, search_id, checked_corpus, checked_teacher, features, warm = opts.validate()  # nothing written before
     workdir = Workdir(opts.workdir).check_writable()
+    from raydistill.doctor import preflight
     from raydistill.tracking.mlflow import SearchTracker
 
     uri = opts.mlflow_uri or workdir.mlflow_uri
+    ray = connect(opts.address)
+    preflight(ray, workdir.root, uri, opts.address)  # every node's software and view of the workdir; MLflow's store
     tracker = SearchTracker(uri, opts.experiment, search_id, artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
     trials = opts.trials
     if opts.resume:
         objectives, trials = _resumed(tracker, objectives, trials, explicit=opts.objectives is not None)
-    ray = connect(opts.address)
     device = default_device()
 
     corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke, checked=checked_corpus)

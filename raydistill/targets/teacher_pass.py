@@ -29,6 +29,11 @@ the FLOPs — runs batched.
 **Workers.** With Ray initialised, every shard is a Ray task (one GPU each on a GPU cluster,
 else ``cpus`` CPUs); Ray retries a task whose node died. Without Ray it is the same function
 in a loop in this process, with the already-loaded teacher.
+
+**A pass that does not move.** When no shard has finished for ``stall_seconds`` (default 10
+minutes: an autoscaler's GPU node takes minutes to boot and set up), the pass says once what
+each waiting task asks for against what the cluster has, in all and free. A demand that no node
+can hold, on a cluster without an autoscaler to add one, would wait forever: a UserError.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from raydistill.utils import Progress, atomic_write_text, log
 
 SAMPLE_RATE = 16000
 GPU_BATCH_SECONDS = 60.0
+STALL_SECONDS = 600.0  # no shard finished for this long: say what the waiting tasks ask for
 
 
 @dataclass(frozen=True)
@@ -258,10 +264,12 @@ def prepare(spec: PassSpec, index: dict, dims: dict[int, int], extra: Optional[d
 
 def run_pass(spec: PassSpec, shards: list[tuple[int, int]], seconds: Sequence[float], *, teacher=None,
              corpus=None, device: str = "cpu", cpus: float = 1.0, max_workers: Optional[int] = None,
-             label: str = "teacher pass", distributed: bool = True, gpus: Optional[bool] = None) -> PassStats:
+             label: str = "teacher pass", distributed: bool = True, gpus: Optional[bool] = None,
+             stall_seconds: float = STALL_SECONDS) -> PassStats:
     """Run every shard without a done marker: as Ray tasks if Ray is initialised (and
     ``distributed``), else here, one after the other. ``gpus``: a task takes one GPU (default:
-    if the cluster has GPUs now; a search on an autoscaling GPU cluster says so explicitly)."""
+    if the cluster has GPUs now; a search on an autoscaling GPU cluster says so explicitly).
+    ``stall_seconds``: see the module's docstring."""
     out = Path(spec.out)
     done = done_shards(out)
     todo = [(i, s) for i, s in enumerate(shards) if i not in done]
@@ -299,16 +307,64 @@ def run_pass(spec: PassSpec, shards: list[tuple[int, int]], seconds: Sequence[fl
         stats.workers = max(1, min(limit, fit or 1, len(todo)))
         pending, queue = {}, list(todo)
         payload = asdict(spec)
+        moved, told = time.monotonic(), False
         while queue or pending:
             while queue and len(pending) < limit:
                 i, (a, b) = queue.pop(0)
                 pending[task.remote(payload, i, a, b)] = i
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=30)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(30.0, stall_seconds))
             for ref in ready:
                 pending.pop(ref)
                 finished(ray.get(ref))
+                moved, told = time.monotonic(), False
+            if not ready and not told and time.monotonic() - moved >= stall_seconds:
+                told = True
+                try:
+                    report_stall(ray, {"CPU": cpus, **({"GPU": 1} if gpus else {})}, len(pending) + len(queue),
+                                 time.monotonic() - moved, label)
+                except BaseException:
+                    for ref in pending:
+                        ray.cancel(ref)
+                    raise
     stats.wall = time.monotonic() - started
     return stats
+
+
+def report_stall(ray, ask: dict, waiting: int, seconds: float, label: str) -> None:
+    """Say why a pass is not moving: what each waiting task asks for against what the cluster
+    has, in all and free now. A demand that no node holds, on a cluster whose autoscaler cannot
+    add a node (none configured), is a UserError."""
+    from raydistill.errors import UserError
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    fits = any(all(node.get(k, 0) >= v for k, v in ask.items()) for node in nodes)
+    what = (f"{label}: no shard finished in {seconds:.0f} s; {waiting} task(s) wait, each asking for "
+            + ", ".join(f"{k} {v:g}" for k, v in ask.items()) + "; the cluster has "
+            + ", ".join(f"{k} {free.get(k, 0):g} free of {total.get(k, 0):g}" for k in ask))
+    if fits:
+        log(f"{what} (busy: waiting for running work to give them back)")
+    elif autoscaler_configured():
+        log(f"{what}; no node has that now: waiting for the autoscaler to add one (`ray status` shows its launches)")
+    else:
+        raise UserError(f"{what}; no node has that and the cluster has no autoscaler to add one: add such a node, "
+                        "or run without GPUs (a search: --gpus-per-worker 0)")
+
+
+def autoscaler_configured() -> bool:
+    """Whether the cluster's autoscaler has node types of its own (``ray up``, an
+    ``--autoscaling-config``). Read from the status Ray's monitor reports (what ``ray status``
+    shows): without an autoscaling config every node is the anonymous type ``node_<id>`` of its
+    read-only provider; no status at all is no autoscaler."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
+    except Exception:  # noqa: BLE001 - Ray's internals moved: do not fail a pass that may yet run
+        return True
+    mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(kind != f"node_{node}" for node, kind in mapping.items())
 
 
 def _ray_shard(spec: dict, shard: int, start: int, stop: int) -> dict:
