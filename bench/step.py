@@ -20,8 +20,14 @@ DistilHuBERT's layer-prediction loss on teacher layers 4/8/12; ``tiny`` = the em
 MFU = audio-s/s x FLOPs per audio-second / peak, FLOPs = 2 x teacher MACs (live only) +
 6 x student MACs (forward + backward), counted on the built models (raydistill/models/macs.py).
 
+``--spaces a.yaml,b.yaml`` measures instead each search space's base configuration (its method,
+student and batch; ``--batch-seconds`` overrides the batch) with the teacher live (``--teacher``),
+which bounds what a trial of the space needs whether its features are cached or not: one JSON
+line per space with the peak memory of its steps (``peak_gpu_mb`` on a GPU).
+
     .venv/bin/python bench/step.py                     # all variants
     .venv/bin/python bench/step.py --variants cached-bf16-eager,live-bf16-compile
+    .venv/bin/python bench/step.py --spaces search_spaces/base/dice.yaml --teacher torchaudio:hubert_pretrain_base.pt
 """
 
 from __future__ import annotations
@@ -86,14 +92,50 @@ def crop_waste(data, batch_seconds: float, max_seconds: float) -> float:
     return 1 - kept / total
 
 
-def run_variant(name: str, teacher, corpus, store_for, student: dict, args, device) -> dict:
+def train_steps(config, teacher, corpus, store_for, device):
+    """Run ``config`` through the training loop: (data, teacher needs, reported metrics, wall seconds).
+    The peak memory counters start at zero here (on CUDA; the host's is the process's)."""
     import torch
 
-    from raydistill.config import TrainConfig
-    from raydistill.methods import TeacherInfo, get_method, teacher_needs
-    from raydistill.models.macs import macs_per_second
+    from raydistill.methods import TeacherInfo, teacher_needs
     from raydistill.train.data import TrainData
     from raydistill.train.loop import train
+
+    needs = teacher_needs(config, TeacherInfo.of(teacher.describe()))
+    data = TrainData(corpus, store_for(needs), needs, config.student.conv_layers)
+    reports = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="raydistill-bench-") as tmp:
+        train(config, data, report=lambda metrics, _: reports.append(metrics), checkpoint_dir=Path(tmp),
+              teacher=teacher.describe(), live_teacher=teacher.to(device) if needs.live else None, device=device)
+    return data, needs, reports, time.perf_counter() - started
+
+
+def run_space(path: Path, teacher, corpus, store_for, args, device) -> dict:
+    """The peak memory of ``--warmup`` + ``--steps`` steps of a space's base configuration at its
+    batch (``--batch-seconds``/``--max-seconds`` when given), the teacher live."""
+    from raydistill.config import TrainConfig
+    from raydistill.search.space import load_space
+
+    d = load_space(path).base_config().to_dict()
+    optim = {**d["optim"], "max_steps": args.warmup + args.steps}
+    if args.batch_seconds:
+        optim.update(batch_seconds=args.batch_seconds, max_seconds=args.max_seconds)
+    config = TrainConfig.from_dict({**d, "optim": optim, "teacher_features": "live", "eval_every": args.warmup},
+                                   where=str(path))
+    _, _, reports, wall = train_steps(config, teacher, corpus, store_for, device)
+    return {"bench": "step_space", "space": str(path), "method": config.method, "teacher_features": "live",
+            "batch_seconds": config.optim.batch_seconds, "max_seconds": config.optim.max_seconds,
+            "precision": config.optim.precision, "device": str(device), "steps": config.optim.max_steps,
+            "wall_seconds": round(wall, 1), **peak_memory_mb(device)}
+
+
+def run_variant(name: str, teacher, corpus, store_for, student: dict, args, device) -> dict:
+    from raydistill.config import TrainConfig
+    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.models.macs import macs_per_second
 
     mode, precision, compiled = name.split("-")
     # compiled variants recompile for the first few batch shapes (dynamic shapes settle after a few)
@@ -106,17 +148,7 @@ def run_variant(name: str, teacher, corpus, store_for, student: dict, args, devi
                   "compile": compiled == "compile", "grad_accum": args.grad_accum},
     }, where="bench")
     info = TeacherInfo.of(teacher.describe())
-    needs = teacher_needs(config, info)
-    store = store_for(needs)
-    data = TrainData(corpus, store, needs, config.student.conv_layers)
-    reports = []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="raydistill-bench-") as tmp:
-        train(config, data, report=lambda metrics, _: reports.append(metrics), checkpoint_dir=Path(tmp),
-              teacher=teacher.describe(), live_teacher=teacher.to(device) if needs.live else None, device=device)
-    wall = time.perf_counter() - started
+    data, needs, reports, wall = train_steps(config, teacher, corpus, store_for, device)
     # steady state: the reports after the first (which holds the warm-up and compilation)
     first, rest = reports[0], reports[1:]
     seconds = rest[-1]["train_seconds"] - first["train_seconds"]
@@ -156,6 +188,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=15.6)
     p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (optim.grad_accum)")
     p.add_argument("--device", default=None)
+    p.add_argument("--corpus", help="a corpus directory (default: the embedded corpus, built in --workdir)")
+    p.add_argument("--teacher", help="teacher spec (default: a random-weight HuBERT-base-shaped raydistill "
+                   "checkpoint (base) or the embedded teacher (tiny))")
+    p.add_argument("--spaces", help="comma-separated search-space files: measure their base configurations instead")
     args = p.parse_args(argv)
 
     import torch
@@ -165,10 +201,11 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size = args.size if args.size != "auto" else ("base" if device.type == "cuda" else "tiny")
-    args.batch_seconds = args.batch_seconds or (80.0 if size == "base" else 24.0)
     workdir = Workdir(args.workdir)
-    corpus = resolve_corpus(None, workdir)
-    if SIZES[size]["teacher"] is None:
+    corpus = resolve_corpus(args.corpus, workdir)
+    if args.teacher:
+        teacher = load_teacher(args.teacher)
+    elif SIZES[size]["teacher"] is None:
         teacher = resolve_teacher("embedded", workdir, corpus, device=str(device))
     else:
         teacher = load_teacher(random_teacher(workdir.cache / "bench" / "hubert-base-random.pt", SIZES[size]["teacher"]))
@@ -176,6 +213,11 @@ def main(argv=None) -> int:
     def store_for(needs):
         return ensure_targets(teacher, corpus, workdir, needs, device=str(device))
 
+    if args.spaces:
+        for path in args.spaces.split(","):
+            emit(run_space(Path(path), teacher, corpus, store_for, args, device))
+        return 0
+    args.batch_seconds = args.batch_seconds or (80.0 if size == "base" else 24.0)
     names = args.variants.split(",") if args.variants else [
         "-".join(v) for v in itertools.product(("cached", "live"), ("fp32", "bf16"), ("eager", "compile"))]
     for name in names:

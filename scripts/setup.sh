@@ -7,22 +7,67 @@
 #   scripts/setup.sh test       # + test dependencies (pytest, transformers, selenium) and
 #                               #   Debian's chromium + chromium-driver for the MLflow UI browser test
 #   scripts/setup.sh bench      # + what bench/ compares against (scikit-learn)
+<<<<<<< HEAD
 #   scripts/setup.sh gpu        # faiss-gpu instead of faiss-cpu
 #   scripts/setup.sh aws        # + boto3: Ray's AWS node provider (cluster.yaml's head, `ray up`)
+=======
+#   scripts/setup.sh gpu        # faiss-gpu (with the CUDA 12 libraries it loads) instead of faiss-cpu
+#
+# TORCH_SPEC="torch==X torchaudio==Y [pip options]" installs another torch build: the default,
+# torch 2.14.1, is a CUDA 13 build that needs NVIDIA driver >= 580 (docs/gpu.md: CUDA 12 drivers).
+# SETUP_VENV=DIR uses (or creates) the virtual environment DIR (absolute, or relative to the repo
+# root) instead of .venv/.
+# `faiss-only` runs nothing but the faiss step (swap in the asked build, check `import faiss`) in
+# an existing SETUP_VENV, e.g. `SETUP_VENV=/tmp/v scripts/setup.sh gpu faiss-only`: what tests/test_install.py runs.
+>>>>>>> i27-gpuinstall
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 faiss="faiss-cpu"
 browser=0
+only_faiss=0
 for arg in "$@"; do
   case "$arg" in
     test) extras="$extras,test"; browser=1 ;;
     bench) extras="$extras,bench" ;;
     aws) extras="$extras,aws" ;;
     gpu) faiss="faiss-gpu" ;;
+<<<<<<< HEAD
     *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu, aws)" >&2; exit 2 ;;
+=======
+    faiss-only) only_faiss=1 ;;
+    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu, faiss-only)" >&2; exit 2 ;;
+>>>>>>> i27-gpuinstall
   esac
 done
+venv=${SETUP_VENV:-.venv}
+py="$venv/bin/python"
+
+# The faiss build, installed into the venv. faiss-cpu (a dependency) and faiss-gpu install the
+# same module `faiss`: keep one. faiss-gpu 1.15.1 is a CUDA 12 build whose loader needs
+# nvidia-cuda-runtime-cu12, nvidia-cublas-cu12 and nvidia-curand-cu12 (its dependencies, so it is
+# installed with them: without them `import faiss` raises RuntimeError); they sit beside torch's
+# CUDA 13 libraries (verified: torch 2.14.1 + torchaudio 2.11.0 + faiss-gpu 1.15.1 resolve together).
+# Removing the other build deletes the files the two share, so the one kept is reinstalled after it.
+install_faiss() {
+  local want="faiss-cpu>=1.8" drop=faiss-gpu
+  if [ "$faiss" = faiss-gpu ]; then want="faiss-gpu==1.15.1"; drop=faiss-cpu; fi
+  "$py" -m pip install -q "$want"
+  if "$py" -m pip show -q "$drop" >/dev/null 2>&1; then
+    "$py" -m pip uninstall -q -y "$drop"
+    "$py" -m pip install -q --force-reinstall --no-deps "$want"  # its dependencies are in since the line above
+  fi
+  if ! err=$("$py" -c "import faiss" 2>&1); then
+    echo "setup.sh: $faiss is installed but 'import faiss' fails: $(echo "$err" | tail -n 1)" >&2
+    exit 1
+  fi
+}
+
+if ((only_faiss)); then
+  [ -x "$py" ] || { echo "setup.sh: faiss-only needs an existing virtual environment at $venv" >&2; exit 2; }
+  install_faiss
+  exit 0
+fi
 
 # 1. System packages: the synthesiser of the embedded corpus (and, for the tests, a browser).
 missing=()
@@ -46,31 +91,24 @@ fi
 
 # 2. The virtual environment.
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv" >&2
-  "$python" -m venv .venv
+if [ ! -x "$py" ]; then
+  echo "[setup] creating $venv" >&2
+  "$python" -m venv "$venv"
 fi
 
 # 3. Python packages, skipped when the stamp matches what this script and pyproject ask for.
-stamp=".venv/.setup-stamp"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $extras $faiss"
+stamp="$venv/.setup-stamp"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $extras $faiss ${TORCH_SPEC:-}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing Python packages (first time: a few minutes)" >&2
-  .venv/bin/python -m pip install -q --upgrade pip
+  "$py" -m pip install -q --upgrade pip
   # torchaudio's wheels need a CUDA build of torch; these versions work together, CPU included.
-  # Override with TORCH_SPEC="torch==X torchaudio==Y" for another CUDA/ROCm build.
+  # Override with TORCH_SPEC="torch==X torchaudio==Y" for another CUDA/ROCm build (docs/gpu.md).
   # shellcheck disable=SC2086
-  .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchaudio==2.11.0}
+  "$py" -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchaudio==2.11.0}
   target="."
   if [ -n "$extras" ]; then target=".[${extras#,}]"; fi
-  .venv/bin/python -m pip install -q -e "$target"
-  # faiss-cpu (a dependency) and faiss-gpu (the gpu extra) install the same module: keep one build.
-  # Removing the other deletes the files they share, so the one kept is reinstalled after it.
-  drop=faiss-gpu
-  if [ "$faiss" = faiss-gpu ]; then drop=faiss-cpu; fi
-  if .venv/bin/python -m pip show -q "$drop" >/dev/null 2>&1; then
-    .venv/bin/python -m pip uninstall -q -y "$drop"
-    .venv/bin/python -m pip install -q --force-reinstall --no-deps "$faiss>=1.8"
-  fi
+  "$py" -m pip install -q -e "$target"
+  install_faiss
   echo "$want" > "$stamp"
 fi

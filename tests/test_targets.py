@@ -31,6 +31,32 @@ def test_kmeans_recovers_separated_clusters():
     assert 1.6 < inertia < 2.4  # the noise: variance 0.25 x 8 dims = 2.0
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("faiss-gpu installed but nvidia-cuda-runtime-cu12 is missing"),  # faiss-gpu 1.15's own check
+    OSError("libcublas.so.12: cannot open shared object file: No such file or directory"),
+])
+def test_a_faiss_that_cannot_load_is_one_line_naming_the_fix(monkeypatch, error):
+    import builtins
+    import sys
+
+    from raydistill.errors import UserError
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "faiss":
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    x, _ = blobs()
+    with pytest.raises(UserError) as caught:
+        fit_kmeans(x, 5)
+    message = str(caught.value)
+    assert "\n" not in message and str(error) in message and "scripts/setup.sh gpu" in message
+
+
 def test_kmeans_plusplus_picks_distinct_points():
     x, _ = blobs()
     c = kmeans_plusplus(x, 5, np.random.default_rng(0))

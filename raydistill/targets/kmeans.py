@@ -16,10 +16,18 @@ from raydistill.errors import UserError
 
 
 def _faiss():
+    """The ``faiss`` module, or one line naming the fix. faiss-gpu's loader raises RuntimeError when
+    one of the CUDA 12 libraries it needs (nvidia-cuda-runtime-cu12, nvidia-cublas-cu12,
+    nvidia-curand-cu12) is not installed, and the dynamic loader OSError when a shared object is
+    missing: neither is an ImportError, and both would surface as a traceback at the first k-means."""
     try:
         import faiss
     except ImportError:
         raise UserError("faiss is not installed (raydistill depends on it): pip install faiss-cpu, or faiss-gpu") from None
+    except (RuntimeError, OSError) as e:
+        reason = " ".join(str(e).split())  # one line
+        raise UserError(f"faiss is installed but cannot load ({reason}): reinstall it with its dependencies, "
+                        "scripts/setup.sh gpu (or pip install faiss-gpu), or use faiss-cpu: scripts/setup.sh") from None
     return faiss
 
 
