@@ -7,10 +7,7 @@
 #   scripts/setup.sh test       # + test dependencies (pytest, transformers, selenium) and
 #                               #   Debian's chromium + chromium-driver for the MLflow UI browser test
 #   scripts/setup.sh bench      # + what bench/ compares against (scikit-learn)
-<<<<<<< HEAD
-#   scripts/setup.sh gpu        # faiss-gpu instead of faiss-cpu
 #   scripts/setup.sh aws        # + boto3: Ray's AWS node provider (cluster.yaml's head, `ray up`)
-=======
 #   scripts/setup.sh gpu        # faiss-gpu (with the CUDA 12 libraries it loads) instead of faiss-cpu
 #
 # TORCH_SPEC="torch==X torchaudio==Y [pip options]" installs another torch build: the default,
@@ -19,7 +16,6 @@
 # root) instead of .venv/.
 # `faiss-only` runs nothing but the faiss step (swap in the asked build, check `import faiss`) in
 # an existing SETUP_VENV, e.g. `SETUP_VENV=/tmp/v scripts/setup.sh gpu faiss-only`: what tests/test_install.py runs.
->>>>>>> i27-gpuinstall
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -32,12 +28,8 @@ for arg in "$@"; do
     bench) extras="$extras,bench" ;;
     aws) extras="$extras,aws" ;;
     gpu) faiss="faiss-gpu" ;;
-<<<<<<< HEAD
-    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu, aws)" >&2; exit 2 ;;
-=======
     faiss-only) only_faiss=1 ;;
-    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu, faiss-only)" >&2; exit 2 ;;
->>>>>>> i27-gpuinstall
+    *) echo "setup.sh: unknown argument '$arg' (use: test, bench, gpu, aws, faiss-only)" >&2; exit 2 ;;
   esac
 done
 venv=${SETUP_VENV:-.venv}
