@@ -37,4 +37,4 @@ def test_gpu_check_in_cpu_mode_prints_one_complete_summary(tmp_path):
     assert list(summary["space_memory"]) == SPACES
     assert summary["space_memory"]["distil.yaml"]["peak_host_mb"] > 0
     assert [summary["space_memory"][s] for s in SPACES if s != "distil.yaml"] == ["skipped: no GPU"] * 4
-    assert "best trial" in summary["search"]["best"]
+    assert "best trial" in summary["search"]["best"] and summary["search"]["trials"] == 1
