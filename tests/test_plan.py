@@ -213,3 +213,46 @@ def test_plan_prints_bandwidth_and_the_markdown_table(capsys, tmp_path):
     assert rows[0].startswith("| space (8 trials) |") and len(rows) == 3
     assert rows[2].startswith("| `base/distil.yaml` | 796.3 GB, 1 | 0 B, 0 | 23.5M, 200k × 295 s, 0/1, ")
     assert "| 68.0 MB, " in rows[2] and "(--memory)" in rows[2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The memory of a step, measured on the CPU (search/memory.py).
+
+def test_live_tensors_counts_what_is_alive_and_its_peak():
+    import torch
+
+    from raydistill.search.memory import LiveTensors
+
+    with LiveTensors() as tracker:
+        a = torch.ones(1000, 250)  # 1 MB
+        b = a @ a.T  # 4 MB
+        del b
+        c = a + 1  # 1 MB
+    assert (tracker.current, tracker.peak) == (2_000_000, 5_000_000)
+    del a, c
+
+
+@pytest.mark.slow
+def test_a_steps_memory_is_the_line_through_two_and_three_crops():
+    """The figure extends each operation's bytes at 2 and 3 crops to the space's batch: a step run
+    at 5 crops peaks there exactly, and what does not grow with the batch holds at least the
+    weights and AdamW's two moments."""
+    from raydistill.methods import get_method
+    from raydistill.search.memory import step_bytes
+
+    config = load_space(BASE / "dice.yaml", smoke=True).base_config()
+    two, three, five = (step_bytes(config, HUBERT_BASE, n, 1.0, bf16=False) for n in (2, 3, 5))
+    assert len(two) == len(three) == len(five)
+    assert max(five) == max(a + 3 * (b - a) for a, b in zip(two, three))
+    params = sum(p.numel() for p in get_method("dicehubert").build(config, HUBERT_BASE).parameters())
+    assert min(a - 2 * (b - a) for a, b in zip(two, three)) >= 3 * 4 * params
+
+
+@pytest.mark.slow
+def test_plan_memory_is_checked_against_the_gpu(capsys, tmp_path):
+    assert main(["plan", "--space", str(BASE / "dice.yaml"), "--smoke", "--hours", "1", "--memory",
+                 "--gpu-memory", "100M", "--workdir", str(tmp_path / "w")]) in (0, None)
+    out = capsys.readouterr().out
+    assert "GPU memory per worker: a step's peak of tensors, measured on the CPU" in out
+    assert "warning: dicehubert: a step takes" in out and "90% of --gpu-memory 100.0 MB" in out
+    assert "(fp32, 2 crops of 4 s)" in out or "(bf16, 2 crops of 4 s)" in out  # 8 s of 4 s crops

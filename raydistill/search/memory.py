@@ -9,22 +9,26 @@ context, the caching allocator's rounding and fragmentation, cuDNN workspaces an
 gradient buckets are not in it (docs/real-scale.md says what to leave for them).
 
 The step is measured in steady state: the optimizer's state exists before it (as from the
-second step on), the gradients do not (``zero_grad(set_to_none=True)``). A base-scale batch
-holds minutes of audio, too much for a CPU, so the step is measured on 1 and 2 crops of the
-longest length a batch holds (``optim.max_seconds``) and extended along the line through
-them: what does not grow with the batch (weights, gradients, optimizer state, a live
-teacher's weights) plus bytes per audio-second (activations, their gradients, the batch and
-its cached teacher features) times ``batch_seconds``. A batch holds ``B`` crops of ``T``
-seconds with ``B x T <= batch_seconds`` (``train/data.py``), and attention makes a second of a
-longer crop cost more, so this bounds every batch the loader makes. Both precisions are
-measured, fp32 and bf16 autocast (the CPU's autocast: its op lists match CUDA's for matmuls,
-convolutions and norms), and the larger is the figure: autocast keeps bf16 copies beside
-fp32 tensors, so fp32 alone is not a bound.
+second step on), the gradients do not (``zero_grad(set_to_none=True)``), and no layer is
+dropped (``layer_drop`` 0: every layer runs, the worst case). A base-scale batch holds minutes
+of audio, too much for a CPU, so the step runs on 2 and on 3 crops of the longest length a
+batch holds (``optim.max_seconds``), and the bytes alive after each operation, which the two
+runs share in order, are extended along their line to ``batch_seconds / max_seconds`` crops:
+weights, gradients and optimizer state stay, activations, their gradients, the batch and its
+cached teacher features grow with it. The peak over the operations is the figure (checked
+against a step run at 5 crops: equal to the byte). One crop is not a point on that line (some
+views of a single row need no copy), hence 2 and 3. A batch holds ``B`` crops of ``T`` seconds
+with ``B x T <= batch_seconds`` (``train/data.py``), and attention makes a second of a longer
+crop cost more, so this bounds every batch the loader makes. Both precisions are measured,
+fp32 and bf16 autocast (the CPU's autocast: its op lists match CUDA's for matmuls,
+convolutions and norms), and the larger is the figure: autocast keeps bf16 copies beside fp32
+tensors, so fp32 alone is not a bound.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import weakref
 
 import torch
@@ -39,12 +43,15 @@ SAMPLE_RATE = 16_000
 
 class LiveTensors(TorchDispatchMode):
     """Bytes of the tensor storages alive now (``current``) and at most (``peak``) among those
-    created by operations run inside the mode."""
+    created by operations run inside the mode; with ``trace`` on, ``current`` after every
+    operation, in order."""
 
     def __init__(self):
         super().__init__()
         self.current = 0
         self.peak = 0
+        self.trace: list[int] = []
+        self.tracing = False
         self._seen: dict[int, weakref.ref] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -53,6 +60,8 @@ class LiveTensors(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 self._track(t.untyped_storage())
         self.peak = max(self.peak, self.current)
+        if self.tracing:
+            self.trace.append(self.current)
         return out
 
     def _track(self, storage) -> None:
@@ -70,15 +79,18 @@ class LiveTensors(TorchDispatchMode):
 
 
 def step_bytes(config: TrainConfig, info: TeacherInfo, utterances: int, seconds: float, *, bf16: bool,
-               teacher_arch=None) -> int:
-    """Peak tensor bytes of one steady-state training step of ``config`` on ``utterances`` crops
-    of ``seconds`` (a live teacher, when the method runs one, is built from ``teacher_arch``, a
-    ``HubertConfig``; its weights do not matter)."""
+               teacher_arch=None) -> list[int]:
+    """The tensor bytes alive after each operation of one steady-state training step of
+    ``config`` on ``utterances`` crops of ``seconds`` (its peak: ``max``). A live teacher, when
+    the method runs one, is built from ``teacher_arch``, a ``HubertConfig`` (its weights do not
+    matter)."""
     from raydistill.models.hubert import HubertModel
     from raydistill.teacher.sources import LOGITS, Teacher
     from raydistill.train.data import Batch
     from raydistill.train.masking import sample_mask
 
+    if getattr(config.student, "layer_drop", 0.0) > 0:  # the worst case: every layer runs
+        config = dataclasses.replace(config, student=dataclasses.replace(config.student, layer_drop=0.0))
     method = get_method(config.method)
     needs = method.needs(config, info)
     torch.manual_seed(0)
@@ -110,6 +122,7 @@ def step_bytes(config: TrainConfig, info: TeacherInfo, utterances: int, seconds:
                                frac=config.mask.frac_at(0, opt.max_steps), generator=torch.Generator().manual_seed(0))
         ctx = StepContext(config, 0, batch, teacher_info=info, teacher=teacher, centroids=centroids,
                           device=torch.device("cpu"), world=1)
+        tracker.tracing = True  # the step starts here
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
             out = method.forward(module, wave, mask, config)
@@ -118,21 +131,33 @@ def step_bytes(config: TrainConfig, info: TeacherInfo, utterances: int, seconds:
         torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return tracker.peak
+    return tracker.trace
 
 
 def step_memory(config: TrainConfig, info: TeacherInfo, teacher_arch=None) -> dict:
     """The peak tensor bytes of a step at ``config``'s batch, the larger of fp32 and bf16, and
-    how it was found: {bytes, precision, fixed_bytes, bytes_per_second, batch_seconds, crop_seconds}."""
+    how it was found: {bytes, precision, crops, crop_seconds, batch_seconds, extended}."""
+    key = repr((dataclasses.asdict(config), info, teacher_arch))
+    if key not in _MEASURED:  # a composed space's methods are its files' (plan --markdown plans both)
+        _MEASURED[key] = _measure(config, info, teacher_arch)
+    return dict(_MEASURED[key])
+
+
+_MEASURED: dict[str, dict] = {}
+
+
+def _measure(config: TrainConfig, info: TeacherInfo, teacher_arch) -> dict:
     seconds = config.optim.max_seconds
     audio = max(config.optim.batch_seconds, seconds)  # one crop may exceed the budget
+    crops = audio / seconds
     best = None
     for bf16 in (False, True):
-        one, two = (step_bytes(config, info, n, seconds, bf16=bf16, teacher_arch=teacher_arch) for n in (1, 2))
-        per_crop = two - one
-        fixed, per_second = one - per_crop, per_crop / seconds
-        total = fixed + per_second * audio
+        two, three = (step_bytes(config, info, n, seconds, bf16=bf16, teacher_arch=teacher_arch) for n in (2, 3))
+        if len(two) == len(three):  # the same operations: each one's bytes on its line
+            total, extended = max(a + (crops - 2) * (b - a) for a, b in zip(two, three)), "per operation"
+        else:  # nothing grows faster than the batch
+            total, extended = max(three) * max(crops, 3) / 3, "scaled"
         if best is None or total > best["bytes"]:
-            best = {"bytes": int(total), "precision": "bf16" if bf16 else "fp32", "fixed_bytes": int(fixed),
-                    "bytes_per_second": int(per_second), "batch_seconds": audio, "crop_seconds": seconds}
+            best = {"bytes": int(total), "precision": "bf16" if bf16 else "fp32", "crops": round(crops, 3),
+                    "crop_seconds": seconds, "batch_seconds": audio, "extended": extended}
     return best

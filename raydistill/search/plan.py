@@ -18,11 +18,17 @@ Figures, and where they come from:
 * **evaluation**: feature extraction of the evaluated utterances by the student, per
   evaluation (the probe suite at every ASHA rung, the full suite at the end); the heads
   trained on the features are small beside it and left out;
-* **GPU-hours** = FLOPs / (peak × MFU): the peak of the GPU (``--gpu-tflops``, default an
-  A100's 312 dense bf16 TFLOP/s) at a stated MFU (``--mfu``, default 0.12: published
-  wav2vec 2.0 / HuBERT-sized training runs at 8-16 %, held back by the memory-bound first
-  convolution, GroupNorm and padding). Nothing here has been measured on a GPU yet: the MFU
-  is an assumption to be replaced by ``bench/step.py``'s figure;
+* **GPU-hours** = FLOPs / (peak × MFU), at the peak of the precision each part runs in:
+  training (bf16 autocast, a live teacher included) at ``--gpu-tflops`` (default an A100's
+  312 dense bf16 TFLOP/s), the teacher pass and the evaluation (fp32; PyTorch leaves TF32
+  matmuls off) at ``--fp32-tflops`` (default an A100's 19.5), both at a stated MFU (``--mfu``,
+  default 0.12: published wav2vec 2.0 / HuBERT-sized training runs at 8-16 %, held back by the
+  memory-bound first convolution, GroupNorm and padding). Nothing here has been measured on a
+  GPU yet: the MFU is an assumption to be replaced by ``bench/step.py``'s figure;
+* **cache reads**: a step of the trial that reads the most reads ``50 × step audio`` frames of
+  each cached array its own ``needs`` names; over the step's time (above) that is GB/s per
+  trial, times ``--concurrent`` trials in all, checked against ``--storage-gbps``;
+* **GPU memory per worker** (``--memory``): measured on the CPU (``search/memory.py``);
 * a step's audio is ``batch_seconds`` × ``optim.grad_accum`` per Train worker, times the space's
   ``resources.workers``.
 
@@ -397,9 +403,8 @@ def format_plan(plan: dict) -> str:
                       "(search/memory.py; not counted: the CUDA context, allocator fragmentation, workspaces):"]
         for m in measured:
             mem = m["memory"]
-            lines.append(f"  {m['method']:<13}{human_bytes(mem['bytes']):>10} ({mem['precision']}: "
-                         f"{human_bytes(mem['fixed_bytes'])} + {human_bytes(mem['bytes_per_second'])} per audio-second "
-                         f"x {mem['batch_seconds']:g} s)")
+            lines.append(f"  {m['method']:<13}{human_bytes(mem['bytes']):>10} ({mem['precision']}, "
+                         f"{mem['crops']:g} crops of {mem['crop_seconds']:g} s)")
         if gpu["memory_bytes"] is not None and not gpu["memory_warnings"]:
             lines.append(f"  every step fits {1 - MEMORY_RESERVE:.0%} of --gpu-memory {human_bytes(gpu['memory_bytes'])}")
     lines += [f"  warning: {w}" for w in gpu["memory_warnings"]]
