@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrent", type=int, help="trials running at once (default: --trials)")
     p.add_argument("--memory", action="store_true",
                    help="measure each method's training step on this machine's CPU at the space's batch: the GPU "
-                        "memory a worker needs (minutes at base scale; docs/real-scale.md)")
+                        "memory a worker needs (minutes and up to ~19 GB of RAM at base scale; docs/real-scale.md)")
     p.add_argument("--gpu-memory", metavar="SIZE", help="with --memory: a GPU's memory to check the steps against, "
                                                          "e.g. 24G")
     p.add_argument("--json", action="store_true", help="print JSON")
