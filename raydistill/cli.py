@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per-trial FLOPs from the built models, GPU-hours at a stated MFU and the "
                                    "evaluation's cost. Reads the space, the corpus's manifest (or --hours) and the "
                                    "teacher; writes nothing.")
-    p.add_argument("--space", type=Path, required=True, help="search-space YAML file")
+    p.add_argument("--space", type=Path, required=True, nargs="+",
+                   help="search-space YAML file (several with --markdown)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--corpus", help="a corpus directory (its train split's audio)")
     what.add_argument("--hours", type=float, help="hours of train audio instead, e.g. 960 for LibriSpeech-960")
@@ -149,13 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-budget", metavar="SIZE", help="as for search: e.g. 500G (default: no limit)")
     p.add_argument("--teacher-features", choices=("auto", "cached", "live"), default="auto")
     p.add_argument("--gpu-tflops", type=float, default=312.0,
-                   help="the GPU's peak TFLOP/s (default 312: an A100's dense bf16)")
+                   help="the GPU's peak bf16 TFLOP/s, what training runs in (default 312: an A100's dense bf16)")
+    p.add_argument("--fp32-tflops", type=float, default=19.5,
+                   help="the GPU's peak fp32 TFLOP/s, what the teacher pass and the evaluation run in (default "
+                        "19.5: an A100's, without tensor cores: PyTorch leaves TF32 matmuls off)")
     p.add_argument("--mfu", type=float, default=0.12,
                    help="model FLOPs utilisation assumed (default 0.12: published HuBERT-sized training runs at "
                         "8-16 %% of an A100's peak)")
     p.add_argument("--workdir", type=Path, default=Path("runs"),
                    help="where the search would cache (its free space is compared with the cache; default ./runs)")
+    p.add_argument("--storage-gbps", type=float,
+                   help="read bandwidth of the store the cache lives on, in GB/s (gigabytes), shared by the "
+                        "concurrent trials: warns where cached reads would be slower than the teacher run live")
+    p.add_argument("--concurrent", type=int, help="trials running at once (default: --trials)")
+    p.add_argument("--memory", action="store_true",
+                   help="measure each method's training step on this machine's CPU at the space's batch: the GPU "
+                        "memory a worker needs (minutes and up to ~19 GB of RAM at base scale; docs/real-scale.md)")
+    p.add_argument("--gpu-memory", metavar="SIZE", help="with --memory: a GPU's memory to check the steps against, "
+                                                         "e.g. 24G")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--markdown", action="store_true",
+                   help="print README's table: a row per --space, planned with the teacher's features cached and live")
 
     p = sub.add_parser("doctor", help="pre-flight check of a cluster before a search (search runs it too)",
                        description="Check, on every node of the Ray cluster: torch/torchaudio/CUDA agree and torch "
@@ -412,26 +427,43 @@ def _doctor(args) -> Optional[dict]:
 
 def _plan(args) -> Optional[dict]:
     from raydistill.prepare import Workdir, check_corpus
-    from raydistill.search.plan import CorpusShape, available_bytes, format_plan, make_plan, parse_bytes
+    from raydistill.search.plan import (CorpusShape, available_bytes, format_plan, make_plan, markdown_table,
+                                        parse_bytes)
     from raydistill.search.space import load_space
 
-    if args.trials < 1:
-        raise UserError(f"--trials must be >= 1, found {args.trials}")
-    for flag, value in (("--gpu-tflops", args.gpu_tflops), ("--mfu", args.mfu)):
-        if not (math.isfinite(value) and value > 0) or (flag == "--mfu" and value > 1):
+    for flag, value in (("--trials", args.trials), ("--concurrent", args.concurrent)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, found {value}")
+    for flag, value in (("--gpu-tflops", args.gpu_tflops), ("--fp32-tflops", args.fp32_tflops), ("--mfu", args.mfu),
+                        ("--storage-gbps", args.storage_gbps)):
+        if value is not None and (not (math.isfinite(value) and value > 0) or (flag == "--mfu" and value > 1)):
             raise UserError(f"{flag} must be a number > 0{' and <= 1' if flag == '--mfu' else ''}, found {value}")
-    space = load_space(args.space, smoke=args.smoke)
+    if len(args.space) > 1 and not args.markdown:
+        raise UserError("--space takes one file (several only with --markdown)")
+    if args.gpu_memory is not None and not args.memory:
+        raise UserError("--gpu-memory checks the measured steps: add --memory")
+    gpu_memory = parse_bytes(args.gpu_memory, "--gpu-memory") if args.gpu_memory is not None else None
+    spaces = [load_space(path, smoke=args.smoke) for path in args.space]
     if args.corpus:
         corpus = CorpusShape.from_corpus(check_corpus(args.corpus))
     else:
         corpus = CorpusShape.from_hours(960.0 if args.hours is None else args.hours)
     budget = parse_bytes(args.cache_budget) if args.cache_budget else None
     free = available_bytes(Workdir(args.workdir).check().cache)
-    plan = make_plan(space, corpus, trials=args.trials, teacher_spec=args.teacher, budget=budget, free=free,
-                     mode=args.teacher_features, gpu_tflops=args.gpu_tflops, mfu=args.mfu)
+
+    def plan(space, mode, memory):
+        return make_plan(space, corpus, trials=args.trials, teacher_spec=args.teacher, budget=budget, free=free,
+                         mode=mode, gpu_tflops=args.gpu_tflops, fp32_tflops=args.fp32_tflops, mfu=args.mfu,
+                         storage_gbps=args.storage_gbps, concurrent=args.concurrent, memory=memory,
+                         gpu_memory=gpu_memory)
+
+    if args.markdown:
+        print(markdown_table([(plan(s, "cached", args.memory), plan(s, "live", False)) for s in spaces]))
+        return None
+    result = plan(spaces[0], args.teacher_features, args.memory)
     if args.json:
-        return plan
-    print(format_plan(plan))
+        return result
+    print(format_plan(result))
     return None
 
 

@@ -151,17 +151,18 @@ def test_dice_teacher_layers_k_and_labels():
     assert by_path["targets.num_clusters"].choices == (100, 500)
     assert by_path["targets.labels"].choices == ("hard", "soft")
     assert by_path["targets.temperature"].when == {"targets.labels": ("soft",)}
-    needs = s.teacher_needs(12)
+    needs = s.teacher_needs(HUBERT_BASE)
     assert (9, 500) in needs.units
     assert set(needs.units) == {(layer, k) for layer in (6, 9, 12) for k in (100, 500)}
-    assert needs.features == tuple(range(13))  # soft labels and L_feat are searched: every hidden state
+    # soft labels read the unit layer (6, 9, 12), L_feat every layer its students map to (1-12)
+    assert needs.features == tuple(range(1, 13))
     assert not needs.logits
     mask = s.base_config().mask
     assert (mask.prob, mask.length, mask.selection, mask.frac) == (0.8, 10, "static", 0.0)
 
 
 def test_kd_reads_the_logits_only():
-    needs = space("kd.yaml").teacher_needs(12)
+    needs = space("kd.yaml").teacher_needs(HUBERT_BASE)
     assert needs.logits and not needs.units and not needs.features
     kd = space("kd.yaml").base_config().kd
     assert (kd.mode, kd.alpha, kd.beta, kd.temperature) == ("dkd", 1.0, 4.0, 1.0)

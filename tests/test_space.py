@@ -7,9 +7,11 @@ import pytest
 import yaml
 
 from raydistill.errors import UserError
+from raydistill.methods import TeacherInfo
 from raydistill.search.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_TEACHER = TeacherInfo(4, 192, 100)  # the embedded teacher's shape
 GOOD = {
     "method": "dicehubert",
     "base": {"student": {"preset": "tiny-teacher", "embed_dim": 64, "ffn_dim": 128}, "optim": {"max_steps": 10}},
@@ -42,7 +44,7 @@ def test_shipped_spaces_are_valid():
         for smoke in (False, True):
             space = load_space(path, smoke=smoke)
             assert space.params
-            needs = space.teacher_needs(4)
+            needs = space.teacher_needs(TINY_TEACHER)
             # masking distillation runs the teacher live on masked input: nothing to cache for arm.yaml
             assert bool(needs.units or needs.features or needs.logits) == (path.stem != "arm"), path
 
@@ -137,9 +139,9 @@ def test_composed_suggestions_reach_trials_as_config_paths(tmp_path):
 
 def test_all_yaml_teacher_needs_cover_every_method():
     space = load_space(REPO / "search_spaces" / "all.yaml")
-    needs = space.teacher_needs(4)
+    needs = space.teacher_needs(TINY_TEACHER)
     for f in METHOD_FILES:
-        own = load_space(REPO / "search_spaces" / f).teacher_needs(4)
+        own = load_space(REPO / "search_spaces" / f).teacher_needs(TINY_TEACHER)
         assert set(own.units) <= set(needs.units), f
         assert set(own.features) <= set(needs.features), f
         assert needs.logits or not own.logits, f

@@ -52,6 +52,7 @@ def effective_student(config: TrainConfig) -> HubertConfig:
 
 class ArmHubert(Method):
     name = "armhubert"
+    needs_fields = ("arm.masking", "student.num_layers")
 
     def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
         if config.arm.masking or config.teacher_features == "live":

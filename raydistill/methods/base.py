@@ -114,6 +114,10 @@ class Method:
     """Base class: override what differs. ``name`` is the ``method:`` value of a config."""
 
     name = ""
+    # the config paths ``needs`` reads besides ``method`` and ``teacher_features``: a search space
+    # gives them every value its parameters can, and caches the union of what those trials read
+    # (SearchSpace.teacher_needs); tests/test_plan.py checks sampled trials against that union
+    needs_fields: tuple[str, ...] = ()
 
     def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
         raise NotImplementedError

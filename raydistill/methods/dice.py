@@ -27,6 +27,8 @@ from raydistill.targets.store import TeacherNeeds
 
 class DiceHubert(Method):
     name = "dicehubert"
+    needs_fields = ("targets.teacher_layer", "targets.num_clusters", "targets.labels", "feat_weight",
+                    "student.num_layers")
 
     def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
         t = config.targets

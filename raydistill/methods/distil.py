@@ -27,6 +27,7 @@ def predicted_layers(config: TrainConfig, teacher_layers: int) -> tuple[int, ...
 
 class DistilHubert(Method):
     name = "distilhubert"
+    needs_fields = ("distil.teacher_layers", "distil.init_from_teacher")
 
     def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
         layers = predicted_layers(config, teacher.num_layers)

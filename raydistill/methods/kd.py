@@ -30,6 +30,7 @@ from raydistill.targets.store import TeacherNeeds
 
 class LogitKD(Method):
     name = "kd"
+    needs_fields = ("kd.init_cnn_from_teacher",)
 
     def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
         if teacher.num_classes < 2:

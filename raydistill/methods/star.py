@@ -25,6 +25,7 @@ from raydistill.targets.store import TeacherNeeds
 
 class Star(Method):
     name = "star"
+    needs_fields = ("star.attn_weight",)
 
     def needs(self, config: TrainConfig, teacher: TeacherInfo) -> TeacherNeeds:
         live = config.teacher_features == "live" or config.star.attn_weight > 0

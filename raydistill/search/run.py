@@ -126,7 +126,7 @@ class SearchOptions:
         corpus = check_corpus(self.corpus)
         infos = []
         teacher = check_teacher(self.teacher, smoke=self.smoke,
-                                needs=lambda info: infos.append(info) or space.teacher_needs(info.num_layers),
+                                needs=lambda info: infos.append(info) or space.teacher_needs(info),
                                 masked=masks_teacher(space),
                                 what=f"search space {self.space} (armhubert with arm.masking)")
         features = None
@@ -247,7 +247,8 @@ def run_search(opts: SearchOptions) -> dict:
     # the teacher pass runs where the trials will: on GPUs when they ask for them (an autoscaling
     # cluster may have none yet), else where the cluster has them
     gpus = (opts.gpus_per_worker if opts.gpus_per_worker is not None else capacity(ray).get("GPU", 0)) > 0
-    store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(teacher.num_layers, live=features == "live"),
+    store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(TeacherInfo.of(teacher.describe()),
+                                                                        live=features == "live"),
                            device=device, distributed=True, gpus=gpus)
     budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
     if space.tasks and budgets["full"] != "probe":  # the tasks the space's corpus has labels for (LibriSpeech: no keyword clips)

@@ -49,7 +49,6 @@ import copy
 import dataclasses
 import itertools
 import json
-import operator
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ from typing import Any, Optional
 
 from raydistill.config import METHODS, TrainConfig
 from raydistill.errors import UserError
+from raydistill.methods.base import TeacherInfo
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
 from raydistill.targets.store import TeacherNeeds
 from raydistill.utils import read_yaml_mapping
@@ -71,6 +71,7 @@ PARAM_KEYS = {
     "categorical": {"type", "choices", "when"},
 }
 MAX_TARGET_COMBOS = 64  # (teacher layer, K) pairs precomputed before the first trial
+MAX_NEEDS_CONFIGS = 20_000  # configurations whose teacher needs are united (SearchSpace.needs_configs)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,13 @@ class Param:
     def values_to_check(self) -> list:
         """Every choice, or both ends of the range: what validation tries in a config."""
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+    def needs_values(self) -> list:
+        """The values that can change what a trial reads from the teacher: every choice, every
+        integer of an int range, both ends of a float range (:meth:`SearchSpace.needs_configs`)."""
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        return self.values_to_check()
 
     def finite_values(self) -> Optional[list]:
         """All values this parameter can take, if that set is small and discrete."""
@@ -255,37 +263,44 @@ class SearchSpace:
             raise UserError(f"{self.path}: {len(combos)} (teacher_layer, num_clusters) pairs; at most {MAX_TARGET_COMBOS}")
         return combos
 
-    def teacher_needs(self, teacher_layers: int, *, live: bool = False) -> TeacherNeeds:
-        """What the search computes from the teacher before trial 1, for every trial it may run:
-        DiceHuBERT's units for every (layer, K); the pre-training logits if ``kd`` may run;
-        every layer's features if a feature-based method (or soft labels, or L_feat) may.
-        Trials that need the teacher live (masked input, attention maps) load it themselves;
-        ``live``: every trial runs the teacher for its features and logits (only units are cached)."""
-        methods = self.methods()
-        if live:
-            return TeacherNeeds(units=tuple(self.target_combos()))
-        dice_features = "dicehubert" in methods and (
-            self._param_for("targets.labels", "dicehubert") is not None
-            or self._param_for("feat_weight", "dicehubert") is not None
-            or self.config(self._values_for("dicehubert")).targets.labels == "soft"
-            or self.config(self._values_for("dicehubert")).feat_weight > 0)
-        # ARMHuBERT's masking distillation runs the teacher live on masked input: its trials read no
-        # cached features unless some trial may run without masking
-        arm_features = "armhubert" in methods and self._may_take("arm.masking", False, "armhubert")
-        features = dice_features or arm_features or any(m in methods for m in ("star", "distilhubert"))
-        return TeacherNeeds(units=tuple(self.target_combos()),
-                            features=tuple(range(teacher_layers + 1)) if features else (),
-                            logits="kd" in methods)
+    def teacher_needs(self, teacher: TeacherInfo, *, live: bool = False) -> TeacherNeeds:
+        """What the search computes from the teacher before trial 1: the union of what the trials
+        it may run read, each by its method's own ``needs``, over :meth:`needs_configs`
+        (DistilHuBERT's heads read teacher layers 4, 8 and 12 of HuBERT-base: those three are
+        cached, not all 13). ``live``: every trial runs the teacher for its features and logits
+        (only units are cached). ``live`` in the result: some trial loads the teacher itself."""
+        from raydistill.methods import teacher_needs
 
-    def _may_take(self, path: str, value, method: str) -> bool:
-        """Whether a trial of ``method`` may run with ``path`` set to ``value``."""
-        param = self._param_for(path, method)
-        if param is not None:
-            return any(v == value for v in param.values_to_check())
-        return operator.attrgetter(path)(self.config(self._values_for(method))) == value
+        space = self.with_base({"teacher_features": "live"}) if live else self
+        needs = TeacherNeeds()
+        for config in space.needs_configs():
+            needs = needs | teacher_needs(config, teacher)
+        return needs
 
-    def _values_for(self, method: str) -> dict:
-        return {"method": method} if any(p.name == "method" for p in self.params) else {}
+    def needs_configs(self) -> list[TrainConfig]:
+        """Every configuration a trial may run, as far as what it reads from the teacher goes.
+        The parameters that set a path some method's ``needs`` reads (``Method.needs_fields``,
+        ``method``, ``teacher_features``), and the ones they are conditional on, take every value
+        they can: each choice, each integer of an int range, both ends of a float range (a float
+        matters to ``needs`` only as zero or not, e.g. ``feat_weight``); every other parameter
+        keeps its base value. Conditions hold as in :meth:`sample`."""
+        from raydistill.methods import get_method
+
+        fields = {"method", "teacher_features"} | {f for m in self.methods() for f in get_method(m).needs_fields}
+        relevant = {p.name for p in self.params if p.path in fields}
+        for p in reversed(self.params):  # conditions name earlier parameters only
+            if p.name in relevant:
+                relevant |= set(p.when or {})
+        combos: list[dict] = [{}]
+        for p in self.params:
+            if p.name not in relevant:
+                continue
+            combos = [{**values, p.name: v} for values in combos if _active(p, values) for v in p.needs_values()] + [
+                values for values in combos if not _active(p, values)]
+            if len(combos) > MAX_NEEDS_CONFIGS:
+                raise UserError(f"{self.path}: more than {MAX_NEEDS_CONFIGS} combinations of the parameters that "
+                                "decide what trials read from the teacher (narrow their ranges)")
+        return [self.config(values) for values in combos]
 
     def _param_for(self, path: str, method: str) -> Optional[Param]:
         """The parameter that may set ``path`` in a trial of ``method`` (None: its base value)."""
