@@ -16,6 +16,7 @@ from typing import Optional
 
 from raydistill import __version__
 from raydistill.errors import UserError
+from raydistill.utils import DISK_FULL_ERRNOS, disk_full
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
@@ -290,7 +291,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         result = _dispatch(args)
     except UserError as e:
-        print(f"raydistill: error: {e}", file=sys.stderr)
+        print(f"raydistill: error: {getattr(e, 'cause', None) or e}", file=sys.stderr)  # a Ray task's: its cause
+        return 2
+    except OSError as e:  # a full disk under a write raydistill does not make itself (MLflow's, Ray's)
+        if e.errno not in DISK_FULL_ERRNOS:
+            raise
+        print(f"raydistill: error: {disk_full(e, e.filename or '?')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("raydistill: interrupted (a search continues with --resume, a study by rerunning its command)", file=sys.stderr)
