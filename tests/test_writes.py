@@ -103,3 +103,23 @@ def test_text_writes_replace_whole(tmp_path):
     atomic_write_text(path, json.dumps({"a": 1}))
     atomic_write_text(path, json.dumps({"a": 2}))
     assert json.loads(path.read_text()) == {"a": 2} and leftovers(tmp_path) == []
+
+
+def test_a_memory_mapped_output_is_allocated_before_it_is_written(tmp_path, monkeypatch):
+    """A page of a sparse memory map written to a full disk is a SIGBUS: the space is taken first."""
+    import os
+
+    from raydistill.targets.store import reserve
+
+    path = tmp_path / "labels.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.int32, shape=(1 << 20,))
+    assert path.stat().st_blocks * 512 < (1 << 20)  # sparse
+    reserve(path)
+    assert path.stat().st_blocks * 512 >= 4 << 20
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DiskFull, match=f"no space left on device writing {path} "):
+        reserve(path)

@@ -23,6 +23,7 @@ pass assigns every frame (docs/real-scale.md). Trials open the ``.npy`` files wi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -268,7 +269,11 @@ def reserve(path: Path) -> None:
     """Allocate the whole of a (sparse) file about to be written through a memory map: a page
     written into a full disk kills the process (SIGBUS); a full disk here is a one-line error."""
     with disk_guard(path, path.stat().st_size), open(path, "r+b") as f:
-        os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        try:
+            os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        except OSError as e:  # a file system that cannot allocate ahead: write as before
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
 
 
 def store_root(cache_dir: Path, source_key: str, corpus_key: str) -> Path:
