@@ -35,7 +35,7 @@ def file_hash(path: str | os.PathLike, length: int = 12) -> str:
 
 # Writes. Every file raydistill keeps (checkpoints, caches, markers, indexes) goes through
 # ``atomic_write`` (or ``atomic_dir`` for a directory): a crash or a full disk leaves the last
-# good state, and a lack of space is one line naming the file (docs/architecture.md, "Writes").
+# good state, and a lack of space is one line naming the file (docs/architecture.md#rules-the-layout-keeps).
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # below this many free bytes, a failed write is taken for a full disk: torch.save reports ENOSPC

@@ -123,3 +123,16 @@ def test_a_memory_mapped_output_is_allocated_before_it_is_written(tmp_path, monk
     monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(DiskFull, match=f"no space left on device writing {path} "):
         reserve(path)
+
+
+def test_a_trial_that_filled_the_disk_is_recorded_with_the_one_line(tmp_path):
+    """Ray wraps the worker's error in its own: the full disk's line is found inside."""
+    from raydistill.tracking.tune_callback import trial_error
+
+    line = "no space left on device writing /runs/ray_results (needs ≈ 8.3 MB more; free: 0.0 MB)"
+    error = tmp_path / "error.txt"
+    error.write_text("ray.train.v2.api.exceptions.WorkerGroupError: Training failed due to worker errors:\n"
+                     "[Rank 0 Error Snippet]:\nTraceback (most recent call last):\n  File \"loop.py\", line 1\n"
+                     f"raydistill.errors.DiskFull: {line}\n\nThe above exception was the direct cause of:\n"
+                     "ray.exceptions.RayTaskError(WorkerGroupError): (pid=1) worker group failed\n")
+    assert trial_error(error) == ("error", line)
