@@ -85,6 +85,7 @@ def test_a_full_disk_fails_in_one_line_and_the_rerun_completes_in_the_same_workd
         pytest.skip(full["skipped"])
     assert "Traceback" not in full["stderr"] and full["code"] == 2, full
     last = full["stderr"].strip().splitlines()[-1]
+    print(f"the disk filled up after {full['seconds']:.0f} s: {last}")
     assert re.fullmatch(rf"raydistill: error: no space left on device writing {re.escape(str(searched))}/\S+ "
                         r"\((needs ≈ [\d.,]+ MB more; |it filled up after [\d.,]+ MB; )?free: [\d.,]+ MB\)", last), last
 
