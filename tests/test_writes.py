@@ -136,3 +136,22 @@ def test_a_trial_that_filled_the_disk_is_recorded_with_the_one_line(tmp_path):
                      f"raydistill.errors.DiskFull: {line}\n\nThe above exception was the direct cause of:\n"
                      "ray.exceptions.RayTaskError(WorkerGroupError): (pid=1) worker group failed\n")
     assert trial_error(error) == ("error", line)
+
+
+def test_an_sqlite_store_on_a_full_disk_is_one_line_too(monkeypatch, capsys, tmp_path):
+    """MLflow wraps SQLite's "database or disk is full" in its own exception."""
+    import sqlite3
+
+    import raydistill.cli as cli
+    from mlflow.exceptions import MlflowException
+
+    def full(args):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as e:
+            raise MlflowException("(sqlite3.OperationalError) database or disk is full\n[SQL: UPDATE runs]") from e
+
+    monkeypatch.setattr(cli, "_dispatch", full)
+    assert main(["report", "--workdir", str(tmp_path), "--experiment", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"raydistill: error: no space left on device writing {tmp_path}/mlflow.db (")
