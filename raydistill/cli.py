@@ -8,6 +8,7 @@ progress to stderr.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -16,6 +17,7 @@ from typing import Optional
 
 from raydistill import __version__
 from raydistill.errors import RunFailed, UserError
+from raydistill.utils import DISK_FULL_ERRNOS, disk_full
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
@@ -317,17 +319,44 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         result = _dispatch(args)
     except UserError as e:
-        print(f"raydistill: error: {e}", file=sys.stderr)
+        print(f"raydistill: error: {getattr(e, 'cause', None) or e}", file=sys.stderr)  # a Ray task's: its cause
         return 2
     except RunFailed as e:
         print(f"raydistill: error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a full disk under a write raydistill does not make itself (MLflow's, Ray's)
+        full = _disk_full_elsewhere(e, Path(getattr(args, "workdir", None) or "."), getattr(args, "mlflow_uri", None))
+        if full is None:
+            raise
+        print(f"raydistill: error: {full}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("raydistill: interrupted (a search continues with --resume, a study by rerunning its command)", file=sys.stderr)
         return 130
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _disk_full_elsewhere(error: Exception, workdir: Path, mlflow_uri: Optional[str] = None) -> Optional[str]:
+    """The one line for a full disk met by a write of a library (an ``OSError`` ENOSPC/EDQUOT
+    naming its file; SQLite's "database or disk is full" under MLflow's store, ``mlflow_uri`` or
+    the workdir's, or Optuna's), or None for any other error."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return str(disk_full(e, e.filename or workdir / "?"))
+        if type(e).__name__ == "OperationalError" and "database or disk is full" in str(e):
+            if any(type(x).__name__ == "MlflowException" for x in chain):
+                uri = mlflow_uri or f"sqlite:///{workdir.absolute() / 'mlflow.db'}"
+                store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else uri
+            else:
+                store = workdir.absolute() / "optuna.db"
+            return str(disk_full(OSError(errno.ENOSPC, str(e)), store))
+    return None
 
 
 def _dispatch(args) -> Optional[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -12,7 +13,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator, Optional
+
+from raydistill.errors import DiskFull
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -30,18 +33,160 @@ def file_hash(path: str | os.PathLike, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
+# Writes. Every file raydistill keeps (checkpoints, caches, markers, indexes) goes through
+# ``atomic_write`` (or ``atomic_dir`` for a directory): a crash or a full disk leaves the last
+# good state, and a lack of space is one line naming the file (docs/architecture.md#rules-the-layout-keeps).
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# below this many free bytes, a failed write is taken for a full disk: torch.save reports ENOSPC
+# as a RuntimeError ("file write failed", "basic_ios::clear: iostream error", "unexpected pos")
+LOW_SPACE = 1 << 20
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes free (to this user) on the file system of ``path`` (or of its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _size_on_disk(path: Path) -> int:
+    """Bytes a file or a directory tree holds (0 if gone)."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 10e6 else f"{n / 1e6:,.0f} MB"
+
+
+def disk_full(error: BaseException, path: str | os.PathLike, *, needed: Optional[int] = None,
+              free_at_failure: Optional[int] = None, written: int = 0) -> Optional[DiskFull]:
+    """The :class:`DiskFull` to raise for ``error``, raised while writing ``path``, or None if the
+    write did not fail for lack of space.
+
+    It did if ``error`` (or an exception it was raised from) is an ``OSError`` ENOSPC or EDQUOT,
+    or if it is an ``OSError``/``RuntimeError`` and the disk was (nearly) full when it happened
+    (``free_at_failure``, measured before any temporary file was removed) or has less free than
+    the write ``needed`` (its size in bytes, when known). ``written``: bytes the failed write had
+    put down, said when ``needed`` is not known.
+    """
+    if not isinstance(error, (OSError, RuntimeError)):  # a DiskFull already said where
+        return None
+    chain, seen = [], error
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    codes = {getattr(e, "errno", None) for e in chain if isinstance(e, OSError)}
+    free = free_bytes(Path(path).parent)
+    if not codes & set(DISK_FULL_ERRNOS):
+        low = free_at_failure is not None and free_at_failure < LOW_SPACE
+        if not (low or (needed is not None and needed > free)):
+            return None
+    what = "disk quota exceeded" if errno.EDQUOT in codes else "no space left on device"
+    if needed is not None and needed > free:
+        amount = f"needs ≈ {_megabytes(needed - free)} more; free: {_megabytes(free)}"
+    elif written:
+        amount = f"it filled up after {_megabytes(written)}; free: {_megabytes(free)}"
+    else:
+        amount = f"free: {_megabytes(free)}"
+    return DiskFull(f"{what} writing {path} ({amount})")
+
+
+@contextlib.contextmanager
+def disk_guard(path: str | os.PathLike, needed: Optional[int] = None) -> Iterator[None]:
+    """Turn a failure of the writes in the block (to ``path``, in place) for lack of space into
+    a one-line :class:`DiskFull`; other errors pass through."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        full = disk_full(e, path, needed=needed, free_at_failure=free_bytes(Path(path).parent))
+        if full is None:
+            raise
+        raise full from e
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, size: Optional[int] = None) -> Iterator[IO]:
+    """A file object whose content replaces ``path`` only once all of it is on disk.
+
+    It writes a temporary file beside ``path`` (same directory: same file system), flushes and
+    fsyncs it, then renames it over ``path``: readers, and a rerun after a crash or a full disk,
+    see the old file (or none) or the new one, never a part. If the block raises, the temporary
+    file is removed; a failure for lack of space becomes a one-line :class:`DiskFull` naming
+    ``path`` (``size``: the bytes the file will take, when known, to say how much is missing).
+    """
+    path = Path(path)
+    with disk_guard(path, size):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        free, written = free_bytes(path.parent), _size_on_disk(Path(tmp))  # before the temporary file goes
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        full = disk_full(e, path, needed=size, free_at_failure=free, written=written)
+        if full is None:
+            raise
+        raise full from e
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file so that readers see the old or the new content, never a part."""
+    with atomic_write(path, "w", size=len(text.encode())) as f:
+        f.write(text)
+
+
+def save_npy(path: str | os.PathLike, array) -> None:
+    """``np.save`` through :func:`atomic_write`."""
+    import numpy as np
+
+    array = np.asanyarray(array)
+    with atomic_write(path, size=array.nbytes + 128) as f:
+        np.save(f, array)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it into place.
 
     Readers never see a half-written directory: either ``final`` is absent (or still the old
-    one) or it is complete. If the body raises, the temporary directory is removed. If
-    ``final`` appeared meanwhile, the existing one is kept, unless ``replace`` asks to swap
-    the new one in.
+    one) or it is complete. If the body raises, the temporary directory is removed (a failure
+    for lack of space becomes a one-line :class:`DiskFull`). If ``final`` appeared meanwhile,
+    the existing one is kept, unless ``replace`` asks to swap the new one in.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    with disk_guard(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
         if final.exists() and replace:
@@ -53,24 +198,14 @@ def atomic_dir(final: str | os.PathLike, *, replace: bool = False) -> Iterator[P
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
+        free, written = free_bytes(final.parent), _size_on_disk(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file so that readers see the old or the new content, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        full = disk_full(e, final, free_at_failure=free, written=written)
+        if full is None:
+            raise
+        raise full from e
+    _fsync_dir(final.parent)
 
 
 class Progress:

@@ -70,6 +70,18 @@ def test_resume_continues_from_the_checkpoint(data, tmp_path):
     assert state["step"] == 6
 
 
+def test_a_torn_training_state_starts_the_run_over(data, tmp_path, capsys):
+    """A ``trainer_state.pt`` cut short (a full disk before writes were atomic, a copy that died)
+    is not resumed from: the run says so and starts from step 0."""
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / STATE_FILE).write_bytes(b"PK\x03\x04" + bytes(100))
+    reports = []
+    train(CONFIG, data, report=lambda m, c: reports.append(m), checkpoint_dir=tmp_path / "b", resume=torn)
+    assert [m["step"] for m in reports] == [3, 6] and reports[0]["resumed_from_step"] == 0
+    assert f"cannot resume: cannot read training state {torn / STATE_FILE}" in capsys.readouterr().err
+
+
 def test_soft_labels_train_on_the_runs_centroids_and_temperature(tiny_corpus, tmp_path, monkeypatch):
     """With ``labels: soft`` every step's targets are the soft labels of its frames' cached
     teacher features against the run's k-means centroids at the configured τ (their formula is

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from raydistill.errors import UserError
+from raydistill.utils import atomic_write, log
 
 if TYPE_CHECKING:
     from raydistill.config import TrainConfig
@@ -33,9 +34,41 @@ STATE_FILE = "trainer_state.pt"  # optimizer, scheduler, step: only to resume tr
 def save_student(path: Path, config: TrainConfig, module: nn.Module, teacher: dict, *, masks_input: bool) -> None:
     """``module`` is what the method trained (``module.model``: the student encoder)."""
     encoder = module.model
-    torch.save({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher,
+    save_torch({"config": config.to_dict(), "state_dict": module.state_dict(), "teacher": teacher,
                 "encoder": {"kind": type(encoder).__name__, "config": encoder.cfg.to_dict()},
                 "masks_input": bool(masks_input)}, path)
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save`` through :func:`~raydistill.utils.atomic_write`: ``path`` keeps its last good
+    content if the write fails (a full disk is one line naming it and the space its tensors need)."""
+    with atomic_write(path, size=_tensor_bytes(obj)) as f:
+        torch.save(obj, f)
+
+
+def _tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def read_train_state(directory: str | Path) -> dict | None:
+    """The ``trainer_state.pt`` of a checkpoint directory, or None (with a log line) if it is
+    missing or unreadable: a state written before writes were atomic, or torn by a crash, must
+    not stop the run that resumes from it; that run starts over instead."""
+    path = Path(directory) / STATE_FILE
+    try:
+        state = load_torch_file(path, "training state")
+        if not isinstance(state, dict) or not {"module", "optimizer", "scheduler", "step"} <= set(state):
+            raise UserError(f"training state {path} lacks module, optimizer, scheduler or step")
+    except UserError as e:
+        log(f"cannot resume: {e}; starting over")
+        return None
+    return state
 
 
 def load_torch_file(path: str | Path, what: str, expected: str = "a file of tensors"):

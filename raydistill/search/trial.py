@@ -32,6 +32,7 @@ from raydistill.targets.store import TargetStore
 from raydistill.teacher.sources import load_teacher
 from raydistill.train.data import TrainData
 from raydistill.train.loop import train
+from raydistill.utils import disk_guard
 
 DRIVER_MEMORY = 256 * 1024**2  # bytes reserved for each trial's driver process (no CPU)
 
@@ -151,7 +152,9 @@ def train_worker(loop_config: dict) -> None:
 
     def report(metrics: dict, checkpoint_dir) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report({**metrics, **size}, checkpoint=checkpoint)
+        needed = sum(p.stat().st_size for p in Path(checkpoint_dir).iterdir()) if checkpoint_dir else None
+        with disk_guard(Path(setup.storage_path), needed):  # Ray copies the checkpoint there
+            ray.train.report({**metrics, **size}, checkpoint=checkpoint)
 
     restored = ray.train.get_checkpoint()
     with staging_dir() as local:

@@ -23,6 +23,7 @@ pass assigns every frame (docs/real-scale.md). Trials open the ``.npy`` files wi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from torch import Tensor
 from raydistill.corpus.manifest import Corpus, Utterance
 from raydistill.targets.kmeans import assign, fit_kmeans
 from raydistill.teacher.sources import LOGITS
-from raydistill.utils import atomic_dir, atomic_write_text, log, stable_hash
+from raydistill.utils import atomic_dir, atomic_write_text, disk_guard, log, save_npy, stable_hash
 
 
 KMEANS_POINTS = 100_000  # frames k-means fits on (HuBERT's recipe fits on a 10 % subset of its frames)
@@ -185,6 +186,7 @@ class TargetStore:
             if cached:
                 with atomic_dir(self._kdir(layer, k)) as tmp:
                     labels = np.lib.format.open_memmap(tmp / "labels.npy", mode="w+", dtype=np.int32, shape=(total,))
+                    reserve(tmp / "labels.npy")
                     assign(x, centroids, out=labels)
                     labels.flush()
                     del labels
@@ -243,9 +245,7 @@ class TargetStore:
             self._layer_dir(layer).mkdir(parents=True, exist_ok=True)
             os.replace(out / tp.output_name(layer), self._layer_dir(layer) / "features.npy")
         for layer in sample_layers:
-            (self.root / "samples").mkdir(parents=True, exist_ok=True)
-            np.save(out / f"sample-{layer}.npy", tp.collect_samples(out, layer))
-            os.replace(out / f"sample-{layer}.npy", self.root / "samples" / f"layer{layer}.npy")
+            save_npy(self.root / "samples" / f"layer{layer}.npy", tp.collect_samples(out, layer))
         for layer, k in units:
             _, info = centroids[(layer, k)]
             with atomic_dir(self._kdir(layer, k)) as tmp:
@@ -261,8 +261,19 @@ class TargetStore:
 
     @staticmethod
     def _write_kmeans(folder: Path, centroids: np.ndarray, info: dict) -> None:
-        np.save(folder / "centroids.npy", centroids)
-        (folder / "info.json").write_text(json.dumps(info))
+        save_npy(folder / "centroids.npy", centroids)
+        atomic_write_text(folder / "info.json", json.dumps(info))
+
+
+def reserve(path: Path) -> None:
+    """Allocate the whole of a (sparse) file about to be written through a memory map: a page
+    written into a full disk kills the process (SIGBUS); a full disk here is a one-line error."""
+    with disk_guard(path, path.stat().st_size), open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        except OSError as e:  # a file system that cannot allocate ahead: write as before
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
 
 
 def store_root(cache_dir: Path, source_key: str, corpus_key: str) -> Path:

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from raydistill.teacher.sources import LOGITS
-from raydistill.utils import Progress, atomic_write_text, log
+from raydistill.utils import Progress, atomic_write_text, disk_guard, log, save_npy
 
 SAMPLE_RATE = 16000
 GPU_BATCH_SECONDS = 60.0
@@ -147,8 +147,9 @@ def write_rows(path: Path, first_row: int, rows: np.ndarray) -> None:
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         if first_row + len(data) > shape[0]:
             raise ValueError(f"{path}: rows {first_row}..{first_row + len(data)} past its {shape[0]} rows")
-        os.pwrite(f.fileno(), data.tobytes(), header + first_row * row_bytes)
-        os.fsync(f.fileno())
+        with disk_guard(path, data.nbytes):  # the file is sparse: its rows take space as they are written
+            os.pwrite(f.fileno(), data.tobytes(), header + first_row * row_bytes)
+            os.fsync(f.fileno())
 
 
 _LOADED: dict = {}  # per worker process: teacher and corpus, reused by the shards it runs
@@ -224,9 +225,8 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
         if parts:
             write_rows(out / name, first, np.concatenate(parts))
     for layer, parts in per_utt_samples.items():
-        folder = out / "samples" / f"layer{layer}"
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / f"shard-{shard:05d}.npy", np.concatenate(parts) if parts else np.zeros((0, 0), np.float16))
+        save_npy(out / "samples" / f"layer{layer}" / f"shard-{shard:05d}.npy",
+                 np.concatenate(parts) if parts else np.zeros((0, 0), np.float16))
     stats = {"shard": shard, "utterances": len(utts), "seconds": sum(u.seconds for u in utts),
              "wall": time.monotonic() - started, "node": os.uname().nodename, "pid": os.getpid()}
     atomic_write_text(out / "done" / f"shard-{shard:05d}.json", json.dumps(stats))
@@ -252,13 +252,14 @@ def prepare(spec: PassSpec, index: dict, dims: dict[int, int], extra: Optional[d
     (out / "done").mkdir()
     atomic_write_text(out / "index.json", json.dumps(index))
     total = int(sum(index["frames"]))
-    for layer in spec.layers:
-        dtype = np.float32 if layer == LOGITS else np.float16
-        np.lib.format.open_memmap(out / output_name(layer), mode="w+", dtype=dtype, shape=(total, dims[layer]))
-    for layer, k in spec.units:
-        np.lib.format.open_memmap(out / units_name(layer, k), mode="w+", dtype=np.int32, shape=(total,))
+    with disk_guard(out / "spec.json"):  # a failure here is safe: spec.json absent, the next run starts over
+        for layer in spec.layers:
+            dtype = np.float32 if layer == LOGITS else np.float16
+            np.lib.format.open_memmap(out / output_name(layer), mode="w+", dtype=dtype, shape=(total, dims[layer]))
+        for layer, k in spec.units:
+            np.lib.format.open_memmap(out / units_name(layer, k), mode="w+", dtype=np.int32, shape=(total,))
     for name, array in (extra or {}).items():
-        np.save(out / name, array)
+        save_npy(out / name, array)
     atomic_write_text(spec_file, json.dumps(asdict(spec)))  # last: its presence means "prepared"
 
 

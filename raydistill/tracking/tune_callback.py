@@ -66,7 +66,8 @@ def _values(values: dict) -> dict:
 def trial_error(error_file) -> tuple[str, str]:
     """(status, reason) of a failed trial from its error file: ``diverged`` with the loop's
     message when the loss became NaN/inf (Ray wraps it in a controller error, so the line is
-    searched for), otherwise ``error`` with the last line."""
+    searched for), ``error`` with the one-line message of a full disk (``DiskFull``, found the
+    same way), otherwise ``error`` with the last line."""
     try:
         lines = open(error_file).read().strip().splitlines() if error_file else []
     except OSError:
@@ -74,4 +75,7 @@ def trial_error(error_file) -> tuple[str, str]:
     diverged = [line for line in lines if "Diverged" in line and "loss became" in line]
     if diverged:
         return "diverged", diverged[-1].strip()
+    full = [line.split("DiskFull: ", 1)[1] for line in lines if "DiskFull: " in line]
+    if full:
+        return "error", full[-1].strip()
     return "error", lines[-1] if lines else ""

@@ -28,7 +28,7 @@ from torch import nn
 
 from raydistill.config import TrainConfig
 from raydistill.methods import StepContext, TeacherInfo, get_method
-from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, save_student
+from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, read_train_state, save_student, save_torch
 from raydistill.models.hubert import HubertModel
 from raydistill.teacher.sources import Teacher
 from raydistill.train.data import TrainData
@@ -125,7 +125,8 @@ def train(
             holding ``student.pt`` and ``trainer_state.pt``.
         checkpoint_dir: where rank 0 writes checkpoints (overwritten at each evaluation).
         evaluate: scores the frozen student; ``final`` is True at the last step. Rank 0 only.
-        resume: a checkpoint directory to continue from (same config).
+        resume: a checkpoint directory to continue from (same config); if its training state
+            cannot be read, the run starts over (and says so).
         teacher: description of the teacher (``Teacher.describe()``), stored in the checkpoint;
             its ``num_layers``/``embed_dim``/``num_classes`` size the method's heads.
         live_teacher: the teacher itself, for methods that run it inside the loop.
@@ -138,7 +139,8 @@ def train(
     info = TeacherInfo.of(teacher) if teacher and "num_layers" in teacher else TeacherInfo(0, 0)
     torch.manual_seed(config.seed)  # identical init on every rank
     module = method.build(config, info).to(device)
-    if resume is None and live_teacher is not None:
+    state = read_train_state(resume) if resume is not None else None  # None: unreadable, start over
+    if state is None and live_teacher is not None:
         method.init_from_teacher(module, live_teacher, config)
     if live_teacher is not None:
         live_teacher.to(device)
@@ -149,8 +151,7 @@ def train(
     warmup = max(1, int(opt.warmup_frac * opt.max_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, opt.max_steps))
     step = 0
-    if resume is not None:
-        state = torch.load(Path(resume) / STATE_FILE, map_location=device, weights_only=True)
+    if state is not None:
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -249,11 +250,8 @@ def _checkpoint(directory: Path, config, module, optimizer, scheduler, step, tea
     directory.mkdir(parents=True, exist_ok=True)
     save_student(directory / STUDENT_FILE, config, module, teacher or {},
                  masks_input=get_method(config.method).masks(config))
-    torch.save(
-        {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict(), "step": step},
-        directory / STATE_FILE,
-    )
+    save_torch({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step}, directory / STATE_FILE)
     return directory
 
 
