@@ -318,7 +318,7 @@ CASES = [
      r"mask embedding file .*emb.pt: expected a float tensor of shape \[192\]"),
     ("unknown teacher option", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"),
                                           "--teacher", f"torchaudio:{t / 'x.pt'}?emb=1"],
-     "the only option after '\\?' is mask_emb=FILE"),
+     "the options after '\\?' are mask_emb=FILE and head=FILE"),
     ("name with a slash", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--name", "a/b"],
      "--name 'a/b': a search id is letters, digits"),
     ("garbage address", lambda t: ["search", "--space", SPACE, "--workdir", str(t / "w"), "--address", "garbage"],
