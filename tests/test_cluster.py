@@ -445,13 +445,14 @@ def test_doctor_names_the_node_that_cannot_see_the_workdir(nodes, space, tmp_pat
     work (no MLflow store written)."""
     workdir = tmp_path / "shared" / "runs"
     doctor = [sys.executable, "-m", "raydistill", "doctor", "--address", nodes.address, "--workdir", str(workdir)]
+    alive = 1 + sum(worker.poll() is None for worker in nodes.workers)  # the tests before killed some
     started = time.monotonic()
     out = subprocess.run([*doctor, "--json"], env=ENV, capture_output=True, text=True, timeout=600)
-    print(f"doctor on {1 + len(nodes.workers)} nodes: {time.monotonic() - started:.0f} s")
+    print(f"doctor on {alive} nodes: {time.monotonic() - started:.0f} s")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
     assert {c["status"] for c in checks.values()} == {"ok"}, checks
-    assert f"read and written by all {1 + len(nodes.workers)} node(s)" in checks["workdir"]["what"]
+    assert f"read and written by all {alive} node(s)" in checks["workdir"]["what"]
     assert checks["ray-auth"]["what"] == "token authentication on"
 
     hidden = workdir.parent
