@@ -75,7 +75,7 @@ def main() -> None:
             reports: list[dict] = []
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as ckpt:
-                train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=Path(ckpt),
+                train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=Path(ckpt),  # noqa: B023 (train calls it now)
                       evaluate=evaluate, teacher=info, live_teacher=teacher if needs.live else None, device=device)
             last = reports[-1]
             emit({"bench": "ablate", "space": str(args.space), "set": dict((k, v[0]) for k, v in args.set),
