@@ -10,8 +10,12 @@
 #   scripts/setup.sh aws        # + boto3: Ray's AWS node provider (cluster.yaml's head, `ray up`)
 #   scripts/setup.sh gpu        # faiss-gpu (with the CUDA 12 libraries it loads) instead of faiss-cpu
 #
-# TORCH_SPEC="torch==X torchaudio==Y [pip options]" installs another torch build: the default,
-# torch 2.14.1, is a CUDA 13 build that needs NVIDIA driver >= 580 (docs/gpu.md: CUDA 12 drivers).
+# Versions: every pip install here is constrained (pip -c) by the lock, constraints/*.txt: the
+# versions the tests passed with (scripts/lock.sh writes them; docs/developing.md refreshes them).
+# SETUP_LOCK=none installs without it (the newest versions pyproject.toml allows).
+# TORCH_SPEC="torch==X torchaudio==Y [pip options]" installs another torch build (constraints/torch.txt
+# is then not used): the default, constraints/torch.txt's torch 2.14.1 and torchaudio 2.11.0, is a
+# CUDA 13 build that needs NVIDIA driver >= 580 (docs/gpu.md: CUDA 12 drivers).
 # SETUP_VENV=DIR uses (or creates) the virtual environment DIR (absolute, or relative to the repo
 # root) instead of .venv/.
 # `faiss-only` runs nothing but the faiss step (swap in the asked build, check `import faiss`) in
@@ -35,6 +39,14 @@ done
 venv=${SETUP_VENV:-.venv}
 py="$venv/bin/python"
 
+# The lock: test.txt in every mode, torch.txt unless TORCH_SPEC picks another torch, gpu.txt with gpu.
+lock=()
+if [ "${SETUP_LOCK:-}" != none ]; then
+  lock=(-c constraints/test.txt)
+  [ -n "${TORCH_SPEC:-}" ] || lock+=(-c constraints/torch.txt)
+  [ "$faiss" != faiss-gpu ] || lock+=(-c constraints/gpu.txt)
+fi
+
 # The faiss build, installed into the venv. faiss-cpu (a dependency) and faiss-gpu install the
 # same module `faiss`: keep one. faiss-gpu 1.15.1 is a CUDA 12 build whose loader needs
 # nvidia-cuda-runtime-cu12, nvidia-cublas-cu12 and nvidia-curand-cu12 (its dependencies, so it is
@@ -44,10 +56,10 @@ py="$venv/bin/python"
 install_faiss() {
   local want="faiss-cpu>=1.8" drop=faiss-gpu
   if [ "$faiss" = faiss-gpu ]; then want="faiss-gpu==1.15.1"; drop=faiss-cpu; fi
-  "$py" -m pip install -q "$want"
+  "$py" -m pip install -q "${lock[@]}" "$want"
   if "$py" -m pip show -q "$drop" >/dev/null 2>&1; then
     "$py" -m pip uninstall -q -y "$drop"
-    "$py" -m pip install -q --force-reinstall --no-deps "$want"  # its dependencies are in since the line above
+    "$py" -m pip install -q "${lock[@]}" --force-reinstall --no-deps "$want"  # its dependencies are in since the line above
   fi
   if ! err=$("$py" -c "import faiss" 2>&1); then
     echo "setup.sh: $faiss is installed but 'import faiss' fails: $(echo "$err" | tail -n 1)" >&2
@@ -88,19 +100,19 @@ if [ ! -x "$py" ]; then
   "$python" -m venv "$venv"
 fi
 
-# 3. Python packages, skipped when the stamp matches what this script and pyproject ask for.
+# 3. Python packages, skipped when the stamp matches what this script, pyproject and the lock ask for.
 stamp="$venv/.setup-stamp"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $extras $faiss ${TORCH_SPEC:-}"
+want="$(cat pyproject.toml scripts/setup.sh constraints/*.txt | sha256sum | cut -d' ' -f1) $extras $faiss ${SETUP_LOCK:-} ${TORCH_SPEC:-}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing Python packages (first time: a few minutes)" >&2
   "$py" -m pip install -q --upgrade pip
-  # torchaudio's wheels need a CUDA build of torch; these versions work together, CPU included.
+  # torchaudio's wheels need a CUDA build of torch; the locked versions work together, CPU included.
   # Override with TORCH_SPEC="torch==X torchaudio==Y" for another CUDA/ROCm build (docs/gpu.md).
   # shellcheck disable=SC2086
-  "$py" -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchaudio==2.11.0}
+  "$py" -m pip install -q "${lock[@]}" ${TORCH_SPEC:-torch torchaudio}
   target="."
   if [ -n "$extras" ]; then target=".[${extras#,}]"; fi
-  "$py" -m pip install -q -e "$target"
+  "$py" -m pip install -q "${lock[@]}" -e "$target"
   install_faiss
   echo "$want" > "$stamp"
 fi
