@@ -21,7 +21,7 @@ from raydistill.utils import DISK_FULL_ERRNOS, disk_full
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
-  raydistill search --space search_spaces/dice.yaml          # a real search: ~45 min on 2 CPU cores the first time
+  raydistill search --space search_spaces/dice.yaml          # a real search: ~66 min on 2 CPU cores the first time
   raydistill search --space search_spaces/dice.yaml --smoke  # the same, tiny (a few minutes)
   raydistill report --experiment raydistill                  # leaderboard (and --out DIR: the report)
   raydistill export --experiment raydistill --out exported   # best configs + student checkpoint

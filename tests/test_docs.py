@@ -1,6 +1,7 @@
 """The repository explains itself: every Markdown file the code, tests, configs and docs name
-is in the repository, every section they cite is a heading of it, and every link in the
-README and docs/ resolves.
+is in the repository, every section they cite is a heading of it, every link in the README and
+docs/ resolves, and every code reference of the README and docs/ (a file, a file's name, a
+dotted name) names code that exists (see "code references" below).
 
 A citation is a path or bare file name ending in ``.md``, optionally with ``#section`` (the
 heading's anchor as GitHub makes it): ``docs/methods.md#dkd``, ``masking.md``. A path is read
@@ -193,4 +194,229 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
         f"README.md:1: link to docs/{gone}, which does not exist",
         "README.md:1: docs/real.md#nope: no heading with anchor #nope in real.md",
         "README.md:1: #nope: no heading with anchor #nope in README.md",
+    ]
+
+
+# --- code references -----------------------------------------------------------------------
+#
+# README.md and docs/*.md name code in backticks. Three shapes are checked, by reading the
+# source with ``ast`` (nothing is imported, so the check stays fast):
+#
+# * a path to a Python file, ``raydistill/search/run.py`` or package-relative ``search/run.py``
+#   (its first folder a top-level folder of the repository or of ``raydistill/``): the file
+#   exists. A bare ``run.py`` is not checked (files raydistill writes, ``expert.py``, are bare).
+# * a path or bare file name with a name, ``models/heads.py: PredictionHead`` or
+#   ``heads_fit.py: DevSelection.update``, or a path followed by the name in brackets,
+#   ``models/config.py`` (``PRESETS``): the file exists (a bare name: some file of that name)
+#   and defines the name (dotted: a class and its attribute).
+# * a dotted name, ``raydistill.models.macs.macs_per_second`` (the module, then names in it;
+#   ``raydistill.status`` and other MLflow tags, whose second part is no module, are left alone),
+#   or ``Class.attribute`` where ``Class`` is a class raydistill defines: the attribute exists.
+# Anything else in backticks (options, config paths such as ``optim.lr``, shell commands) is
+# left alone. Fenced code blocks are not read.
+
+import ast
+from functools import lru_cache
+
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+PY_PATH = re.compile(r"^((?:[\w.-]+/)*[\w-]+\.py)(?::\s*([A-Za-z_][\w.]*))?$")
+DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
+NAME_AFTER = re.compile(r"^\s*\(`([A-Za-z_]\w*)`\)")
+
+
+@lru_cache(maxsize=None)
+def _tree(path: Path):
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def _body_names(body) -> dict:
+    """Names a module or class body binds: {name: the node (a ClassDef for classes) or None}."""
+    out: dict = {}
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out[node.name] = node
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                for sub in ast.walk(target):
+                    if isinstance(sub, ast.Name):
+                        out[sub.id] = None
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
+            out[node.target.id] = None
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                out[(alias.asname or alias.name).split(".")[0]] = None
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for part in ("body", "orelse", "finalbody"):
+                out.update(_body_names(getattr(node, part, [])))
+            for handler in getattr(node, "handlers", []):
+                out.update(_body_names(handler.body))
+    return out
+
+
+def _class_names(cls: ast.ClassDef) -> set:
+    """A class's attributes: its body's names, ``self.x = ...`` in its methods, NamedTuple and
+    dataclass fields (annotated names are in the body)."""
+    names = set(_body_names(cls.body))
+    for node in ast.walk(cls):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+                    names.add(target.attr)
+    return names
+
+
+def _defines(path: Path, dotted: str) -> bool:
+    """Whether the Python file ``path`` defines ``dotted`` (``Name`` or ``Class.attr``)."""
+    tree = _tree(path)
+    if tree is None:
+        return False
+    first, *rest = dotted.split(".")
+    names = _body_names(tree.body)
+    if path.name == "__init__.py":  # a package's submodules are its attributes
+        names.update({p.stem: None for p in path.parent.glob("*.py")})
+        names.update({p.name: None for p in path.parent.iterdir() if (p / "__init__.py").is_file()})
+    if first not in names:
+        return False
+    node = names[first]
+    if not rest:
+        return True
+    if isinstance(node, ast.ClassDef):
+        return rest[0] in _class_names(node)
+    return True  # an attribute of something other than a class: not followed
+
+
+def _module_file(root: Path, parts: list[str]):
+    """The file of the module ``parts`` (``["raydistill", "models", "macs"]``), or None."""
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _python_files(root: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for path in _walk(root, root):
+        if path.suffix == ".py":
+            out.setdefault(path.name, []).append(path)
+    return out
+
+
+def _raydistill_classes(root: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    package = root / "raydistill"
+    if package.is_dir():
+        for path in _walk(root, package):
+            tree = _tree(path) if path.suffix == ".py" else None
+            for node in tree.body if tree else []:
+                if isinstance(node, ast.ClassDef):
+                    out.setdefault(node.name, []).append(path)
+    return out
+
+
+def code_reference_problems(root: Path) -> list[str]:
+    """Every backticked code reference of README.md and docs/*.md that names no file or name."""
+    root = root.resolve()
+    top = {p.name for p in root.iterdir() if p.is_dir()}
+    package = root / "raydistill"
+    sub = {p.name for p in package.iterdir() if p.is_dir()} if package.is_dir() else set()
+    files = _python_files(root)
+    classes = _raydistill_classes(root)
+    problems = []
+
+    def check_path(where: str, path: str, name) -> None:
+        first = path.split("/")[0]
+        if "/" in path:
+            if first not in top and first not in sub:
+                return  # a path under a folder raydistill writes (runs/, exported/, ...)
+            candidates = [c for c in (root / path, package / path) if c.is_file()]
+            if not candidates:
+                problems.append(f"{where}: `{path}` is not in the repository")
+                return
+        else:
+            candidates = files.get(path, [])
+            if not name:
+                return  # a bare file name: maybe one raydistill writes
+            if not candidates:
+                problems.append(f"{where}: `{path}: {name}`: no file {path} in the repository")
+                return
+        if name and not any(_defines(c, name) for c in candidates):
+            shown = ", ".join(sorted(c.relative_to(root).as_posix() for c in candidates))
+            problems.append(f"{where}: `{path}: {name}`: {shown} defines no {name}")
+
+    def check_dotted(where: str, token: str) -> None:
+        parts = token.split(".")
+        if parts[0] == "raydistill":
+            if _module_file(root, parts[:2]) is None:
+                return  # not a module: an MLflow tag such as raydistill.status
+            for cut in range(len(parts), 0, -1):
+                module = _module_file(root, parts[:cut])
+                if module is not None:
+                    rest = parts[cut:]
+                    if rest and not _defines(module, ".".join(rest[:2])):
+                        problems.append(f"{where}: `{token}`: {module.relative_to(root).as_posix()} defines no "
+                                        f"{'.'.join(rest[:2])}")
+                    return
+            problems.append(f"{where}: `{token}`: no such module")
+        elif parts[0] in classes and len(parts) == 2:
+            if not any(_defines(c, token) for c in classes[parts[0]]):
+                shown = ", ".join(sorted(c.relative_to(root).as_posix() for c in classes[parts[0]]))
+                problems.append(f"{where}: `{token}`: class {parts[0]} ({shown}) has no attribute {parts[1]}")
+
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        fenced = False
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if FENCE.match(line):
+                fenced = not fenced
+                continue
+            if fenced:
+                continue
+            where = f"{rel}:{number}"
+            for span in CODE_SPAN.finditer(line):
+                token = span[1].strip()
+                if PY_PATH.match(token):
+                    file, name = PY_PATH.match(token).groups()
+                    after = NAME_AFTER.match(line[span.end():])
+                    check_path(where, file, name or (after[1] if after else None))
+                elif DOTTED.match(token):
+                    check_dotted(where, token)
+    return problems
+
+
+def test_code_references_resolve():
+    problems = code_reference_problems(ROOT)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_code_reference_check_catches_what_it_is_for(tmp_path):
+    """A missing file, a name a file does not define, a class without the attribute and a
+    dotted name a module lacks are each reported with file:line; the rest is left alone."""
+    pkg = tmp_path / "raydistill" / "models"
+    pkg.mkdir(parents=True)
+    (tmp_path / "raydistill" / "__init__.py").write_text('"""p."""\n')
+    (pkg / "__init__.py").write_text('"""m."""\n')
+    (pkg / "hubert.py").write_text("PRESETS = {}\n\nclass HubertModel:\n    def __init__(self):\n"
+                                   "        self.mask_emb = 1\n\n    def forward(self):\n        pass\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(
+        "`models/hubert.py: HubertModel.forward` `raydistill/models/hubert.py` (`PRESETS`) `HubertModel.mask_emb`\n"
+        "`raydistill.models.hubert.HubertModel` `raydistill.status` `optim.lr` `runs/cache/x.py` `expert.py` `mask.prob`\n"
+        "```\n`models/gone.py`\n```\n"
+        "`models/gone.py` `models/hubert.py: PredictionHead` `hubert.py: Nope` `models/hubert.py` (`NOPE`)\n"
+        "`HubertModel.nope` `raydistill.models.hubert.Gone` `raydistill.models.gone.X` `heads.py: H`\n")
+    assert code_reference_problems(tmp_path) == [
+        "README.md:6: `models/gone.py` is not in the repository",
+        "README.md:6: `models/hubert.py: PredictionHead`: raydistill/models/hubert.py defines no PredictionHead",
+        "README.md:6: `hubert.py: Nope`: raydistill/models/hubert.py defines no Nope",
+        "README.md:6: `models/hubert.py: NOPE`: raydistill/models/hubert.py defines no NOPE",
+        "README.md:7: `HubertModel.nope`: class HubertModel (raydistill/models/hubert.py) has no attribute nope",
+        "README.md:7: `raydistill.models.hubert.Gone`: raydistill/models/hubert.py defines no Gone",
+        "README.md:7: `raydistill.models.gone.X`: raydistill/models/__init__.py defines no gone.X",
+        "README.md:7: `heads.py: H`: no file heads.py in the repository",
     ]
