@@ -157,8 +157,7 @@ class CorpusConfig:
         Each speaker gets its own resampling factor in [0.8, 1.25]: without it espeak-ng's
         formant voices share one vocal tract, FBank (strong at phones) leads a random-init
         student (strong at speakers) by 2.8 overall over 3 seeds; with it the random init leads
-        by 0.4, still inside the seed spread (README: "The embedded default, and why it looks
-        the way it does"). The field defaults leave every option off (what corpora built
+        by 0.4, still inside the seed spread (docs/embedded-default.md#why-it-looks-the-way-it-does). The field defaults leave every option off (what corpora built
         before it had).
         """
         return cls(speaker_speed=(0.8, 1.25))

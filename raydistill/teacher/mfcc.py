@@ -9,7 +9,7 @@ the model's 50 Hz frames.
 ``cmvn=True`` (the embedded default) normalises each utterance's features to zero mean and
 unit variance before clustering. fairseq clusters raw MFCCs, but the embedded corpus has 64
 voices at random gains: raw-MFCC units then spend much of K on level and timbre, and a
-teacher that predicts them learns less phonetics (measured: see the README).
+teacher that predicts them learns less phonetics (measured: docs/embedded-default.md).
 """
 
 from __future__ import annotations

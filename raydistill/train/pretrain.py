@@ -23,7 +23,7 @@ from raydistill.train.loop import train
 from raydistill.utils import log, stable_hash
 
 # HuBERT iteration 1, scaled to minutes on 2 CPU cores. Two documented departures from the
-# fairseq recipe, both measured on the embedded corpus (README, "Embedded teacher"): the loss
+# fairseq recipe, both measured on the embedded corpus (docs/embedded-default.md): the loss
 # also covers unmasked frames (pred_nomask_weight 1; with masked frames only, 600 steps stay
 # near chance), and the CNN gets full gradients (feature_grad_mult 1 instead of 0.1). The two
 # sums are normalised each by its own frame count (nomask_norm "per_term", not fairseq's one
