@@ -76,7 +76,8 @@ for name in names:
         out = expert(wavs)
     torch.save({"states": out["hidden_states"], "last": out["last_hidden_state"],
                 "rate": expert.get_downsample_rates("hidden_states"),
-                "via_weights_file": hubconf.raydistill_student(root + "/" + name + "/model.pt")(wavs)["hidden_states"],
+                "via_weights_file": hubconf.raydistill_student(ckpt=root + "/" + name + "/model.pt", refresh=False)(
+                    wavs)["hidden_states"],  # as S3PRLUpstream calls it
                 "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("raydistill", "torchaudio"))},
                root + "/" + name + ".out.pt")
 """
