@@ -42,9 +42,9 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 "$py" bench/s3prl_check.py export "$work"
 export_s=$(( $(date +%s) - start ))
-# from an empty directory, so nothing of this checkout is importable there
+# from an empty directory and without PYTHONPATH, so nothing of this checkout is importable there
 status=0
-(cd "$work" && "$venv/bin/python" -W ignore "$OLDPWD/bench/s3prl_check.py" check "$work") > "$work/summary.json" \
+(cd "$work" && env -u PYTHONPATH "$venv/bin/python" -W ignore "$OLDPWD/bench/s3prl_check.py" check "$work") > "$work/summary.json" \
   || status=$?
 "$venv/bin/python" - "$work/summary.json" "$setup_s" "$export_s" <<'EOF'
 import json, sys
