@@ -258,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="use the smoke corpus and teacher")
 
     p = sub.add_parser("convert", help="a student as an s3prl upstream or a Hugging Face HubertModel",
-                       description="Write a student checkpoint as an s3prl upstream folder (expert.py, hubconf.py, "
-                                   "student.pt: all hidden states at a 20 ms stride) or, for HuBERT-shaped "
+                       description="Write a student checkpoint as an s3prl upstream folder (expert.py in plain "
+                                   "PyTorch, config.json, model.pt, hubconf.py: all hidden states at a 20 ms "
+                                   "stride; no raydistill needed to load it) or, for HuBERT-shaped "
                                    "students without attention reuse, as a transformers HubertModel directory "
                                    "(config.json + model.safetensors).")
     p.add_argument("--checkpoint", type=Path, required=True, help="a student.pt file")

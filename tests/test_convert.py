@@ -1,7 +1,8 @@
 """Students leave raydistill as an s3prl upstream and as a Hugging Face HubertModel, with the same
 hidden states as inside raydistill."""
 
-import importlib
+import os
+import subprocess
 import sys
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from raydistill.cli import main
 from raydistill.config import TrainConfig
+import raydistill.convert as convert_module
 from raydistill.convert import convert
 from raydistill.errors import UserError
 from raydistill.methods import TeacherInfo, get_method
@@ -23,16 +25,7 @@ TEACHER = TeacherInfo(num_layers=2, embed_dim=64, num_classes=12)
 
 
 def student(tmp_path, method="dicehubert", **student_options):
-    config = TrainConfig.from_dict({"method": method, "student": {**SMALL, **student_options},
-                                    "targets": {"teacher_layer": 2, "num_clusters": 8}})
-    torch.manual_seed(0)
-    module = get_method(method).build(config, TEACHER)
-    for p in module.parameters():  # weights off their init values, so a missed copy shows
-        p.data.add_(0.05 * torch.randn_like(p))
-    path = tmp_path / "student.pt"
-    save_student(path, config, module, {"spec": "test", "num_layers": 2, "embed_dim": 64, "num_classes": 12},
-                 masks_input=get_method(method).masks(config))
-    return path, module.model.eval()
+    return student_of(tmp_path, method, student_options)
 
 
 def waves():
@@ -46,28 +39,118 @@ def reference_states(model, wave):
     return states
 
 
-def test_s3prl_expert_runs_a_batch_without_s3prl(tmp_path, monkeypatch):
-    path, model = student(tmp_path)
-    out = convert(path, tmp_path / "raydistill_s3prl", "s3prl")
-    assert {p.name for p in out.iterdir()} == {"expert.py", "hubconf.py", "student.pt", "__init__.py"}
-    monkeypatch.syspath_prepend(str(tmp_path))
-    hubconf = importlib.import_module("raydistill_s3prl.hubconf")
-    try:
-        expert = hubconf.raydistill_student()  # default ckpt: the student.pt beside it
-        assert expert.get_downsample_rates("hidden_states") == 320  # 20 ms at 16 kHz
-        batch = waves()
-        with torch.no_grad():
-            result = expert(batch)
-        states = result["hidden_states"]
-        assert len(states) == model.num_states and torch.equal(result["last_hidden_state"], states[-1])
-        assert states[0].shape == (2, model.frames(16000), 32)
-        for k, wave in enumerate(batch):  # each row, alone, is what raydistill computes
-            frames = model.frames(len(wave))
-            for got, want in zip(states, reference_states(model, wave)):
-                torch.testing.assert_close(got[k, :frames], want[0], atol=1e-5, rtol=1e-4)
-    finally:
-        for name in [m for m in sys.modules if m.startswith("raydistill_s3prl")]:
-            del sys.modules[name]
+# every student the s3prl export covers: HuBERT-shaped (post-/pre-LN, with and without feature
+# projection, ARMHuBERT's attention-map reuse in both modes) and the BiLSTM of KD (its LSTM input
+# a hidden state or not)
+S3PRL_STUDENTS = {
+    "post-ln": ("dicehubert", {}),
+    "pre-ln": ("dicehubert", {"layer_norm_first": True, "extractor_mode": "layer_norm", "conv_bias": True}),
+    "no-projection": ("star", {"project_features": False}),
+    "reuse-paper": ("armhubert", {"reuse_pattern": "2by1"}),
+    "reuse-reference-code": ("armhubert", {"reuse_pattern": [True, False], "reuse_mode": "reference_code"}),
+    "lstm": ("kd", {"arch": "lstm", "conv_layers": SMALL["conv_layers"], "hidden": 16, "num_layers": 2}),
+    "lstm-input-state": ("kd", {"arch": "lstm", "conv_layers": SMALL["conv_layers"], "hidden": 16, "num_layers": 2,
+                                "input_proj": 32}),
+}
+
+# Runs in a fresh interpreter (-I: no PYTHONPATH, no script dir on sys.path) from an empty
+# directory, with raydistill and torchaudio made unimportable: an exported expert.py that needs
+# either fails here. Loads each export as s3prl's hub does (its hubconf's entry) and saves the
+# hidden states of a padded batch.
+RUN_EXPERTS = """
+import importlib, importlib.abc, sys, torch
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("raydistill", "torchaudio"):
+            raise ImportError(f"{name} must not be imported by the s3prl export")
+
+sys.meta_path.insert(0, Refuse())
+root, names = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, root)
+wavs = torch.load(root + "/wavs.pt")
+for name in names:
+    hubconf = importlib.import_module(name + ".hubconf")
+    expert = hubconf.raydistill_student()  # default ckpt: its own folder
+    with torch.no_grad():
+        out = expert(wavs)
+    torch.save({"states": out["hidden_states"], "last": out["last_hidden_state"],
+                "rate": expert.get_downsample_rates("hidden_states"),
+                "via_weights_file": hubconf.raydistill_student(ckpt=root + "/" + name + "/model.pt", refresh=False)(
+                    wavs)["hidden_states"],  # as S3PRLUpstream calls it
+                "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("raydistill", "torchaudio"))},
+               root + "/" + name + ".out.pt")
+"""
+
+
+def student_of(tmp_path, method, options):
+    if options.get("arch") == "lstm":
+        config = TrainConfig.from_dict({"method": method, "student": options})
+    else:
+        config = TrainConfig.from_dict({"method": method, "student": {**SMALL, **options},
+                                        "targets": {"teacher_layer": 2, "num_clusters": 8}})
+    torch.manual_seed(0)
+    module = get_method(method).build(config, TEACHER)
+    for p in module.parameters():  # weights off their init values, so a missed copy shows
+        p.data.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / "student.pt"
+    save_student(path, config, module, {"spec": "test", "num_layers": 2, "embed_dim": 64, "num_classes": 12},
+                 masks_input=get_method(method).masks(config))
+    return path, module.model.eval()
+
+
+def test_s3prl_export_runs_without_raydistill_or_torchaudio(tmp_path):
+    root = tmp_path / "exports"
+    root.mkdir()
+    batch = waves()
+    torch.save(batch, root / "wavs.pt")
+    models = {}
+    for name, (method, options) in S3PRL_STUDENTS.items():
+        package = name.replace("-", "_")
+        (tmp_path / name).mkdir()
+        path, models[package] = student_of(tmp_path / name, method, options)
+        out = convert(path, root / package, "s3prl")
+        assert {p.name for p in out.iterdir()} == {"expert.py", "hubconf.py", "__init__.py", "config.json", "model.pt"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run([sys.executable, "-I", "-c", RUN_EXPERTS, str(root), *models], cwd=empty, check=True,
+                   env={"PATH": os.environ.get("PATH", "")}, timeout=300)
+    for package, model in models.items():
+        result = torch.load(root / f"{package}.out.pt")
+        assert result["modules"] == [], package  # neither raydistill nor torchaudio was loaded
+        assert result["rate"] == 320  # 20 ms at 16 kHz
+        states = result["states"]
+        assert len(states) == model.num_states and torch.equal(result["last"], states[-1])
+        assert states[0].shape[:2] == (2, model.frames(16000))
+        for got, again in zip(states, result["via_weights_file"]):
+            assert torch.equal(got, again)
+        # the padded batch is what raydistill computes on it, over each row's valid frames
+        lengths = torch.tensor([len(w) for w in batch])
+        want, frames = HubertUpstream(model).hidden_states(torch.nn.utils.rnn.pad_sequence(batch, batch_first=True),
+                                                           lengths)
+        for g, w in zip(states, want):
+            for k, n in enumerate(frames.tolist()):
+                torch.testing.assert_close(g[k, :n], w[k, :n], atol=1e-5, rtol=1e-4)
+        if "reference_code" not in package:  # (that reuse mixes a batch's rows, as ARMHuBERT's code did)
+            for k, wave in enumerate(batch):  # and each row, alone, is what raydistill computes for it
+                for g, w in zip(states, reference_states(model, wave)):
+                    torch.testing.assert_close(g[k, : model.frames(len(wave))], w[0], atol=1e-5, rtol=1e-4)
+
+
+def test_s3prl_export_checks_itself(tmp_path, monkeypatch):
+    """convert runs the written expert against raydistill and writes nothing if they differ."""
+    path, _ = student(tmp_path)
+    real = convert_module.s3prl_state
+
+    def off_by_a_bit(model):
+        state = real(model)
+        state["layers.1.final_layer_norm.bias"] += 0.01
+        return state
+
+    monkeypatch.setattr(convert_module, "s3prl_state", off_by_a_bit)
+    with pytest.raises(RuntimeError, match="differ from raydistill's"):
+        convert(path, tmp_path / "up", "s3prl")
+    assert not (tmp_path / "up").exists()
 
 
 @pytest.mark.parametrize("options", [{}, {"layer_norm_first": True, "extractor_mode": "layer_norm"},

@@ -1,0 +1,1 @@
+"""Files that exports copy as they are (they import nothing from raydistill)."""
