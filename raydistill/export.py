@@ -32,6 +32,7 @@ import yaml
 from raydistill.errors import UserError
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
 from raydistill.evaluate.suite import SCORE_METRICS
+from raydistill.pareto import pareto_front
 from raydistill.provenance import from_tags
 from raydistill.tracking.mlflow import (CONFIRMED, CONFIRMED_TAG, EVALUATED, KIND, SEARCH_ID, STATUS, open_experiment,
                                         ranked, run_config, scored)
@@ -41,32 +42,6 @@ SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
 CONFIRM_SCORES = (CONFIRMED, "confirmed_spread", "confirmed_seeds")  # search --confirm: what the ranking uses
 # with SCORES first, every score and size a trial's run holds (the ``scores`` of an exported file)
 ALL_SCORES = {*SCORE_METRICS, "probe_score", "probe_pr_per", "probe_sid_acc", "params", "macs_per_second"}
-
-
-def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
-    """Indices (ascending) of the non-dominated ``points`` under ``modes`` (``"max"``/``"min"``
-    per coordinate). A point is dominated if another is at least as good in every coordinate
-    and strictly better in one; equal points do not dominate each other, so duplicates on the
-    front are all kept. Values must be finite numbers."""
-    import numpy as np
-
-    modes = list(modes)
-    if not modes or any(m not in ("max", "min") for m in modes):
-        raise ValueError(f"modes must be a non-empty list of 'max'/'min', found {modes}")
-    if len(points) == 0:
-        return []
-    values = np.asarray(points, dtype=float)
-    if values.ndim != 2 or values.shape[1] != len(modes):
-        raise ValueError(f"expected points of {len(modes)} values each, found shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError("pareto_front needs finite values")
-    values = values * np.array([1.0 if m == "max" else -1.0 for m in modes])  # larger is better everywhere
-    front = []
-    for i, point in enumerate(values):
-        dominated = ((values >= point).all(axis=1) & (values > point).any(axis=1)).any()
-        if not dominated:
-            front.append(i)
-    return front
 
 
 def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: Optional[str] = None,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from raydistill.errors import UserError
-from raydistill.export import pareto_front
+from raydistill.pareto import pareto_front
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.space import load_space
 
