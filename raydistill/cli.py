@@ -309,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _preset_names() -> list[str]:
-    from raydistill.presets import PRESETS
+    from raydistill.presets import RUN_PRESETS
 
-    return list(PRESETS)
+    return list(RUN_PRESETS)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydistill.errors import UserError
-from raydistill.models.config import HubertConfig, PRESETS
+from raydistill.models.config import HubertConfig, ARCHITECTURES
 from raydistill.models.lstm import LstmConfig
 
 # Distillation methods a search can use (one module each under raydistill/methods/).
@@ -254,7 +254,7 @@ class TrainConfig:
     """One distillation run: method, student, targets, masking, optimisation and evaluation."""
 
     method: str = "dicehubert"
-    student: HubertConfig | LstmConfig = field(default_factory=lambda: PRESETS["tiny-teacher"])
+    student: HubertConfig | LstmConfig = field(default_factory=lambda: ARCHITECTURES["tiny-teacher"])
     targets: TargetConfig = field(default_factory=TargetConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -350,9 +350,9 @@ class TrainConfig:
 def _student_from_preset(spec: Any, where: str) -> dict:
     overrides = {} if isinstance(spec, str) else dict(spec)
     name = spec if isinstance(spec, str) else overrides.pop("preset")
-    if name not in PRESETS:
-        raise UserError(f"{where}: student: unknown preset {name!r} (choose from {', '.join(sorted(PRESETS))})")
-    base = PRESETS[name].to_dict()
+    if name not in ARCHITECTURES:
+        raise UserError(f"{where}: student: unknown preset {name!r} (choose from {', '.join(sorted(ARCHITECTURES))})")
+    base = ARCHITECTURES[name].to_dict()
     base.update(overrides)
     return base
 

@@ -9,13 +9,13 @@ import torchaudio
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import save_student
-from raydistill.models.config import PRESETS
+from raydistill.models.config import ARCHITECTURES
 from raydistill.models.hubert import HubertModel
 from raydistill.models.student import MaskedPredictor
 from raydistill.teacher.sources import load_teacher, parse_spec
 from twins import torchaudio_twin
 
-TINY = PRESETS["tiny-teacher"]
+TINY = ARCHITECTURES["tiny-teacher"]
 WAVE = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
 
 

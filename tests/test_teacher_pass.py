@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from raydistill.models.config import PRESETS
+from raydistill.models.config import ARCHITECTURES
 from raydistill.models.hubert import HubertModel
 from raydistill.targets import teacher_pass as tp
 from raydistill.targets.kmeans import assign
@@ -22,7 +22,7 @@ ALONE = 1e-6  # batch_seconds that puts every utterance in a batch of its own
 @pytest.fixture(scope="module")
 def teacher():
     torch.manual_seed(0)
-    model = HubertModel(PRESETS["tiny-teacher"]).eval()
+    model = HubertModel(ARCHITECTURES["tiny-teacher"]).eval()
     assert model.cfg.extractor_mode == "group_norm"  # HuBERT-base's CNN: padding would change its frames
     return Teacher(model=model, spec="test", key="tiny-pass")
 

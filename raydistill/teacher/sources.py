@@ -45,7 +45,7 @@ from torch import Tensor
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import load_torch_file, load_weights, read_checkpoint
 from raydistill.models.components import legacy_keys
-from raydistill.models.config import HubertConfig, PRESETS
+from raydistill.models.config import HubertConfig, ARCHITECTURES
 from raydistill.models.heads import PredictionHead
 from raydistill.models.hf import from_hf_model
 from raydistill.models.hubert import HubertModel
@@ -292,12 +292,12 @@ def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
         raise UserError(f"{path} is not a HuBERT state dict: no encoder.feature_projection.projection.weight")
     num_layers = len({k.split(".")[3] for k in state if k.startswith("encoder.transformer.layers.")})
     arch = arch or _KNOWN.get((proj.shape[0], num_layers))
-    if arch not in PRESETS:
+    if arch not in ARCHITECTURES:
         raise UserError(
             f"cannot tell the architecture of {path} (embed_dim {proj.shape[0]}, {num_layers} layers): "
-            f"name it as torchaudio:{path}#<{'|'.join(sorted(PRESETS))}>"
+            f"name it as torchaudio:{path}#<{'|'.join(sorted(ARCHITECTURES))}>"
         )
-    model = HubertModel(PRESETS[arch])
+    model = HubertModel(ARCHITECTURES[arch])
     load_weights(model.encoder, legacy_keys(state), f"{path} does not match the {arch} layout")
     if mask_emb is not None:
         model.mask_emb.data.copy_(mask_emb)
