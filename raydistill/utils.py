@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional, Sequence
 
 from raydistill.errors import DiskFull
 
@@ -311,6 +311,23 @@ def peak_memory(device="cpu") -> dict[str, float]:
 
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+def length_batches(lengths: Sequence[int], max_samples: float, *, longest_first: bool) -> list[list[int]]:
+    """Positions of ``lengths`` grouped by similar length so that each padded batch (rows ×
+    its longest) holds at most ``max_samples``; a longer one is a batch of its own. The rule:
+    sorted by length, longest first (``longest_first``, the evaluation's feature pass) or
+    shortest first (the teacher pass), equal lengths in the given order, and a batch is cut
+    where the next position would pass the budget."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=longest_first)  # stable
+    batches: list[list[int]] = []
+    for i in order:
+        longest = max(lengths[batches[-1][0]], lengths[i]) if batches else lengths[i]
+        if batches and (len(batches[-1]) + 1) * longest <= max_samples:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def is_number(value) -> bool:

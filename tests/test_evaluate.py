@@ -32,7 +32,7 @@ from raydistill.evaluate import (
 )
 from raydistill.evaluate.heads_fit import shuffled_batches
 from raydistill.evaluate.suite import TASKS
-from raydistill.evaluate.upstream import length_batches
+from raydistill.utils import length_batches
 
 PHONES = ["a", "e", "i", "o", "u", "m"]
 PHONE_HZ = {p: 250.0 * 1.4**k for k, p in enumerate(PHONES)}  # 250 .. 1345 Hz
@@ -337,7 +337,7 @@ def test_fbank_padded_batch_equals_one_by_one():
 
 def test_length_batches_respect_the_budget():
     lengths = [5, 50, 20, 20, 120, 1]
-    batches = length_batches(lengths, max_samples=60)
+    batches = length_batches(lengths, max_samples=60, longest_first=True)
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert batches[0] == [4]  # too long for any budget: alone
     for b in batches[1:]:

@@ -15,6 +15,7 @@ from raydistill.targets import teacher_pass as tp
 from raydistill.targets.kmeans import assign
 from raydistill.targets.store import TargetStore
 from raydistill.teacher.sources import Teacher
+from raydistill.utils import length_batches
 
 ALONE = 1e-6  # batch_seconds that puts every utterance in a batch of its own
 
@@ -36,7 +37,7 @@ def alone(teacher, tiny_corpus, tmp_path_factory):
 
 def test_length_batches_are_padded_and_match_one_utterance_at_a_time(teacher, tiny_corpus, alone, tmp_path):
     train = tiny_corpus.split("train")
-    batches = tp.length_batches([u.num_samples for u in train], 30.0)
+    batches = length_batches([u.num_samples for u in train], 30.0 * tp.SAMPLE_RATE, longest_first=False)
     padded = [b for b in batches if len({train[i].num_samples for i in b}) > 1]
     assert len(batches) < len(train) and padded  # real batches, with rows of different lengths
     for b in batches:
