@@ -22,15 +22,15 @@ single-objective search), or ``--objectives`` (``overall_score:max,params:min``)
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import yaml
 
 from raydistill.errors import UserError
-from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
+from raydistill.search.objectives import (DEFAULT as DEFAULT_OBJECTIVES, format_objectives, objective_values,
+                                          parse_objectives)
 from raydistill.evaluate.suite import SCORE_METRICS
 from raydistill.pareto import pareto_front
 from raydistill.provenance import from_tags
@@ -108,7 +108,7 @@ def _pareto_set(client, runs: list, parents: dict, wanted: Optional[dict]) -> di
     objectives = wanted or _search_objectives(client, finished, parents)
     candidates = []
     for run in finished:
-        values = _objective_values(run, objectives)
+        values = objective_values(run.data.metrics, objectives, run.data.params)
         if values is not None:
             candidates.append((run, values))
     if not candidates:
@@ -132,21 +132,6 @@ def _search_objectives(client, runs: list, parents: dict) -> dict:
                         "pass --search or --objectives")
     spec = next(iter(found), format_objectives(DEFAULT_OBJECTIVES))
     return parse_objectives(spec, "objectives logged on the search's MLflow run")
-
-
-def _objective_values(run, objectives: dict) -> Optional[list[float]]:
-    values = []
-    for name in objectives:
-        value = run.data.metrics.get(name)
-        if value is None and name == "params":  # searches whose trials did not report it: the run's param
-            try:
-                value = float(run.data.params["params"])
-            except (KeyError, ValueError):
-                value = None
-        if value is None or not math.isfinite(value):
-            return None
-        values.append(float(value))
-    return values
 
 
 def _write_pareto(tmp: Path, client, front: dict, parents: dict, uri: str, experiment: str) -> None:
