@@ -330,6 +330,12 @@ def length_batches(lengths: Sequence[int], max_samples: float, *, longest_first:
     return batches
 
 
+def check_choice(name: str, value, allowed: tuple) -> None:
+    """A ``ValueError`` naming ``name`` and the ``allowed`` values unless ``value`` is one of them."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, found {value!r}")
+
+
 def is_number(value) -> bool:
     """Whether ``value`` is a finite int or float (not a bool, not NaN or inf): a score that counts."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -45,7 +45,7 @@ from torch import Tensor
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import load_torch_file, load_weights, read_checkpoint
 from raydistill.models.components import legacy_keys
-from raydistill.models.config import HubertConfig, ARCHITECTURES
+from raydistill.models.config import ARCHITECTURES, HubertConfig
 from raydistill.models.heads import PredictionHead
 from raydistill.models.hf import from_hf_model
 from raydistill.models.hubert import HubertModel
