@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from raydistill.errors import UserError
 from raydistill.models.config import thin_cnn
-from raydistill.methods import TeacherInfo
+from raydistill.teacher.info import TeacherInfo
 
 # The teachers the papers distil (pre-training head: 500 k-means units).
 TEACHERS = {

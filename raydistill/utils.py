@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional, Sequence
 
-from raydistill.errors import DiskFull
+from raydistill.errors import DiskFull, UserError
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -269,8 +269,6 @@ def read_yaml(path: str | os.PathLike, what: str):
     """Parse a YAML file; a missing or malformed one is a one-line :class:`UserError`."""
     import yaml
 
-    from raydistill.errors import UserError
-
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a directory, not a YAML file")
@@ -286,17 +284,17 @@ def read_yaml(path: str | os.PathLike, what: str):
         raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 
-def read_yaml_mapping(path: str | os.PathLike, what: str, allowed, shape: str = "a mapping at the top level") -> dict:
+def read_yaml_mapping(path: str | os.PathLike, what: str, allowed, shape: str = "a mapping at the top level",
+                      item: str = "key") -> dict:
     """:func:`read_yaml` for files whose top level is a mapping of known keys: anything else is a
-    one-line :class:`UserError` naming the file (``shape`` says what was expected)."""
-    from raydistill.errors import UserError
-
+    one-line :class:`UserError` naming the file (``shape`` says what was expected, ``item`` what
+    a key is: "unknown key(s) ...")."""
     raw = read_yaml(path, what)
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected {shape}")
+        raise UserError(f"{path}: expected {shape}, found {type(raw).__name__}")
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+        raise UserError(f"{path}: unknown {item}(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
     return raw
 
 

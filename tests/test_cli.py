@@ -182,7 +182,8 @@ def arm_config(tmp_path, **top):
 
 def student_checkpoint(tmp_path):
     from raydistill.config import TrainConfig
-    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.methods import get_method
+    from raydistill.teacher.info import TeacherInfo
     from raydistill.models.checkpoint import save_student
 
     config = TrainConfig.from_dict({"method": "star", "student": {"preset": "tiny-teacher", "num_layers": 2}})

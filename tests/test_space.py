@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo
+from raydistill.teacher.info import TeacherInfo
 from raydistill.search.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]

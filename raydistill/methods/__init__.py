@@ -8,12 +8,14 @@ from torch import nn
 
 from raydistill.config import TrainConfig
 from raydistill.methods.arm import ArmHubert
-from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, layer_map
+from raydistill.methods.base import Method, StepContext, layer_map
 from raydistill.methods.dice import DiceHubert, HubertPretrain
 from raydistill.methods.distil import DistilHubert
 from raydistill.methods.kd import LogitKD
 from raydistill.methods.star import Star
 from raydistill.models.checkpoint import load_weights, read_checkpoint
+from raydistill.models.student import Student  # the methods' API: what build() returns
+from raydistill.teacher.info import TeacherInfo  # the methods' API: what build() and needs() take
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (DiceHubert(), LogitKD(), Star(), ArmHubert(), DistilHubert(),
                                                     HubertPretrain())}

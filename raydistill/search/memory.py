@@ -36,7 +36,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from raydistill.config import TrainConfig
-from raydistill.methods import StepContext, TeacherInfo, get_method
+from raydistill.methods import StepContext, get_method
+from raydistill.teacher.info import TeacherInfo
 
 SAMPLE_RATE = 16_000
 

@@ -56,7 +56,7 @@ from typing import Any, Optional
 
 from raydistill.config import METHODS, TrainConfig
 from raydistill.errors import UserError
-from raydistill.methods.base import TeacherInfo
+from raydistill.teacher.info import TeacherInfo
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
 from raydistill.targets.store import TeacherNeeds
 from raydistill.utils import read_yaml_mapping

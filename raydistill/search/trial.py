@@ -23,7 +23,8 @@ from typing import Any, Optional
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import PROBE_TASKS, EvalBudget, evaluate_upstream, score_metrics
-from raydistill.methods import TeacherInfo, teacher_needs
+from raydistill.methods import teacher_needs
+from raydistill.teacher.info import TeacherInfo
 from raydistill.evaluate.upstream import HubertUpstream
 from raydistill.models.hubert import HubertModel
 from raydistill.search.setup import TrialSetup

@@ -49,6 +49,7 @@ from raydistill.models.config import ARCHITECTURES, HubertConfig
 from raydistill.models.heads import PredictionHead
 from raydistill.models.hf import from_hf_model
 from raydistill.models.hubert import HubertModel
+from raydistill.teacher.info import TeacherInfo
 from raydistill.utils import file_hash, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
@@ -112,6 +113,11 @@ class Teacher:
     @property
     def num_classes(self) -> int:
         return self.head.num_classes if self.head is not None else 0
+
+    @property
+    def info(self) -> TeacherInfo:
+        """The teacher's shape, as its description gives it."""
+        return TeacherInfo.of(self.describe())
 
     def describe(self) -> dict:
         cfg = self.model.cfg
