@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
+from raydistill.utils import one_line
 
 NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "efs", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre")
 MOUNTS = Path("/proc/mounts")
@@ -46,11 +47,6 @@ class Check:
         return f"{self.status:<4} {self.name}: {self.what}"
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
-
-
 def probe(workdir: str, token_name: str, token: str, node_id: str) -> dict:
     """What one node reports (run on it): its software and GPUs, and its view of the workdir
     (whether it reads ``token`` in ``token_name`` there, and writes ``token_name.<node_id>``)."""
@@ -63,24 +59,24 @@ def probe(workdir: str, token_name: str, token: str, node_id: str) -> dict:
         info.update(torch=torch.__version__, cuda_build=torch.version.cuda, torch_gpus=torch.cuda.device_count()
                     if torch.cuda.is_available() else 0)
     except Exception as e:  # noqa: BLE001 - reported as the node's failure
-        info["torch_error"] = _one_line(e)
+        info["torch_error"] = one_line(e, first_line=True, with_type=True)
     try:
         import torchaudio
 
         info["torchaudio"] = torchaudio.__version__
     except Exception as e:  # noqa: BLE001
-        info["torchaudio_error"] = _one_line(e)
+        info["torchaudio_error"] = one_line(e, first_line=True, with_type=True)
     info.update(os_gpus=len(os_gpus()), driver=driver_version())
     try:
         info["cuda_problem"] = cuda_problem()
     except Exception as e:  # noqa: BLE001
-        info["cuda_problem"] = _one_line(e)
+        info["cuda_problem"] = one_line(e, first_line=True, with_type=True)
     try:
         import faiss
 
         info.update(faiss=getattr(faiss, "__version__", "?"), faiss_gpu=hasattr(faiss, "StandardGpuResources"))
     except Exception as e:  # noqa: BLE001 - faiss-gpu without its CUDA libraries raises RuntimeError
-        info["faiss_error"] = _one_line(e)
+        info["faiss_error"] = one_line(e, first_line=True, with_type=True)
     root = Path(workdir)
     try:
         seen = (root / token_name).read_text()
@@ -134,7 +130,7 @@ def node_reports(ray, workdir: Path, timeout: float = NODE_TIMEOUT) -> list[tupl
                 try:
                     report = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - the node's failure, reported with its name
-                    report = {"error": _one_line(e)}
+                    report = {"error": one_line(e, first_line=True, with_type=True)}
             if "error" not in report and report.get("workdir_write") is None:
                 back = workdir / f"{name}.{node['NodeID']}"
                 if not (back.is_file() and back.read_text() == token):

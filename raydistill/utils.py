@@ -345,7 +345,20 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """``text`` (an error message, say) as one line of at most ``limit`` characters."""
-    line = " ".join(text.split()) or "no error message"
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+def one_line(error: str | BaseException, limit: Optional[int] = 300, *, first_line: bool = False,
+             with_type: bool = False) -> str:
+    """An error (a message, or an exception's) as one line of at most ``limit`` characters.
+
+    By default all of its lines, whitespace collapsed, cut with "…" ("no error message" if
+    empty). ``first_line``: its first line only, cut without a mark (``limit`` None: not cut),
+    and an exception without a message is its type's name; ``with_type`` puts the type first
+    ("ValueError: ...")."""
+    text = error if isinstance(error, str) else str(error)
+    if not first_line:
+        line = " ".join(text.split()) or "no error message"
+        return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"
+    text = text.strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0][:limit]
+    return f"{type(error).__name__}: {line}" if with_type else line
