@@ -78,7 +78,7 @@ def test_multi_objective_searcher_tells_stopped_trials_as_pruned(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.searcher import ProbeAwareOptunaSearch
 
     space = load_space(SPACE)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
