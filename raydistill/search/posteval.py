@@ -47,13 +47,13 @@ def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
         metrics = result.metrics or {}
         if result.error is None and "overall_score" not in metrics and metrics.get("checkpoint_path"):
             run_id, _ = tracker.trial_run(metrics["trial_id"])
-            if is_number(tracker.client.get_run(run_id).data.metrics.get("overall_score")):
+            if is_number(tracker.run_metrics(run_id).get("overall_score")):
                 continue  # scored before this search was resumed (a new run holds NaN)
             if final_is_probe(setup.budgets) and "probe_score" in metrics:
                 # its last rung ran the final suite already, on this very checkpoint
                 scores = {final: metrics[probe] for probe, final in PROBE_AS_FINAL.items() if probe in metrics}
-                tracker.log_metrics(run_id, score_metrics(scores, setup.references), step=metrics.get("step"))
-                tracker.client.set_tag(run_id, "raydistill.evaluated", "last_rung")
+                tracker.log_evaluated(run_id, score_metrics(scores, setup.references), "last_rung",
+                                      step=metrics.get("step"))
                 continue
             todo.append((metrics["trial_id"], metrics["checkpoint_path"], metrics.get("step")))
     if not todo:
@@ -66,7 +66,6 @@ def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         trial_id, step = pending.pop(ref)
         run_id, _ = tracker.trial_run(trial_id)
-        tracker.log_metrics(run_id, ray.get(ref), step=step)
-        tracker.client.set_tag(run_id, "raydistill.evaluated", "from_last_checkpoint")
+        tracker.log_evaluated(run_id, ray.get(ref), "from_last_checkpoint", step=step)
         bar.update(1, note=f"trial {trial_id} scored")
     return len(todo)

@@ -209,6 +209,16 @@ class SearchTracker:
     def log_metrics(self, run_id: str, metrics: dict, step: Optional[int] = None) -> None:
         log_metrics(self.client, run_id, metrics, step)
 
+    def run_metrics(self, run_id: str) -> dict:
+        """A run's latest metrics as MLflow holds them now."""
+        return self.client.get_run(run_id).data.metrics
+
+    def log_evaluated(self, run_id: str, metrics: dict, how: str, step: Optional[int] = None) -> None:
+        """The full evaluation of a trial ASHA stopped (search/posteval.py), and how it was made
+        (:data:`EVALUATED`: ``last_rung`` or ``from_last_checkpoint``)."""
+        log_metrics(self.client, run_id, metrics, step)
+        self.client.set_tag(run_id, EVALUATED, how)
+
     def log_confirmed(self, run_id: str, metrics: dict, protocol: str) -> None:
         """A trial's confirmation (``confirmed_*`` metrics) and the protocol that gave it."""
         self.client.log_batch(run_id, metrics=_metrics(numeric(metrics, tuple(metrics))),
