@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
-from raydistill.utils import one_line
+from raydistill.gpu import cuda_problem, driver_version, os_gpus
+from raydistill.utils import log, one_line
 
 NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "efs", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre")
 MOUNTS = Path("/proc/mounts")
@@ -50,8 +51,6 @@ class Check:
 def probe(workdir: str, token_name: str, token: str, node_id: str) -> dict:
     """What one node reports (run on it): its software and GPUs, and its view of the workdir
     (whether it reads ``token`` in ``token_name`` there, and writes ``token_name.<node_id>``)."""
-    from raydistill.gpu import cuda_problem, driver_version, os_gpus
-
     info: dict = {"host": socket.gethostname()}
     try:
         import torch
@@ -222,7 +221,7 @@ def is_network_file_system(fs_type: str) -> bool:
 
 
 def mlflow_check(uri: str) -> Check:
-    from raydistill.prepare import check_mlflow_uri
+    from raydistill.prepare import check_mlflow_uri  # lazy: loads torch; probe() may run where torch is broken
 
     try:
         check_mlflow_uri(uri)
@@ -256,7 +255,7 @@ def auth_check(address: Optional[str]) -> Check:
 
 
 def space_check(workdir: Path, need: Optional[int]) -> Check:
-    from raydistill.search.plan import available_bytes, human_bytes
+    from raydistill.search.plan import available_bytes, human_bytes  # lazy: loads torch (see mlflow_check)
 
     free = available_bytes(workdir)
     if need is not None and free < need:
@@ -279,8 +278,6 @@ def run_checks(ray, workdir: Path, mlflow_uri: str, address: Optional[str], need
 
 def preflight(ray, workdir: Path, mlflow_uri: str, address: Optional[str]) -> list[Check]:
     """The checks a search runs before any work: each line logged, a UserError on a failure."""
-    from raydistill.utils import log
-
     checks = run_checks(ray, workdir, mlflow_uri, address)
     for check in checks:
         if check.status != "ok":

@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from raydistill.corpus.manifest import Corpus
+from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
+from raydistill.evaluate.upstream import HubertUpstream
+from raydistill.methods import load_student
+from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.search.setup import TrialSetup
+from raydistill.search.trial import PROBE_AS_FINAL, final_is_probe
 from raydistill.utils import Progress, is_number, log
 
 
@@ -18,12 +24,6 @@ def _evaluate(checkpoint_dir: str, setup: TrialSetup, seed: Optional[int] = None
     """The full suite of a trial's checkpoint: the trial's evaluation seed and fixed head learning
     rates by default; ``seed`` and ``lr_scales`` (heads' learning rates tuned on dev) to confirm."""
     import torch
-
-    from raydistill.corpus.manifest import Corpus
-    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
-    from raydistill.evaluate.upstream import HubertUpstream
-    from raydistill.methods import load_student
-    from raydistill.models.checkpoint import STUDENT_FILE
 
     torch.set_num_threads(max(1, int(setup.cpus_per_worker)))
     device = "cuda" if setup.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
@@ -38,9 +38,6 @@ def _evaluate(checkpoint_dir: str, setup: TrialSetup, seed: Optional[int] = None
 def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
     """Score every trial that ended without ``overall_score``; return how many were scored."""
     import ray
-
-    from raydistill.evaluate.suite import score_metrics
-    from raydistill.search.trial import PROBE_AS_FINAL, final_is_probe
 
     todo = []
     for result in results:

@@ -49,7 +49,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from raydistill.teacher.sources import LOGITS
+from raydistill.corpus.manifest import Corpus
+from raydistill.errors import UserError
+from raydistill.teacher.sources import LOGITS, load_teacher
 from raydistill.utils import Progress, atomic_write_text, disk_guard, length_batches, log, save_npy
 
 SAMPLE_RATE = 16000
@@ -155,9 +157,6 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
 
     ``teacher`` / ``corpus``: already loaded (in-process); a Ray task loads them from the spec
     once per worker process."""
-    from raydistill.corpus.manifest import Corpus
-    from raydistill.teacher.sources import load_teacher
-
     spec = PassSpec.from_dict(spec) if isinstance(spec, dict) else spec
     out = Path(spec.out)
     if device is None:
@@ -320,8 +319,6 @@ def report_stall(ray, ask: dict, waiting: int, seconds: float, label: str) -> No
     """Say why a pass is not moving: what each waiting task asks for against what the cluster
     has, in all and free now. A demand that no node holds, on a cluster whose autoscaler cannot
     add a node (none configured), is a UserError."""
-    from raydistill.errors import UserError
-
     total, free = ray.cluster_resources(), ray.available_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     fits = any(all(node.get(k, 0) >= v for k, v in ask.items()) for node in nodes)

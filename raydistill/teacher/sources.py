@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import load_torch_file, load_weights, read_checkpoint
 from raydistill.models.components import legacy_keys
@@ -269,8 +270,6 @@ def _legacy_encoder(ckpt: dict, path: Path) -> dict:
     as configured. Exact for the embedded teacher (HuBERT pre-training, input masked); a student
     whose method reshaped it (ARMHuBERT's FFN re-investment) fails the weight check with a
     one-line error, and only HuBERT pre-training is taken to have a trained mask embedding."""
-    from raydistill.config import PRETRAIN, TrainConfig
-
     config = TrainConfig.from_dict(ckpt["config"], where=str(path))
     return {"kind": "HubertModel" if isinstance(config.student, HubertConfig) else type(config.student).__name__,
             "config": config.student.to_dict(), "masks_input": config.method == PRETRAIN}
