@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from raydistill.config import MaskConfig  # noqa: E402
 from raydistill.corpus.manifest import Corpus  # noqa: E402
-from raydistill.models.config import PRESETS, conv_frames  # noqa: E402
+from raydistill.models.config import ARCHITECTURES, conv_frames  # noqa: E402
 from raydistill.train.masking import sample_mask  # noqa: E402
 
 SETTINGS = [
@@ -40,7 +40,7 @@ def batch_frames(corpus: Corpus, batch_seconds: float, max_seconds: float, batch
     """(rows, frames) of the loop's batches: bucketed by length, cropped to the shortest member."""
     from raydistill.train.data import TrainData
 
-    conv = PRESETS["tiny-teacher"].conv_layers
+    conv = ARCHITECTURES["tiny-teacher"].conv_layers
     utts = [u for u in corpus.utterances if u.split == "train"]
     fake = TrainData.__new__(TrainData)  # only its batching: no target cache needed
     fake.utterances = utts

@@ -107,14 +107,14 @@ def overhead(client, experiment: str, search_id: str | None, slots: int | None =
 def teacher_flop_share(space: dict, workdir: Path) -> float:
     """Teacher forward / (teacher forward + student forward and backward) per audio-second."""
     from raydistill.config import TrainConfig
-    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.methods import get_method
     from raydistill.models.macs import macs_per_second
     from raydistill.prepare import Workdir, resolve_corpus, resolve_teacher
 
     wd = Workdir(workdir)
     teacher = resolve_teacher("embedded", wd, resolve_corpus(None, wd))
     config = TrainConfig.from_dict(space["base"], where="bench")
-    student = get_method(config.method).build(config, TeacherInfo.of(teacher.describe())).model
+    student = get_method(config.method).build(config, teacher.info).model
     t, s = macs_per_second(teacher.model), macs_per_second(student)
     return t / (t + 3 * s)
 

@@ -97,11 +97,11 @@ def train_steps(config, teacher, corpus, store_for, device):
     The peak memory counters start at zero here (on CUDA; the host's is the process's)."""
     import torch
 
-    from raydistill.methods import TeacherInfo, teacher_needs
+    from raydistill.methods import teacher_needs
     from raydistill.train.data import TrainData
     from raydistill.train.loop import train
 
-    needs = teacher_needs(config, TeacherInfo.of(teacher.describe()))
+    needs = teacher_needs(config, teacher.info)
     data = TrainData(corpus, store_for(needs), needs, config.student.conv_layers)
     reports = []
     if device.type == "cuda":
@@ -134,7 +134,7 @@ def run_space(path: Path, teacher, corpus, store_for, args, device) -> dict:
 
 def run_variant(name: str, teacher, corpus, store_for, student: dict, args, device) -> dict:
     from raydistill.config import TrainConfig
-    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.methods import get_method
     from raydistill.models.macs import macs_per_second
 
     mode, precision, compiled = name.split("-")
@@ -147,7 +147,7 @@ def run_variant(name: str, teacher, corpus, store_for, student: dict, args, devi
                   "max_seconds": args.max_seconds, "lr": 5e-4, "precision": precision,
                   "compile": compiled == "compile", "grad_accum": args.grad_accum},
     }, where="bench")
-    info = TeacherInfo.of(teacher.describe())
+    info = teacher.info
     data, needs, reports, wall = train_steps(config, teacher, corpus, store_for, device)
     # steady state: the reports after the first (which holds the warm-up and compilation)
     first, rest = reports[0], reports[1:]

@@ -310,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _preset_names() -> list[str]:
-    from raydistill.presets import PRESETS
+    from raydistill.presets import RUN_PRESETS
 
-    return list(PRESETS)
+    return list(RUN_PRESETS)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -685,18 +685,13 @@ def _corpus_config(preset, args):
     import dataclasses
 
     from raydistill.config import from_mapping
-    from raydistill.utils import read_yaml
+    from raydistill.utils import read_yaml_mapping
 
-    changes = read_yaml(args.config, "corpus config") if args.config else {}
-    if not isinstance(changes, dict):
-        raise UserError(f"{args.config}: expected a mapping of corpus options, found {type(changes).__name__}")
+    options = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)}
+    changes = read_yaml_mapping(args.config, "corpus config", options, "a mapping of corpus options",
+                                "corpus option") if args.config else {}
     if args.seed:
         changes["seed"] = args.seed
-    options = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)}
-    unknown = sorted(set(changes) - set(options))
-    if unknown:
-        raise UserError(f"{args.config}: unknown corpus option(s) {', '.join(unknown)} "
-                        f"(allowed: {', '.join(sorted(options))})")
     return from_mapping(type(preset), options | changes, args.config or "corpus")
 
 

@@ -13,18 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydistill.errors import UserError
-from raydistill.models.config import HubertConfig, PRESETS
+from raydistill.models.config import ARCHITECTURES, HubertConfig
 from raydistill.models.lstm import LstmConfig
+from raydistill.utils import check_choice
 
 # Distillation methods a search can use (one module each under raydistill/methods/).
 METHODS = ("dicehubert", "kd", "star", "armhubert", "distilhubert")
 PRETRAIN = "hubert-pretrain"  # HuBERT iteration 1 on MFCC units: how the embedded teacher is made
 TEACHER_FEATURES = ("cached", "live")
-
-
-def _choice(name: str, value: str, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, found {value!r}")
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,7 @@ class MaskConfig:
             raise ValueError("frac and prob_end exclude each other: with frac, schedule it with frac_end")
         if self.length < 1:
             raise ValueError(f"length must be >= 1, found {self.length}")
-        _choice("selection", self.selection, ("static", "uniform"))
+        check_choice("selection", self.selection, ("static", "uniform"))
         if self.min_space < 0:
             raise ValueError(f"min_space must be >= 0, found {self.min_space}")
 
@@ -141,7 +137,7 @@ class OptimConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, found {self.lr}")
         if self.max_steps < 1:
@@ -175,8 +171,8 @@ class KDConfig:
     init_cnn_from_teacher: bool = False
 
     def __post_init__(self):
-        _choice("mode", self.mode, ("kd", "dkd"))
-        _choice("head", self.head, ("linear", "cosine"))
+        check_choice("mode", self.mode, ("kd", "dkd"))
+        check_choice("head", self.head, ("linear", "cosine"))
         if self.temperature <= 0 or self.alpha < 0 or self.beta < 0 or self.ce_weight < 0:
             raise ValueError("temperature must be positive and alpha, beta, ce_weight >= 0")
         if not 0.0 <= self.warmup_frac < 1.0:
@@ -198,9 +194,9 @@ class StarConfig:
     attn_distance: str = "kl"  # attention-map distance: "kl" (rows) or "mse"
 
     def __post_init__(self):
-        _choice("norm", self.norm, ("none", "dim", "cosine"))
-        _choice("distance", self.distance, ("mse", "l1", "kl"))
-        _choice("attn_distance", self.attn_distance, ("kl", "mse"))
+        check_choice("norm", self.norm, ("none", "dim", "cosine"))
+        check_choice("distance", self.distance, ("mse", "l1", "kl"))
+        check_choice("attn_distance", self.attn_distance, ("kl", "mse"))
         if min(self.layer_weight, self.intra_weight, self.attn_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.layer_weight + self.intra_weight + self.attn_weight == 0:
@@ -223,7 +219,7 @@ class ArmConfig:
     reinvest_ffn: bool = False
 
     def __post_init__(self):
-        _choice("loss", self.loss, ("mse", "l1"))
+        check_choice("loss", self.loss, ("mse", "l1"))
         if self.hint_weight < 0 or self.final_weight < 0:
             raise ValueError("hint_weight and final_weight must be >= 0")
 
@@ -239,7 +235,7 @@ class DistilConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "teacher_layers", tuple(int(v) for v in self.teacher_layers))
-        _choice("head_reduction", self.head_reduction, ("sum", "mean"))
+        check_choice("head_reduction", self.head_reduction, ("sum", "mean"))
         if any(v < 1 for v in self.teacher_layers):
             raise ValueError("teacher_layers must be >= 1 (layer outputs)")
         if self.cos_weight < 0:
@@ -254,7 +250,7 @@ class TrainConfig:
     """One distillation run: method, student, targets, masking, optimisation and evaluation."""
 
     method: str = "dicehubert"
-    student: HubertConfig | LstmConfig = field(default_factory=lambda: PRESETS["tiny-teacher"])
+    student: HubertConfig | LstmConfig = field(default_factory=lambda: ARCHITECTURES["tiny-teacher"])
     targets: TargetConfig = field(default_factory=TargetConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -284,8 +280,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS + (PRETRAIN,):
             raise ValueError(f"method must be one of {', '.join(METHODS)}, found {self.method!r}")
-        _choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
-        _choice("nomask_norm", self.nomask_norm, ("fairseq", "per_term"))
+        check_choice("teacher_features", self.teacher_features, TEACHER_FEATURES)
+        check_choice("nomask_norm", self.nomask_norm, ("fairseq", "per_term"))
         is_lstm = isinstance(self.student, LstmConfig)
         if is_lstm != (self.method == "kd"):
             raise ValueError(f"method {self.method} needs a {'BiLSTM' if self.method == 'kd' else 'HuBERT'} "
@@ -350,9 +346,9 @@ class TrainConfig:
 def _student_from_preset(spec: Any, where: str) -> dict:
     overrides = {} if isinstance(spec, str) else dict(spec)
     name = spec if isinstance(spec, str) else overrides.pop("preset")
-    if name not in PRESETS:
-        raise UserError(f"{where}: student: unknown preset {name!r} (choose from {', '.join(sorted(PRESETS))})")
-    base = PRESETS[name].to_dict()
+    if name not in ARCHITECTURES:
+        raise UserError(f"{where}: student: unknown preset {name!r} (choose from {', '.join(sorted(ARCHITECTURES))})")
+    base = ARCHITECTURES[name].to_dict()
     base.update(overrides)
     return base
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
+from raydistill.gpu import cuda_problem, driver_version, os_gpus
+from raydistill.utils import log, one_line
 
 NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "efs", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre")
 MOUNTS = Path("/proc/mounts")
@@ -46,16 +48,9 @@ class Check:
         return f"{self.status:<4} {self.name}: {self.what}"
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
-
-
 def probe(workdir: str, token_name: str, token: str, node_id: str) -> dict:
     """What one node reports (run on it): its software and GPUs, and its view of the workdir
     (whether it reads ``token`` in ``token_name`` there, and writes ``token_name.<node_id>``)."""
-    from raydistill.gpu import cuda_problem, driver_version, os_gpus
-
     info: dict = {"host": socket.gethostname()}
     try:
         import torch
@@ -63,24 +58,24 @@ def probe(workdir: str, token_name: str, token: str, node_id: str) -> dict:
         info.update(torch=torch.__version__, cuda_build=torch.version.cuda, torch_gpus=torch.cuda.device_count()
                     if torch.cuda.is_available() else 0)
     except Exception as e:  # noqa: BLE001 - reported as the node's failure
-        info["torch_error"] = _one_line(e)
+        info["torch_error"] = one_line(e, first_line=True, with_type=True)
     try:
         import torchaudio
 
         info["torchaudio"] = torchaudio.__version__
     except Exception as e:  # noqa: BLE001
-        info["torchaudio_error"] = _one_line(e)
+        info["torchaudio_error"] = one_line(e, first_line=True, with_type=True)
     info.update(os_gpus=len(os_gpus()), driver=driver_version())
     try:
         info["cuda_problem"] = cuda_problem()
     except Exception as e:  # noqa: BLE001
-        info["cuda_problem"] = _one_line(e)
+        info["cuda_problem"] = one_line(e, first_line=True, with_type=True)
     try:
         import faiss
 
         info.update(faiss=getattr(faiss, "__version__", "?"), faiss_gpu=hasattr(faiss, "StandardGpuResources"))
     except Exception as e:  # noqa: BLE001 - faiss-gpu without its CUDA libraries raises RuntimeError
-        info["faiss_error"] = _one_line(e)
+        info["faiss_error"] = one_line(e, first_line=True, with_type=True)
     root = Path(workdir)
     try:
         seen = (root / token_name).read_text()
@@ -134,7 +129,7 @@ def node_reports(ray, workdir: Path, timeout: float = NODE_TIMEOUT) -> list[tupl
                 try:
                     report = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - the node's failure, reported with its name
-                    report = {"error": _one_line(e)}
+                    report = {"error": one_line(e, first_line=True, with_type=True)}
             if "error" not in report and report.get("workdir_write") is None:
                 back = workdir / f"{name}.{node['NodeID']}"
                 if not (back.is_file() and back.read_text() == token):
@@ -226,7 +221,7 @@ def is_network_file_system(fs_type: str) -> bool:
 
 
 def mlflow_check(uri: str) -> Check:
-    from raydistill.prepare import check_mlflow_uri
+    from raydistill.prepare import check_mlflow_uri  # lazy: loads torch; probe() may run where torch is broken
 
     try:
         check_mlflow_uri(uri)
@@ -260,7 +255,7 @@ def auth_check(address: Optional[str]) -> Check:
 
 
 def space_check(workdir: Path, need: Optional[int]) -> Check:
-    from raydistill.search.plan import available_bytes, human_bytes
+    from raydistill.search.plan import available_bytes, human_bytes  # lazy: loads torch (see mlflow_check)
 
     free = available_bytes(workdir)
     if need is not None and free < need:
@@ -283,8 +278,6 @@ def run_checks(ray, workdir: Path, mlflow_uri: str, address: Optional[str], need
 
 def preflight(ray, workdir: Path, mlflow_uri: str, address: Optional[str]) -> list[Check]:
     """The checks a search runs before any work: each line logged, a UserError on a failure."""
-    from raydistill.utils import log
-
     checks = run_checks(ray, workdir, mlflow_uri, address)
     for check in checks:
         if check.status != "ok":

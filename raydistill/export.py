@@ -22,16 +22,17 @@ single-objective search), or ``--objectives`` (``overall_score:max,params:min``)
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import yaml
 
 from raydistill.errors import UserError
-from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, format_objectives, parse_objectives
+from raydistill.search.objectives import (DEFAULT as DEFAULT_OBJECTIVES, format_objectives, objective_values,
+                                          parse_objectives)
 from raydistill.evaluate.suite import SCORE_METRICS
+from raydistill.pareto import pareto_front
 from raydistill.provenance import from_tags
 from raydistill.tracking.mlflow import (CONFIRMED, CONFIRMED_TAG, EVALUATED, KIND, SEARCH_ID, STATUS, open_experiment,
                                         ranked, run_config, scored)
@@ -41,32 +42,6 @@ SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
 CONFIRM_SCORES = (CONFIRMED, "confirmed_spread", "confirmed_seeds")  # search --confirm: what the ranking uses
 # with SCORES first, every score and size a trial's run holds (the ``scores`` of an exported file)
 ALL_SCORES = {*SCORE_METRICS, "probe_score", "probe_pr_per", "probe_sid_acc", "params", "macs_per_second"}
-
-
-def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
-    """Indices (ascending) of the non-dominated ``points`` under ``modes`` (``"max"``/``"min"``
-    per coordinate). A point is dominated if another is at least as good in every coordinate
-    and strictly better in one; equal points do not dominate each other, so duplicates on the
-    front are all kept. Values must be finite numbers."""
-    import numpy as np
-
-    modes = list(modes)
-    if not modes or any(m not in ("max", "min") for m in modes):
-        raise ValueError(f"modes must be a non-empty list of 'max'/'min', found {modes}")
-    if len(points) == 0:
-        return []
-    values = np.asarray(points, dtype=float)
-    if values.ndim != 2 or values.shape[1] != len(modes):
-        raise ValueError(f"expected points of {len(modes)} values each, found shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError("pareto_front needs finite values")
-    values = values * np.array([1.0 if m == "max" else -1.0 for m in modes])  # larger is better everywhere
-    front = []
-    for i, point in enumerate(values):
-        dominated = ((values >= point).all(axis=1) & (values > point).any(axis=1)).any()
-        if not dominated:
-            front.append(i)
-    return front
 
 
 def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: Optional[str] = None,
@@ -133,7 +108,7 @@ def _pareto_set(client, runs: list, parents: dict, wanted: Optional[dict]) -> di
     objectives = wanted or _search_objectives(client, finished, parents)
     candidates = []
     for run in finished:
-        values = _objective_values(run, objectives)
+        values = objective_values(run.data.metrics, objectives, run.data.params)
         if values is not None:
             candidates.append((run, values))
     if not candidates:
@@ -157,21 +132,6 @@ def _search_objectives(client, runs: list, parents: dict) -> dict:
                         "pass --search or --objectives")
     spec = next(iter(found), format_objectives(DEFAULT_OBJECTIVES))
     return parse_objectives(spec, "objectives logged on the search's MLflow run")
-
-
-def _objective_values(run, objectives: dict) -> Optional[list[float]]:
-    values = []
-    for name in objectives:
-        value = run.data.metrics.get(name)
-        if value is None and name == "params":  # searches whose trials did not report it: the run's param
-            try:
-                value = float(run.data.params["params"])
-            except (KeyError, ValueError):
-                value = None
-        if value is None or not math.isfinite(value):
-            return None
-        values.append(float(value))
-    return values
 
 
 def _write_pareto(tmp: Path, client, front: dict, parents: dict, uri: str, experiment: str) -> None:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from raydistill.utils import check_choice
+
 
 def soft_unit_labels(features: Tensor, centroids: Tensor, temperature: float) -> Tensor:
     """DiceHuBERT soft labels (Eq. 3): ``p(i | h) = softmax_i(-||h - c_i||_2 / τ)``.
@@ -121,7 +123,7 @@ def temporal_gram(x: Tensor, y: Optional[Tensor] = None, *, norm: str = "dim") -
         norm: "none"; "dim" divides by D (comparable across widths, default); "cosine"
             L2-normalises every frame first.
     """
-    _choice("norm", norm, GRAM_NORMS)
+    check_choice("norm", norm, GRAM_NORMS)
     y = x if y is None else y
     if x.shape[:2] != y.shape[:2]:
         raise ValueError(f"gram of mismatched frames: {list(x.shape)} vs {list(y.shape)}")
@@ -140,7 +142,7 @@ def gram_distance(g_student: Tensor, g_teacher: Tensor, valid: Tensor, *, distan
         entries); "kl" sums the row-wise KL(softmax(G_T) ‖ softmax(G_S)) over valid rows, each
         softmax over the valid columns (count = rows).
     """
-    _choice("distance", distance, GRAM_DISTANCES)
+    check_choice("distance", distance, GRAM_DISTANCES)
     _same_shape(g_student, g_teacher)
     pair = valid[:, :, None] & valid[:, None, :]
     if distance in ("mse", "l1"):
@@ -157,7 +159,7 @@ def attention_map_loss(att_student: Tensor, att_teacher: Tensor, valid: Tensor, 
         (sum, count): "kl" sums row-wise KL(A_T ‖ A_S) over valid rows, restricted to the valid
         columns (count = rows); "mse" sums squared errors over valid × valid entries.
     """
-    _choice("distance", distance, ("kl", "mse"))
+    check_choice("distance", distance, ("kl", "mse"))
     _same_shape(att_student, att_teacher)
     if distance == "mse":
         pair = valid[:, :, None] & valid[:, None, :]
@@ -196,7 +198,7 @@ def masking_distill_loss(pred: Tensor, teacher_unmasked: Tensor, teacher_masked:
     Returns:
         (sum over all B·N frames, B·N): divide by the global B·N for the paper's normalisation.
     """
-    _choice("loss", loss, ("mse", "l1"))
+    check_choice("loss", loss, ("mse", "l1"))
     _same_shape(pred, teacher_unmasked)
     _same_shape(pred, teacher_masked)
     target = torch.where(mask[..., None], teacher_unmasked.float(), teacher_masked.float())
@@ -234,8 +236,3 @@ def feature_mse(pred: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor, Te
 def _same_shape(a: Tensor, b: Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
-
-
-def _choice(name: str, value: str, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, found {value!r}")

@@ -10,7 +10,8 @@ heads, ``params_train`` keeps them.
 from __future__ import annotations
 
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo
+from raydistill.models.config import thin_cnn
+from raydistill.teacher.info import TeacherInfo
 
 # The teachers the papers distil (pre-training head: 500 k-means units).
 TEACHERS = {
@@ -22,12 +23,8 @@ TEACHERS = {
 _BASE = {"preset": "hubert-base"}
 
 
-def _thin_cnn(d: int) -> list:
-    return [[128, 10, 5], [256, 1, 1]] + [[256, 3, 2]] * 4 + [[d, 1, 1]] + [[d, 2, 2]] * 2
-
-
 # name -> (teacher, run config). Paper sizes in the comments (docs/methods.md#paper-parameter-counts).
-PRESETS: dict[str, tuple[str, dict]] = {
+RUN_PRESETS: dict[str, tuple[str, dict]] = {
     # 94,371,712 encoder + mask_emb; 94,697,600 with the pre-training head over 504 rows (94.70M)
     "hubert-base": ("hubert-base", {"method": "dicehubert", "student": _BASE,
                                     "targets": {"teacher_layer": 9, "num_clusters": 504}}),
@@ -76,11 +73,11 @@ PRESETS: dict[str, tuple[str, dict]] = {
     # STaR: widths inferred from the exact counts [U] (docs/methods.md#star-students); thin CNN,
     # 12 layers, no heads
     "starhubert": ("hubert-base", {"method": "star", "student": {
-        **_BASE, "conv_layers": _thin_cnn(432), "embed_dim": 432, "ffn_dim": 976, "project_features": False,
-        "layer_drop": 0.0}}),  # 22.31M
+        **_BASE, "conv_layers": [list(layer) for layer in thin_cnn(432)], "embed_dim": 432, "ffn_dim": 976,
+        "project_features": False, "layer_drop": 0.0}}),  # 22.31M
     "starhubert-l": ("hubert-base", {"method": "star", "student": {
-        **_BASE, "conv_layers": _thin_cnn(480), "embed_dim": 480, "ffn_dim": 1024, "project_features": False,
-        "layer_drop": 0.0}}),  # 26.63M
+        **_BASE, "conv_layers": [list(layer) for layer in thin_cnn(480)], "embed_dim": 480, "ffn_dim": 1024,
+        "project_features": False, "layer_drop": 0.0}}),  # 26.63M
     # KD/DKD (docs/methods.md#the-bilstm-student): HuBERT CNN + 4 x BiLSTM-384 on its 512-d
     # output; classifier over 500 units
     "lstm-kd": ("hubert-large", {"method": "kd", "student": {"arch": "lstm", "hidden": 384, "num_layers": 4},
@@ -90,7 +87,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
 
 def preset(name: str) -> tuple[TeacherInfo, dict]:
     """(teacher shape, run config dict) of a named preset; unknown names are a :class:`UserError`."""
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    teacher, config = PRESETS[name]
+    if name not in RUN_PRESETS:
+        raise UserError(f"unknown preset {name!r} (choose from {', '.join(RUN_PRESETS)})")
+    teacher, config = RUN_PRESETS[name]
     return TEACHERS[teacher], config

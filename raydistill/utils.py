@@ -13,9 +13,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional, Sequence
 
-from raydistill.errors import DiskFull
+from raydistill.errors import DiskFull, UserError
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -269,8 +269,6 @@ def read_yaml(path: str | os.PathLike, what: str):
     """Parse a YAML file; a missing or malformed one is a one-line :class:`UserError`."""
     import yaml
 
-    from raydistill.errors import UserError
-
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a directory, not a YAML file")
@@ -286,17 +284,17 @@ def read_yaml(path: str | os.PathLike, what: str):
         raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 
-def read_yaml_mapping(path: str | os.PathLike, what: str, allowed, shape: str = "a mapping at the top level") -> dict:
+def read_yaml_mapping(path: str | os.PathLike, what: str, allowed, shape: str = "a mapping at the top level",
+                      item: str = "key") -> dict:
     """:func:`read_yaml` for files whose top level is a mapping of known keys: anything else is a
-    one-line :class:`UserError` naming the file (``shape`` says what was expected)."""
-    from raydistill.errors import UserError
-
+    one-line :class:`UserError` naming the file (``shape`` says what was expected, ``item`` what
+    a key is: "unknown key(s) ...")."""
     raw = read_yaml(path, what)
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected {shape}")
+        raise UserError(f"{path}: expected {shape}, found {type(raw).__name__}")
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+        raise UserError(f"{path}: unknown {item}(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
     return raw
 
 
@@ -313,6 +311,29 @@ def peak_memory(device="cpu") -> dict[str, float]:
     return out
 
 
+def length_batches(lengths: Sequence[int], max_samples: float, *, longest_first: bool) -> list[list[int]]:
+    """Positions of ``lengths`` grouped by similar length so that each padded batch (rows ×
+    its longest) holds at most ``max_samples``; a longer one is a batch of its own. The rule:
+    sorted by length, longest first (``longest_first``, the evaluation's feature pass) or
+    shortest first (the teacher pass), equal lengths in the given order, and a batch is cut
+    where the next position would pass the budget."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=longest_first)  # stable
+    batches: list[list[int]] = []
+    for i in order:
+        longest = max(lengths[batches[-1][0]], lengths[i]) if batches else lengths[i]
+        if batches and (len(batches[-1]) + 1) * longest <= max_samples:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def check_choice(name: str, value, allowed: tuple) -> None:
+    """A ``ValueError`` naming ``name`` and the ``allowed`` values unless ``value`` is one of them."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, found {value!r}")
+
+
 def is_number(value) -> bool:
     """Whether ``value`` is a finite int or float (not a bool, not NaN or inf): a score that counts."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -324,7 +345,20 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """``text`` (an error message, say) as one line of at most ``limit`` characters."""
-    line = " ".join(text.split()) or "no error message"
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+def one_line(error: str | BaseException, limit: Optional[int] = 300, *, first_line: bool = False,
+             with_type: bool = False) -> str:
+    """An error (a message, or an exception's) as one line of at most ``limit`` characters.
+
+    By default all of its lines, whitespace collapsed, cut with "…" ("no error message" if
+    empty). ``first_line``: its first line only, cut without a mark (``limit`` None: not cut),
+    and an exception without a message is its type's name; ``with_type`` puts the type first
+    ("ValueError: ...")."""
+    text = error if isinstance(error, str) else str(error)
+    if not first_line:
+        line = " ".join(text.split()) or "no error message"
+        return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"
+    text = text.strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0][:limit]
+    return f"{type(error).__name__}: {line}" if with_type else line

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from raydistill.config import TrainConfig
-from raydistill.methods import TeacherInfo, describe
+from raydistill.methods import describe
+from raydistill.teacher.info import TeacherInfo
 from raydistill.presets import preset
 from raydistill.search.space import SearchSpace, load_space
 

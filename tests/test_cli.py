@@ -159,11 +159,11 @@ def tiny_encoder_teacher(tmp_path, mask_emb_width=None):
     embedding, unless one of ``mask_emb_width`` is given from a file."""
     import torch
 
-    from raydistill.models.config import PRESETS
+    from raydistill.models.config import ARCHITECTURES
     from raydistill.models.hubert import HubertModel
 
     path = tmp_path / "encoder.pt"
-    torch.save(HubertModel(PRESETS["tiny-teacher"]).encoder.state_dict(), path)
+    torch.save(HubertModel(ARCHITECTURES["tiny-teacher"]).encoder.state_dict(), path)
     spec = f"torchaudio:{path}#tiny-teacher"
     if mask_emb_width is not None:
         torch.save(torch.zeros(mask_emb_width), tmp_path / "emb.pt")
@@ -182,7 +182,8 @@ def arm_config(tmp_path, **top):
 
 def student_checkpoint(tmp_path):
     from raydistill.config import TrainConfig
-    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.methods import get_method
+    from raydistill.teacher.info import TeacherInfo
     from raydistill.models.checkpoint import save_student
 
     config = TrainConfig.from_dict({"method": "star", "student": {"preset": "tiny-teacher", "num_layers": 2}})

@@ -13,7 +13,8 @@ from raydistill.config import TrainConfig
 import raydistill.convert as convert_module
 from raydistill.convert import convert
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo, get_method
+from raydistill.methods import get_method
+from raydistill.teacher.info import TeacherInfo
 from raydistill.models.checkpoint import save_student
 from raydistill.evaluate.upstream import HubertUpstream
 from raydistill.models.config import hubert_conv

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from raydistill.methods import TeacherInfo, teacher_needs
+from raydistill.methods import teacher_needs
 from raydistill.prepare import Workdir, ensure_targets
 from raydistill.search.space import load_space
 from raydistill.targets.store import TeacherNeeds
@@ -40,7 +40,7 @@ def smoke_config(name: str):
 def prepared(librispeech_corpus, base_teachers, tmp_path_factory):
     """The base teacher's targets that the five smoke configurations read, computed once."""
     teacher = load_teacher(f"torchaudio:{base_teachers['pretrain']}")
-    info = TeacherInfo.of(teacher.describe())
+    info = teacher.info
     needs = [teacher_needs(smoke_config(name), info) for name in SPACES]
     union = TeacherNeeds(units=tuple(sorted({u for n in needs for u in n.units})),
                          features=tuple(sorted({f for n in needs for f in n.features})),
@@ -62,7 +62,7 @@ def _rank(rank: int, world: int, port: int, corpus, store_root, teacher_spec, ou
     try:
         for name in SPACES:
             config = smoke_config(name)
-            needs = teacher_needs(config, TeacherInfo.of(teacher.describe()))
+            needs = teacher_needs(config, teacher.info)
             data = TrainData(corpus, TargetStore(Path(store_root)), needs, config.student.conv_layers)
             reports = []
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("raydistill", "README.md", "docs", "bench", "search_spaces", "studies", "tests")
 # Markdown files raydistill writes at run time: named in code and docs, never in the repository.
-GENERATED = {"table.md"}  # a study's table (report/study_table.py)
+GENERATED = {"table.md"}  # a study's table (search/study_table.py)
 # Files another branch is restructuring, whose citations are fixed there (the replacements are
 # in docs/); their problems are expected until then. Remove a file once it is clean: the last
 # test fails to say so.

@@ -56,7 +56,7 @@ def test_method_space_smoke_search(space, workdir):
 
 
 def test_multi_objective_search_exports_its_pareto_set(workdir, tmp_path):
-    from raydistill.export import pareto_front
+    from raydistill.pareto import pareto_front
 
     trials = [t for t in trial_runs(workdir, "star") if math.isfinite(t.data.metrics["overall_score"])]
     out = tmp_path / "pareto"

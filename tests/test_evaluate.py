@@ -32,7 +32,7 @@ from raydistill.evaluate import (
 )
 from raydistill.evaluate.heads_fit import shuffled_batches
 from raydistill.evaluate.suite import TASKS
-from raydistill.evaluate.upstream import length_batches
+from raydistill.utils import length_batches
 
 PHONES = ["a", "e", "i", "o", "u", "m"]
 PHONE_HZ = {p: 250.0 * 1.4**k for k, p in enumerate(PHONES)}  # 250 .. 1345 Hz
@@ -337,7 +337,7 @@ def test_fbank_padded_batch_equals_one_by_one():
 
 def test_length_batches_respect_the_budget():
     lengths = [5, 50, 20, 20, 120, 1]
-    batches = length_batches(lengths, max_samples=60)
+    batches = length_batches(lengths, max_samples=60, longest_first=True)
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert batches[0] == [4]  # too long for any budget: alone
     for b in batches[1:]:
@@ -410,7 +410,7 @@ def test_trial_evaluator_reuses_the_last_rung_when_the_final_suite_is_the_probe(
                                                                                 calls):
     # A search with --final-suite probe scores a trial's end with the suite its last ASHA rung
     # just ran (same data, seed and heads): the evaluation must run once, not twice.
-    from raydistill.models.config import PRESETS
+    from raydistill.models.config import ARCHITECTURES
     from raydistill.models.hubert import HubertModel
     from raydistill.search import trial
 
@@ -418,7 +418,7 @@ def test_trial_evaluator_reuses_the_last_rung_when_the_final_suite_is_the_probe(
     real = trial.evaluate_upstream
     monkeypatch.setattr(trial, "evaluate_upstream", lambda up, c, budget, **kw: seen.append(budget) or real(up, c, budget, **kw))
     torch.manual_seed(0)
-    model = HubertModel(PRESETS["tiny-teacher"]).eval()
+    model = HubertModel(ARCHITECTURES["tiny-teacher"]).eval()
     evaluate = trial.make_evaluator(corpus, {"probe": "smoke", "full": final_suite}, seed=0, device="cpu")
     rung = evaluate(model, final=False)
     assert len(seen) == 1 and set(rung) == {"probe_score", "probe_pr_per", "probe_sid_acc"}

@@ -179,7 +179,8 @@ def test_every_masking_method_logs_what_it_masked(data, tmp_path, monkeypatch):
 
 def _reference_run(config, data):
     """The loop as a plain PyTorch loop: one batch per step, the loss read and checked every step."""
-    from raydistill.methods import StepContext, TeacherInfo, get_method
+    from raydistill.methods import StepContext, get_method
+    from raydistill.teacher.info import TeacherInfo
     from raydistill.train.loop import lr_lambda
     from raydistill.train.masking import sample_mask
 

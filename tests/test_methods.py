@@ -13,13 +13,14 @@ import torch
 
 from raydistill.config import ArmConfig, TrainConfig
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo, describe, get_method, layer_map, teacher_needs
+from raydistill.methods import describe, get_method, layer_map, teacher_needs
+from raydistill.teacher.info import TeacherInfo
 from raydistill.methods import load_student
 from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.models.config import HubertConfig, hubert_conv
 from raydistill.models.heads import PredictionHead
 from raydistill.models.hubert import HubertModel
-from raydistill.presets import PRESETS, preset
+from raydistill.presets import RUN_PRESETS, preset
 from raydistill.targets.store import LOGITS, TargetStore, TeacherNeeds
 from raydistill.teacher.sources import Teacher
 from raydistill.train.data import TrainData
@@ -68,7 +69,7 @@ def _config(name: str, **optim) -> TrainConfig:
 
 def _run(name, tiny_corpus, store, teacher, tmp_path, *, fixed=False, **optim):
     config = _config(name, **optim)
-    info = TeacherInfo.of(teacher.describe())
+    info = teacher.info
     needs = teacher_needs(config, info)
     data = TrainData(tiny_corpus, store, needs, config.student.conv_layers)
     if fixed:  # one batch over and over: the loss must fall
@@ -104,18 +105,18 @@ def test_method_loss_falls_on_a_fixed_batch(name, tiny_corpus, store, teacher, t
 def test_distilhubert_starts_from_the_teacher(teacher):
     config = _config("distilhubert")
     method = get_method("distilhubert")
-    module = method.build(config, TeacherInfo.of(teacher.describe()))
+    module = method.build(config, teacher.info)
     method.init_from_teacher(module, teacher, config)
     student, source = module.model.state_dict(), teacher.model.state_dict()
     shared = [k for k in student if k != "mask_emb"]
     assert shared and all(torch.equal(student[k], source[k]) for k in shared)
     wider = TrainConfig.from_dict({**CONFIGS["distilhubert"], "student": SMALL})
     with pytest.raises(UserError, match="init_from_teacher"):
-        method.init_from_teacher(method.build(wider, TeacherInfo.of(teacher.describe())), teacher, wider)
+        method.init_from_teacher(method.build(wider, teacher.info), teacher, wider)
 
 
 def test_kd_student_cnn_starts_from_the_teachers_when_asked(teacher):
-    method, info = get_method("kd"), TeacherInfo.of(teacher.describe())
+    method, info = get_method("kd"), teacher.info
     source = teacher.model.encoder.feature_extractor.state_dict()
 
     def student_cnn(config):
@@ -238,7 +239,7 @@ def test_the_embedded_teacher_keeps_its_per_term_loss_and_its_cache_key():
 
 
 def test_teacher_needs_of_each_method(teacher):
-    info = TeacherInfo.of(teacher.describe())
+    info = teacher.info
     assert teacher_needs(_config("dicehubert"), info) == TeacherNeeds(units=((2, 8),), features=(1, 2))
     assert teacher_needs(_config("dicehubert-soft"), info) == TeacherNeeds(units=((2, 8),), features=(2,))
     assert teacher_needs(_config("kd"), info) == TeacherNeeds(logits=True)
@@ -287,7 +288,7 @@ PAPER = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(RUN_PRESETS))
 def test_preset_sizes_match_the_papers(name):
     info, config = preset(name)
     sizes = describe(TrainConfig.from_dict(config, where=name), info, macs=False)
@@ -297,7 +298,7 @@ def test_preset_sizes_match_the_papers(name):
 
 
 def test_presets_cover_the_issue():
-    assert set(PAPER) == set(PRESETS)
+    assert set(PAPER) == set(RUN_PRESETS)
 
 
 def test_armhubert_released_preset_carries_the_released_training_settings(capsys):

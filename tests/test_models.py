@@ -8,7 +8,7 @@ from torchaudio.models.wav2vec2.components import _compute_logits
 
 from raydistill.evaluate.upstream import HubertUpstream
 from raydistill.models.components import legacy_keys
-from raydistill.models.config import PRESETS, HubertConfig, conv_frames, hubert_conv
+from raydistill.models.config import ARCHITECTURES, HubertConfig, conv_frames, hubert_conv
 from raydistill.models.heads import PredictionHead
 from raydistill.models.hubert import HubertModel
 from raydistill.models.student import MaskedPredictor
@@ -33,11 +33,11 @@ def assert_matches_torchaudio(model: HubertModel, theirs, wave: torch.Tensor, le
 
 def test_hubert_base_with_torchaudios_weights_matches_torchaudios_forward():
     """The owned blocks are torchaudio's HuBERT: ``hubert_base()``'s state dict loads strictly
-    into ``HubertModel(PRESETS["hubert-base"]).encoder`` and back, and every layer's output on
+    into ``HubertModel(ARCHITECTURES["hubert-base"]).encoder`` and back, and every layer's output on
     a padded batch equals torchaudio's own forward."""
     torch.manual_seed(0)
     theirs = torchaudio.models.hubert_base().eval()
-    model = HubertModel(PRESETS["hubert-base"]).eval()
+    model = HubertModel(ARCHITECTURES["hubert-base"]).eval()
     model.encoder.load_state_dict(theirs.state_dict(), strict=True)
     assert list(model.encoder.state_dict()) == list(theirs.state_dict())
     wave = torch.randn(2, 16000)
@@ -163,7 +163,7 @@ def test_masked_predictor_gradients_reach_every_part():
 
 def test_presets_have_known_sizes():
     # torchaudio's hubert_base() encoder count (docs/methods.md#hubert-base-architecture): 94,370,944.
-    assert sum(p.numel() for p in HubertModel(PRESETS["hubert-base"]).encoder.parameters()) == 94_370_944
+    assert sum(p.numel() for p in HubertModel(ARCHITECTURES["hubert-base"]).encoder.parameters()) == 94_370_944
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from raydistill.models.heads import DistilHeads, LayerProjections, SplitLinear
-from raydistill.models.config import HubertConfig, PRESETS, conv_frames, hubert_conv, parse_reuse_pattern
+from raydistill.models.config import HubertConfig, ARCHITECTURES, conv_frames, hubert_conv, parse_reuse_pattern
 from raydistill.models.hubert import HubertModel
 from raydistill.models.macs import count_params
 from raydistill.models.student import MaskedPredictor, build_student
@@ -290,7 +290,7 @@ def test_recycle_and_distill_parameter_counts(ffn, reuse, d, reported, exact):
 
 def test_presets_match_the_paper_configs():
     for name, exact in [("armhubert", 26_448_448), ("maskhubert", 26_635_840), ("armhubert-s", 22_394_080)]:
-        cfg = PRESETS[name]
+        cfg = ARCHITECTURES[name]
         assert count_params(HubertModel(cfg)) + count_params(LayerProjections(cfg.embed_dim, 768, 12)) == exact
 
 

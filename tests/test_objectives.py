@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from raydistill.errors import UserError
-from raydistill.export import pareto_front
+from raydistill.pareto import pareto_front
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
 from raydistill.search.space import load_space
 
@@ -78,7 +78,7 @@ def test_multi_objective_searcher_tells_stopped_trials_as_pruned(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.searcher import ProbeAwareOptunaSearch
 
     space = load_space(SPACE)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")

@@ -9,7 +9,7 @@ import pytest
 
 from raydistill.cli import main
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo
+from raydistill.teacher.info import TeacherInfo
 from raydistill.search.plan import CorpusShape, choose_teacher_features, make_plan, parse_bytes, storage_plan
 from raydistill.search.space import load_space
 

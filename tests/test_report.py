@@ -146,7 +146,7 @@ def test_report_refuses_bad_input_with_one_line(store, tmp_path, capsys, error_l
 def test_warm_start_rebuilds_fitting_trials_and_changes_tpe_first_suggestion(store):
     import optuna
 
-    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.searcher import ProbeAwareOptunaSearch
     from raydistill.search.warmstart import check_same_data, earlier_searches, warm_trials
     from raydistill.errors import UserError
     from raydistill.tracking.mlflow import client_for

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo
+from raydistill.teacher.info import TeacherInfo
 from raydistill.search.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_all_yaml_samples_every_method_within_its_own_ranges():
 def test_composed_suggestions_reach_trials_as_config_paths(tmp_path):
     """Ray's Optuna searcher hands a trial the Optuna names it suggested; ours maps them back
     to config paths, which the trial's config and its MLflow params use."""
-    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.searcher import ProbeAwareOptunaSearch
     from raydistill.search.setup import TrialSetup
     from raydistill.search.trial import trial_config
 

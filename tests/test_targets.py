@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from raydistill.config import TargetConfig
-from raydistill.models.config import PRESETS, conv_frames
+from raydistill.models.config import ARCHITECTURES, conv_frames
 from raydistill.models.hubert import HubertModel
 from raydistill.targets.kmeans import assign, fit_kmeans, kmeans_plusplus
 from raydistill.targets.store import TargetStore
@@ -83,13 +83,13 @@ def test_mfcc_frames_align_with_the_cnn():
     source = MfccSource()
     for n in (400, 1000, 16000, 33333):
         feats, frames = source.layer_features(torch.randn(1, n), torch.tensor([n]), [0])
-        assert feats[0].shape == (1, source.frames(n), 39) == (1, conv_frames(n, PRESETS["tiny-teacher"].conv_layers), 39)
+        assert feats[0].shape == (1, source.frames(n), 39) == (1, conv_frames(n, ARCHITECTURES["tiny-teacher"].conv_layers), 39)
         assert int(frames[0]) == source.frames(n)
 
 
 def test_store_builds_once_and_trials_read_aligned_targets(tiny_corpus, tmp_path):
     torch.manual_seed(0)
-    teacher = Teacher(model=HubertModel(PRESETS["tiny-teacher"]), spec="test", key="tiny")
+    teacher = Teacher(model=HubertModel(ARCHITECTURES["tiny-teacher"]), spec="test", key="tiny")
     train = tiny_corpus.split("train")
     store = TargetStore(tmp_path / "store").ensure(teacher, tiny_corpus, train, [(2, 8), (3, 8)], layers=[2, 3])
     index = store.index
@@ -110,18 +110,18 @@ def test_store_builds_once_and_trials_read_aligned_targets(tiny_corpus, tmp_path
     assert (store.root / "layer2" / "k8" / "labels.npy").stat().st_mtime_ns == mtime
     # training batches: equal-length crops with their frames' labels
     data = TrainData(tiny_corpus, store, TargetConfig(teacher_layer=2, num_clusters=8, labels="soft"),
-                     PRESETS["tiny-teacher"].conv_layers)
+                     ARCHITECTURES["tiny-teacher"].conv_layers)
     indices = data.epoch_batches(8.0, 15.6, seed=0, epoch=0)[0]
     batch = data.load(indices, 15.6, np.random.default_rng(0))
     assert batch.wave.shape[1] % 320 == 0
     assert batch.labels.shape == (len(indices), conv_frames(batch.wave.shape[1], data.conv_layers))
-    assert batch.features[2].shape[:2] == batch.labels.shape and data.centroids.shape == (8, PRESETS["tiny-teacher"].embed_dim)
+    assert batch.features[2].shape[:2] == batch.labels.shape and data.centroids.shape == (8, ARCHITECTURES["tiny-teacher"].embed_dim)
 
 
 def test_batches_split_evenly_across_workers(tiny_corpus, tmp_path):
     store = TargetStore(tmp_path / "mfcc").ensure(MfccSource(), tiny_corpus, tiny_corpus.split("train"), [(0, 8)])
     data = TrainData(tiny_corpus, store, TargetConfig(teacher_layer=0, num_clusters=8),
-                     PRESETS["tiny-teacher"].conv_layers)
+                     ARCHITECTURES["tiny-teacher"].conv_layers)
     one = data.epoch_batches(6.0, 15.6, seed=0, epoch=0)
     a = data.epoch_batches(6.0, 15.6, seed=0, epoch=0, rank=0, world=2)
     b = data.epoch_batches(6.0, 15.6, seed=0, epoch=0, rank=1, world=2)

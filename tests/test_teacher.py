@@ -9,13 +9,13 @@ import torchaudio
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import save_student
-from raydistill.models.config import PRESETS
+from raydistill.models.config import ARCHITECTURES
 from raydistill.models.hubert import HubertModel
 from raydistill.models.student import MaskedPredictor
 from raydistill.teacher.sources import load_teacher, parse_spec
 from twins import torchaudio_twin
 
-TINY = PRESETS["tiny-teacher"]
+TINY = ARCHITECTURES["tiny-teacher"]
 WAVE = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
 
 
@@ -217,7 +217,8 @@ def test_raydistill_checkpoint_mask_embedding_follows_its_method(tmp_path):
     """Trained by a method that masks its input (DiceHuBERT, the embedded teacher): yes; by one
     that never does (STaR freezes mask_emb at its random initialisation): no. The checkpoint
     records it; one written before it did is read as the embedded teacher's kind."""
-    from raydistill.methods import TeacherInfo, get_method
+    from raydistill.methods import get_method
+    from raydistill.teacher.info import TeacherInfo
 
     masked = TrainConfig.from_dict({"student": "tiny-teacher", "targets": {"num_clusters": 12}})
     save_student(tmp_path / "dice.pt", masked, MaskedPredictor(masked.student, 12, masked.final_dim), {},

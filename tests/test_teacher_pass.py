@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from raydistill.models.config import PRESETS
+from raydistill.models.config import ARCHITECTURES
 from raydistill.models.hubert import HubertModel
 from raydistill.targets import teacher_pass as tp
 from raydistill.targets.kmeans import assign
 from raydistill.targets.store import TargetStore
 from raydistill.teacher.sources import Teacher
+from raydistill.utils import length_batches
 
 ALONE = 1e-6  # batch_seconds that puts every utterance in a batch of its own
 
@@ -22,7 +23,7 @@ ALONE = 1e-6  # batch_seconds that puts every utterance in a batch of its own
 @pytest.fixture(scope="module")
 def teacher():
     torch.manual_seed(0)
-    model = HubertModel(PRESETS["tiny-teacher"]).eval()
+    model = HubertModel(ARCHITECTURES["tiny-teacher"]).eval()
     assert model.cfg.extractor_mode == "group_norm"  # HuBERT-base's CNN: padding would change its frames
     return Teacher(model=model, spec="test", key="tiny-pass")
 
@@ -36,7 +37,7 @@ def alone(teacher, tiny_corpus, tmp_path_factory):
 
 def test_length_batches_are_padded_and_match_one_utterance_at_a_time(teacher, tiny_corpus, alone, tmp_path):
     train = tiny_corpus.split("train")
-    batches = tp.length_batches([u.num_samples for u in train], 30.0)
+    batches = length_batches([u.num_samples for u in train], 30.0 * tp.SAMPLE_RATE, longest_first=False)
     padded = [b for b in batches if len({train[i].num_samples for i in b}) > 1]
     assert len(batches) < len(train) and padded  # real batches, with rows of different lengths
     for b in batches:

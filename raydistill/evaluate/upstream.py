@@ -19,7 +19,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from raydistill.corpus.manifest import SAMPLE_RATE, Corpus, Utterance
-from raydistill.utils import Progress
+from raydistill.utils import Progress, length_batches
 
 
 @runtime_checkable
@@ -117,21 +117,6 @@ def frozen(upstream: Upstream) -> Iterator[None]:
         upstream.train(was_training)
 
 
-def length_batches(lengths: Sequence[int], max_samples: int) -> list[list[int]]:
-    """Indices grouped longest-first so each padded batch (size × longest) ≤ ``max_samples``.
-
-    An utterance longer than ``max_samples`` gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_samples:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
 def extract_features(
     upstream: Upstream,
     corpus: Corpus,
@@ -154,7 +139,7 @@ def extract_features(
     bar = Progress(f"features {upstream.name}", len(waves), " utts") if progress else None
     max_samples = int(batch_seconds * SAMPLE_RATE)
     with frozen(upstream):
-        for batch in length_batches([len(w) for w in waves], max_samples):
+        for batch in length_batches([len(w) for w in waves], max_samples, longest_first=True):
             lengths = torch.tensor([len(waves[i]) for i in batch])
             wave = torch.zeros(len(batch), int(lengths.max()))
             for row, i in enumerate(batch):

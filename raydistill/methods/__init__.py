@@ -8,12 +8,15 @@ from torch import nn
 
 from raydistill.config import TrainConfig
 from raydistill.methods.arm import ArmHubert
-from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, layer_map
+from raydistill.methods.base import Method, StepContext, layer_map
 from raydistill.methods.dice import DiceHubert, HubertPretrain
 from raydistill.methods.distil import DistilHubert
 from raydistill.methods.kd import LogitKD
 from raydistill.methods.star import Star
 from raydistill.models.checkpoint import load_weights, read_checkpoint
+from raydistill.models.macs import count_params, macs_per_second
+from raydistill.models.student import Student  # the methods' API: what build() returns
+from raydistill.teacher.info import TeacherInfo  # the methods' API: what build() and needs() take
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (DiceHubert(), LogitKD(), Star(), ArmHubert(), DistilHubert(),
                                                     HubertPretrain())}
@@ -44,13 +47,9 @@ def student_model(config, teacher: TeacherInfo, seed: int | None = None):
 def describe(config, teacher: TeacherInfo, *, macs: bool = True) -> dict:
     """Sizes of a configuration's student: ``params`` (what inference keeps), ``params_train``
     (with the training-only heads) and ``macs_per_second`` (per second of 16 kHz audio)."""
-    from raydistill.models.macs import count_params
-
     module = get_method(config.method).build(config, teacher)
     out = {"method": config.method, "params": count_params(module.model), "params_train": count_params(module)}
     if macs:
-        from raydistill.models.macs import macs_per_second
-
         out["macs_per_second"] = macs_per_second(module.model)
     return out
 

@@ -28,11 +28,13 @@ import dataclasses
 
 from raydistill.config import TrainConfig
 from raydistill.losses import masking_distill_loss
-from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, frozen_mask_emb, layer_map
+from raydistill.methods.base import Method, StepContext, frozen_mask_emb, layer_map
 from raydistill.models.heads import LayerProjections
 from raydistill.models.config import HubertConfig
 from raydistill.models.hubert import HubertModel
 from raydistill.targets.store import TeacherNeeds
+from raydistill.models.student import Student
+from raydistill.teacher.info import TeacherInfo
 
 
 def effective_student(config: TrainConfig) -> HubertConfig:

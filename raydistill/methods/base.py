@@ -8,7 +8,6 @@ its loss. The training loop (``train/loop.py``) knows nothing else about methods
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from raydistill.config import TrainConfig
 from raydistill.targets.store import TeacherNeeds
+from raydistill.teacher.info import TeacherInfo
 from raydistill.teacher.sources import LOGITS
 
 if TYPE_CHECKING:
@@ -24,37 +24,9 @@ if TYPE_CHECKING:
     from raydistill.train.data import Batch
 
 
-@dataclass(frozen=True)
-class TeacherInfo:
-    """The teacher's shape, which sizes the students' heads and maps their layers."""
-
-    num_layers: int
-    embed_dim: int
-    num_classes: int = 0  # units of its pre-training head (0: no head)
-
-    @classmethod
-    def of(cls, description: dict) -> "TeacherInfo":
-        """From ``Teacher.describe()`` (also stored in every student checkpoint)."""
-        return cls(int(description["num_layers"]), int(description["embed_dim"]), int(description.get("num_classes", 0)))
-
-
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer matched to each student layer 1..L_s: ``round(l · L_t / L_s)`` (identity at equal depth)."""
     return [max(1, round(layer * teacher_layers / student_layers)) for layer in range(1, student_layers + 1)]
-
-
-class Student(nn.Module):
-    """A student (``.model``: what is evaluated and exported) plus training-only heads."""
-
-    def __init__(self, model: nn.Module, **heads: nn.Module):
-        super().__init__()
-        self.model = model
-        for name, head in heads.items():
-            setattr(self, name, head)
-
-    def forward(self, wave: Tensor, mask: Optional[Tensor] = None, feature_grad_mult: float = 1.0,
-                need_attention: bool = False):
-        return self.model(wave, None, mask=mask, feature_grad_mult=feature_grad_mult, need_attention=need_attention)
 
 
 class StepContext:

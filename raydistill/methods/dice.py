@@ -19,10 +19,11 @@ import torch
 
 from raydistill.config import TrainConfig
 from raydistill.losses import feature_mse, masked_prediction_loss, soft_unit_labels, unit_accuracy
-from raydistill.methods.base import Method, StepContext, TeacherInfo, layer_map
+from raydistill.methods.base import Method, StepContext, layer_map
 from raydistill.models.heads import LayerProjections
 from raydistill.models.student import MaskedPredictor
 from raydistill.targets.store import TeacherNeeds
+from raydistill.teacher.info import TeacherInfo
 
 
 class DiceHubert(Method):

@@ -11,10 +11,12 @@ import torch
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.losses import distilhubert_loss
-from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, frozen_mask_emb
+from raydistill.methods.base import Method, StepContext, frozen_mask_emb
 from raydistill.models.heads import DistilHeads
 from raydistill.models.hubert import HubertModel
 from raydistill.targets.store import TeacherNeeds
+from raydistill.models.student import Student
+from raydistill.teacher.info import TeacherInfo
 
 
 def predicted_layers(config: TrainConfig, teacher_layers: int) -> tuple[int, ...]:

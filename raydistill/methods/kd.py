@@ -22,10 +22,12 @@ from torch import nn
 from raydistill.config import TrainConfig
 from raydistill.errors import UserError
 from raydistill.losses import dkd_loss, kd_loss
-from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, frozen_mask_emb
+from raydistill.methods.base import Method, StepContext, frozen_mask_emb
 from raydistill.models.heads import PredictionHead
 from raydistill.models.lstm import LstmModel
 from raydistill.targets.store import TeacherNeeds
+from raydistill.models.student import Student
+from raydistill.teacher.info import TeacherInfo
 
 
 class LogitKD(Method):

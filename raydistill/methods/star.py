@@ -18,9 +18,11 @@ import torch
 
 from raydistill.config import TrainConfig
 from raydistill.losses import attention_map_loss, gram_distance, temporal_gram
-from raydistill.methods.base import Method, StepContext, Student, TeacherInfo, frozen_mask_emb, layer_map
+from raydistill.methods.base import Method, StepContext, frozen_mask_emb, layer_map
 from raydistill.models.hubert import HubertModel
 from raydistill.targets.store import TeacherNeeds
+from raydistill.models.student import Student
+from raydistill.teacher.info import TeacherInfo
 
 
 class Star(Method):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from raydistill.errors import UserError
-from raydistill.utils import atomic_write, log
+from raydistill.utils import atomic_write, log, one_line
 
 if TYPE_CHECKING:
     from raydistill.config import TrainConfig
@@ -89,13 +89,9 @@ def load_torch_file(path: str | Path, what: str, expected: str = "a file of tens
         raise UserError(f"cannot read {what} {path}: not a PyTorch file, or a damaged one") from None
     except Exception as e:
         if "PytorchStreamReader" in str(e):  # a zip archive cut short or altered: its first sentence
-            reason = _first_line(e).split(". ")[0]
+            reason = one_line(e, None, first_line=True).split(". ")[0]
             raise UserError(f"cannot read {what} {path}: a damaged PyTorch file ({reason})") from None
-        raise UserError(f"cannot read {what} {path}: {_first_line(e)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise UserError(f"cannot read {what} {path}: {one_line(e, None, first_line=True)}") from None
 
 
 def read_checkpoint(path: str | Path) -> dict:

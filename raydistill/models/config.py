@@ -160,7 +160,7 @@ class HubertConfig:
         return d
 
 
-def _thin_cnn(channels: int) -> ConvLayers:
+def thin_cnn(channels: int) -> ConvLayers:
     """FitHuBERT/ARMHuBERT's thin CNN (stride 320) ending in ``channels`` = the student's width."""
     return ((128, 10, 5), (256, 1, 1)) + ((256, 3, 2),) * 4 + ((channels, 1, 1),) + ((channels, 2, 2),) * 2
 
@@ -173,7 +173,7 @@ _ARM = dict(num_layers=12, num_heads=12, project_features=False, dropout=0.1, at
             activation_dropout=0.1, dropout_input=0.05, layer_drop=0.0)
 
 # Named architectures with literal numbers (docs/methods.md#hubert-base-architecture).
-PRESETS: dict[str, HubertConfig] = {
+ARCHITECTURES: dict[str, HubertConfig] = {
     "hubert-base": HubertConfig(),
     "hubert-large": HubertConfig(
         extractor_mode="layer_norm", embed_dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
@@ -187,12 +187,12 @@ PRESETS: dict[str, HubertConfig] = {
         pos_conv_kernel=64, dropout_input=0.0, attention_dropout=0.0, dropout=0.0, layer_drop=0.0,
     ),
     # 22,202,944 parameters (+ 12 projection heads = 26,635,840; paper 26.64M).
-    "maskhubert": HubertConfig(conv_layers=_thin_cnn(480), embed_dim=480, ffn_dim=640, **_ARM),
+    "maskhubert": HubertConfig(conv_layers=thin_cnn(480), embed_dim=480, ffn_dim=640, **_ARM),
     # 22,015,552 (+ heads = 26,448,448; paper 26.45M): Q/K of every other layer re-invested in the FFN.
-    "armhubert": HubertConfig(conv_layers=_thin_cnn(480), embed_dim=480, ffn_dim=864,
+    "armhubert": HubertConfig(conv_layers=thin_cnn(480), embed_dim=480, ffn_dim=864,
                               reuse_pattern=((True, False) * 6), **_ARM),
     # 18,403,552 (+ heads = 22,394,080; paper 22.39M).
-    "armhubert-s": HubertConfig(conv_layers=_thin_cnn(432), embed_dim=432, ffn_dim=816,
+    "armhubert-s": HubertConfig(conv_layers=thin_cnn(432), embed_dim=432, ffn_dim=816,
                                 reuse_pattern=((True, False) * 6), **_ARM),
 }
 

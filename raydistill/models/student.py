@@ -1,5 +1,6 @@
-"""What a method trains: the student encoder a config describes, alone or with HuBERT's
-prediction head (masked prediction)."""
+"""What a method trains: the student encoder a config describes (``build_student``), inside a
+:class:`Student` with the method's training-only heads; :class:`MaskedPredictor` is the one with
+HuBERT's prediction head (masked prediction)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,26 @@ def build_student(cfg) -> nn.Module:
     raise TypeError(f"no student model for a {type(cfg).__name__}")
 
 
-class MaskedPredictor(nn.Module):
-    """A student encoder with its prediction head: what masked-prediction training optimises.
+class Student(nn.Module):
+    """A student (``.model``: what is evaluated and exported) plus training-only heads."""
+
+    def __init__(self, model: nn.Module, **heads: nn.Module):
+        super().__init__()
+        self.model = model
+        for name, head in heads.items():
+            setattr(self, name, head)
+
+    def forward(self, wave: Tensor, mask: Optional[Tensor] = None, feature_grad_mult: float = 1.0,
+                need_attention: bool = False) -> HubertOutput:
+        return self.model(wave, None, mask=mask, feature_grad_mult=feature_grad_mult, need_attention=need_attention)
+
+
+class MaskedPredictor(Student):
+    """The :class:`Student` of masked-prediction training: the encoder a config describes with
+    HuBERT's prediction head (``head``).
 
     ``state_dict()`` keys: ``model.*`` (the :class:`HubertModel`, or ``LstmModel``) and ``head.*``.
     """
 
     def __init__(self, cfg, num_classes: int, final_dim: int = 256):
-        super().__init__()
-        self.model = build_student(cfg)  # a HubertModel, or an LstmModel for an LstmConfig
-        self.head = PredictionHead(cfg.embed_dim, num_classes, final_dim)
-
-    def forward(self, wave: Tensor, mask: Optional[Tensor], feature_grad_mult: float = 1.0) -> HubertOutput:
-        return self.model(wave, None, mask=mask, feature_grad_mult=feature_grad_mult)
+        super().__init__(build_student(cfg), head=PredictionHead(cfg.embed_dim, num_classes, final_dim))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from raydistill.pareto import pareto_front
 from raydistill.report.collect import SearchData
 from raydistill.utils import is_number
 
@@ -155,8 +156,6 @@ def methods(data: SearchData, path: Path) -> Path:
 
 def pareto(data: SearchData, path: Path) -> Path:
     from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
-
-    from raydistill.export import pareto_front
 
     plt = _pyplot()
     name, mode = data.objective

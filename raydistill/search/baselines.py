@@ -19,7 +19,7 @@ from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
 from raydistill.evaluate.upstream import FBankUpstream
-from raydistill.methods import TeacherInfo, student_model
+from raydistill.methods import student_model
 from raydistill.evaluate.upstream import HubertUpstream
 from raydistill.models.macs import count_params
 from raydistill.prepare import Workdir
@@ -91,7 +91,7 @@ class Baselines:
         if name == "fbank":
             return FBankUpstream(), 0
         config = TrainConfig.from_dict(student, where="random_init")
-        model = student_model(config, TeacherInfo.of(self.teacher.describe()), seed=self.seed)
+        model = student_model(config, self.teacher.info, seed=self.seed)
         return HubertUpstream(model, name="random_init").to(self.device), count_params(model)
 
 

@@ -36,7 +36,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from raydistill.config import TrainConfig
-from raydistill.methods import StepContext, TeacherInfo, get_method
+from raydistill.methods import StepContext, get_method
+from raydistill.models.hubert import HubertModel
+from raydistill.teacher.info import TeacherInfo
+from raydistill.teacher.sources import LOGITS, Teacher
+from raydistill.train.data import Batch
+from raydistill.train.masking import sample_mask
 
 SAMPLE_RATE = 16_000
 
@@ -84,11 +89,6 @@ def step_bytes(config: TrainConfig, info: TeacherInfo, utterances: int, seconds:
     ``config`` on ``utterances`` crops of ``seconds`` (its peak: ``max``). A live teacher, when
     the method runs one, is built from ``teacher_arch``, a ``HubertConfig`` (its weights do not
     matter)."""
-    from raydistill.models.hubert import HubertModel
-    from raydistill.teacher.sources import LOGITS, Teacher
-    from raydistill.train.data import Batch
-    from raydistill.train.masking import sample_mask
-
     if getattr(config.student, "layer_drop", 0.0) > 0:  # the worst case: every layer runs
         config = dataclasses.replace(config, student=dataclasses.replace(config.student, layer_drop=0.0))
     method = get_method(config.method)

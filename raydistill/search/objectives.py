@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from raydistill.errors import UserError
+from raydistill.utils import is_number
 
 # metric -> what it is (the only metrics an objective may name)
 METRICS = {
@@ -81,3 +82,21 @@ def resolve_objectives(cli: Optional[str], file_value: Optional[dict[str, str]])
     if cli is not None:
         return parse_objectives(cli, "--objectives")
     return dict(file_value) if file_value else dict(DEFAULT)
+
+
+def objective_values(metrics: dict, objectives: dict, params: Optional[dict] = None) -> Optional[list[float]]:
+    """A run's values of ``objectives`` (its MLflow ``metrics``), in their order; None unless each
+    is a finite number. Given the run's ``params``, a ``params`` objective the metrics lack (a
+    search whose trials did not report it) is read from its ``params`` param."""
+    values = []
+    for name in objectives:
+        value = metrics.get(name)
+        if value is None and name == "params" and params is not None:
+            try:
+                value = float(params["params"])
+            except (KeyError, ValueError):
+                value = None
+        if not is_number(value):
+            return None
+        values.append(float(value))
+    return values

@@ -184,7 +184,7 @@ def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: in
 def teacher_macs(teacher_spec: Optional[str], seconds: float):
     """(TeacherInfo, MACs per audio second, name, HubertConfig) of the teacher: a spec is loaded;
     without one, HuBERT-base's architecture is built (random weights) and counted."""
-    from raydistill.models.config import PRESETS
+    from raydistill.models.config import ARCHITECTURES
     from raydistill.models.macs import macs_per_second
     from raydistill.presets import TEACHERS
 
@@ -194,17 +194,17 @@ def teacher_macs(teacher_spec: Optional[str], seconds: float):
         teacher = load_teacher(teacher_spec)
         info = TeacherInfo.of(teacher.describe())
         return info, macs_per_second(teacher.model, seconds), teacher_spec, teacher.model.cfg
-    return TEACHERS["hubert-base"], hubert_base_macs(seconds), "hubert-base", PRESETS["hubert-base"]
+    return TEACHERS["hubert-base"], hubert_base_macs(seconds), "hubert-base", ARCHITECTURES["hubert-base"]
 
 
 @functools.lru_cache(maxsize=8)
 def hubert_base_macs(seconds: float) -> int:
     """HuBERT-base's MACs per audio-second at ``seconds`` (a forward of the built model: kept)."""
-    from raydistill.models.config import PRESETS
+    from raydistill.models.config import ARCHITECTURES
     from raydistill.models.hubert import HubertModel
     from raydistill.models.macs import macs_per_second
 
-    return macs_per_second(HubertModel(PRESETS["hubert-base"]), seconds)
+    return macs_per_second(HubertModel(ARCHITECTURES["hubert-base"]), seconds)
 
 
 def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_spec: Optional[str] = None,

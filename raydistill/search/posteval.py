@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from raydistill.corpus.manifest import Corpus
+from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
+from raydistill.evaluate.upstream import HubertUpstream
+from raydistill.methods import load_student
+from raydistill.models.checkpoint import STUDENT_FILE
 from raydistill.search.setup import TrialSetup
+from raydistill.search.trial import PROBE_AS_FINAL, final_is_probe
 from raydistill.utils import Progress, is_number, log
 
 
@@ -18,12 +24,6 @@ def _evaluate(checkpoint_dir: str, setup: TrialSetup, seed: Optional[int] = None
     """The full suite of a trial's checkpoint: the trial's evaluation seed and fixed head learning
     rates by default; ``seed`` and ``lr_scales`` (heads' learning rates tuned on dev) to confirm."""
     import torch
-
-    from raydistill.corpus.manifest import Corpus
-    from raydistill.evaluate.suite import EvalBudget, evaluate_upstream, score_metrics
-    from raydistill.evaluate.upstream import HubertUpstream
-    from raydistill.methods import load_student
-    from raydistill.models.checkpoint import STUDENT_FILE
 
     torch.set_num_threads(max(1, int(setup.cpus_per_worker)))
     device = "cuda" if setup.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
@@ -39,21 +39,18 @@ def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
     """Score every trial that ended without ``overall_score``; return how many were scored."""
     import ray
 
-    from raydistill.evaluate.suite import score_metrics
-    from raydistill.search.trial import PROBE_AS_FINAL, final_is_probe
-
     todo = []
     for result in results:
         metrics = result.metrics or {}
         if result.error is None and "overall_score" not in metrics and metrics.get("checkpoint_path"):
             run_id, _ = tracker.trial_run(metrics["trial_id"])
-            if is_number(tracker.client.get_run(run_id).data.metrics.get("overall_score")):
+            if is_number(tracker.run_metrics(run_id).get("overall_score")):
                 continue  # scored before this search was resumed (a new run holds NaN)
             if final_is_probe(setup.budgets) and "probe_score" in metrics:
                 # its last rung ran the final suite already, on this very checkpoint
                 scores = {final: metrics[probe] for probe, final in PROBE_AS_FINAL.items() if probe in metrics}
-                tracker.log_metrics(run_id, score_metrics(scores, setup.references), step=metrics.get("step"))
-                tracker.client.set_tag(run_id, "raydistill.evaluated", "last_rung")
+                tracker.log_evaluated(run_id, score_metrics(scores, setup.references), "last_rung",
+                                      step=metrics.get("step"))
                 continue
             todo.append((metrics["trial_id"], metrics["checkpoint_path"], metrics.get("step")))
     if not todo:
@@ -66,7 +63,6 @@ def evaluate_stopped_trials(tracker, results, setup: TrialSetup) -> int:
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         trial_id, step = pending.pop(ref)
         run_id, _ = tracker.trial_run(trial_id)
-        tracker.log_metrics(run_id, ray.get(ref), step=step)
-        tracker.client.set_tag(run_id, "raydistill.evaluated", "from_last_checkpoint")
+        tracker.log_evaluated(run_id, ray.get(ref), "from_last_checkpoint", step=step)
         bar.update(1, note=f"trial {trial_id} scored")
     return len(todo)

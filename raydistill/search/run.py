@@ -398,7 +398,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from raydistill.search.optuna import ProbeAwareOptunaSearch
+    from raydistill.search.searcher import ProbeAwareOptunaSearch
     from raydistill.tracking.tune_callback import MlflowTrialCallback
 
     def describe(values: dict) -> tuple[str, dict, dict]:
@@ -442,7 +442,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
         )
         # ASHA compares only probe_score and works the same whatever the searcher's objectives,
         # so it stays on for multi-objective searches too (Optuna gets no intermediate values
-        # there; trials ASHA stopped are told to it as pruned, search/optuna.py). It favours
+        # there; trials ASHA stopped are told to it as pruned, search/searcher.py). It favours
         # students that score well early, small ones included only if they do; every stopped
         # trial is still scored in full from its last checkpoint afterwards, so it is a
         # candidate of the Pareto export with that (truncated-training) score.

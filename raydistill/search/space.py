@@ -56,7 +56,9 @@ from typing import Any, Optional
 
 from raydistill.config import METHODS, TrainConfig
 from raydistill.errors import UserError
-from raydistill.methods.base import TeacherInfo
+from raydistill.evaluate.suite import TASKS
+from raydistill.methods import get_method, teacher_needs
+from raydistill.teacher.info import TeacherInfo
 from raydistill.search.objectives import DEFAULT as DEFAULT_OBJECTIVES, parse_objectives
 from raydistill.targets.store import TeacherNeeds
 from raydistill.utils import read_yaml_mapping
@@ -269,8 +271,6 @@ class SearchSpace:
         (DistilHuBERT's heads read teacher layers 4, 8 and 12 of HuBERT-base: those three are
         cached, not all 13). ``live``: every trial runs the teacher for its features and logits
         (only units are cached). ``live`` in the result: some trial loads the teacher itself."""
-        from raydistill.methods import teacher_needs
-
         space = self.with_base({"teacher_features": "live"}) if live else self
         needs = TeacherNeeds()
         for config in space.needs_configs():
@@ -284,8 +284,6 @@ class SearchSpace:
         they can: each choice, each integer of an int range, both ends of a float range (a float
         matters to ``needs`` only as zero or not, e.g. ``feat_weight``); every other parameter
         keeps its base value. Conditions hold as in :meth:`sample`."""
-        from raydistill.methods import get_method
-
         fields = {"method", "teacher_features"} | {f for m in self.methods() for f in get_method(m).needs_fields}
         relevant = {p.name for p in self.params if p.path in fields}
         for p in reversed(self.params):  # conditions name earlier parameters only
@@ -464,8 +462,6 @@ def _resources(raw: dict, where: str, smoke: bool) -> dict:
 
 
 def _tasks(raw: dict, where: str) -> Optional[tuple[str, ...]]:
-    from raydistill.evaluate.suite import TASKS
-
     tasks = raw.get("tasks")
     if tasks is None:
         return None

@@ -5,7 +5,7 @@ space's base, the plan's shared training budget, and the arm's own settings) and
 *comparisons* between arms (the paper's claim and which metric decides it). Every arm is
 trained at every seed of the plan with the same steps, batch and final evaluation, each cell
 (arm × seed) one Ray Train run driven by Ray Tune (a grid, no searcher, no early stopping), each
-an MLflow trial run of the study's parent run. The table (``report/study_table.py``) gives every arm's
+an MLflow trial run of the study's parent run. The table (``search/study_table.py``) gives every arm's
 mean ± spread and every comparison's verdict.
 
 Resumable: a cell is identified by its arm, seed and configuration hash (``raydistill.trial_id``).
@@ -316,7 +316,7 @@ def run_study(opts: StudyOptions) -> dict:
     """Train every missing cell of the selected comparisons, then write the table."""
     from raydistill import provenance
     from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
-    from raydistill.report.study_table import StudyTable
+    from raydistill.search.study_table import StudyTable
     from raydistill.search.baselines import Baselines
     from raydistill.search.cluster import connect
     from raydistill.search.setup import make_setup
@@ -477,7 +477,7 @@ def _existing_done(opts: StudyOptions, study_id: str) -> dict:
 def study_table(opts: StudyOptions):
     """``--table``: the table of the finished cells so far (read only)."""
     from raydistill.prepare import Workdir
-    from raydistill.report.study_table import StudyTable
+    from raydistill.search.study_table import StudyTable
     from raydistill.tracking.mlflow import KIND, REFERENCE, SEARCH_ID, find_run, open_experiment
 
     plan = load_plan(opts.plan, smoke=opts.smoke)

@@ -23,7 +23,8 @@ from typing import Any, Optional
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.evaluate.suite import PROBE_TASKS, EvalBudget, evaluate_upstream, score_metrics
-from raydistill.methods import TeacherInfo, teacher_needs
+from raydistill.methods import describe, teacher_needs
+from raydistill.teacher.info import TeacherInfo
 from raydistill.evaluate.upstream import HubertUpstream
 from raydistill.models.hubert import HubertModel
 from raydistill.search.setup import TrialSetup
@@ -119,8 +120,6 @@ def student_size(config: TrainConfig, teacher: dict) -> dict:
     search may minimise): ``params``, its parameters at inference (training-only heads left out),
     and ``macs_per_second``, its multiply-accumulates per second of 16 kHz audio. ``teacher`` is
     the teacher's description (``TrialSetup.teacher``): some students are shaped by it."""
-    from raydistill.methods import describe
-
     sizes = describe(config, TeacherInfo.of(teacher))
     return {"params": int(sizes["params"]), "macs_per_second": float(sizes["macs_per_second"])}
 

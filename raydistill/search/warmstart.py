@@ -19,9 +19,10 @@ import json
 from typing import Optional
 
 from raydistill.errors import UserError
+from raydistill.search.objectives import objective_values
 from raydistill.search.space import SearchSpace
 from raydistill.tracking.mlflow import CONFIG, KIND, SEARCH_ID, find_run, trial_runs
-from raydistill.utils import is_number, log
+from raydistill.utils import log
 
 
 def parse_ids(text: str, name_pattern) -> list[str]:
@@ -63,7 +64,7 @@ def warm_trials(client, experiment_id: str, searches: dict, space: SearchSpace, 
     runs = [run for search_id in searches for run in trial_runs(client, experiment_id, search_id)]
     trials, unscored, misfit = [], 0, 0
     for run in runs:
-        values = _objective_values(run.data.metrics, objectives)
+        values = objective_values(run.data.metrics, objectives)
         if values is None:
             unscored += 1
             continue
@@ -82,13 +83,6 @@ def warm_trials(client, experiment_id: str, searches: dict, space: SearchSpace, 
         raise UserError(f"--warm-start: none of the {len(runs)} trial(s) of {', '.join(searches)} is scored and fits "
                         f"this search space ({misfit} do not fit, {unscored} have no score)")
     return trials
-
-
-def _objective_values(metrics: dict, objectives: dict) -> Optional[list[float]]:
-    values = [metrics.get(name) for name in objectives]
-    if all(is_number(v) for v in values):
-        return values
-    return None
 
 
 def _same_config(space: SearchSpace, chosen: dict, logged: Optional[str]) -> bool:

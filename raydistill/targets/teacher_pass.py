@@ -49,8 +49,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from raydistill.teacher.sources import LOGITS
-from raydistill.utils import Progress, atomic_write_text, disk_guard, log, save_npy
+from raydistill.corpus.manifest import Corpus
+from raydistill.errors import UserError
+from raydistill.teacher.sources import LOGITS, load_teacher
+from raydistill.utils import Progress, atomic_write_text, disk_guard, length_batches, log, save_npy
 
 SAMPLE_RATE = 16000
 GPU_BATCH_SECONDS = 60.0
@@ -120,21 +122,6 @@ def make_shards(seconds: Sequence[float], shard_seconds: float) -> list[tuple[in
     return shards
 
 
-def length_batches(lengths: Sequence[int], batch_seconds: float) -> list[list[int]]:
-    """Positions grouped by similar length: sorted, then cut when the padded batch
-    (rows × longest) would exceed ``batch_seconds`` of audio. A longer utterance is alone."""
-    budget = batch_seconds * SAMPLE_RATE
-    batches, current = [], []
-    for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
-        if current and (len(current) + 1) * lengths[i] > budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
 def write_rows(path: Path, first_row: int, rows: np.ndarray) -> None:
     """Write ``rows`` into the ``.npy`` file at ``path`` from row ``first_row`` on, with
     ``pwrite``: only these bytes are touched, so shards on other nodes can write theirs."""
@@ -170,9 +157,6 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
 
     ``teacher`` / ``corpus``: already loaded (in-process); a Ray task loads them from the spec
     once per worker process."""
-    from raydistill.corpus.manifest import Corpus
-    from raydistill.teacher.sources import load_teacher
-
     spec = PassSpec.from_dict(spec) if isinstance(spec, dict) else spec
     out = Path(spec.out)
     if device is None:
@@ -202,7 +186,7 @@ def run_shard(spec: PassSpec | dict, shard: int, start: int, stop: int, *, teach
     rows: dict[str, list] = {name: [None] * len(utts) for name in names}
     per_utt_samples: dict[int, list] = {layer: [None] * len(utts) for layer in spec.sample_layers}
     budget = spec.batch_seconds if spec.batch_seconds is not None else (GPU_BATCH_SECONDS if device != "cpu" else 0.0)
-    for batch in length_batches([u.num_samples for u in utts], budget):
+    for batch in length_batches([u.num_samples for u in utts], budget * SAMPLE_RATE, longest_first=False):
         waves = [torch.from_numpy(corpus.load_audio(utts[i])) for i in batch]
         lengths = torch.tensor([len(w) for w in waves])
         wave = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(device)
@@ -335,8 +319,6 @@ def report_stall(ray, ask: dict, waiting: int, seconds: float, label: str) -> No
     """Say why a pass is not moving: what each waiting task asks for against what the cluster
     has, in all and free now. A demand that no node holds, on a cluster whose autoscaler cannot
     add a node (none configured), is a UserError."""
-    from raydistill.errors import UserError
-
     total, free = ray.cluster_resources(), ray.available_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     fits = any(all(node.get(k, 0) >= v for k, v in ask.items()) for node in nodes)

@@ -42,13 +42,15 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.errors import UserError
 from raydistill.models.checkpoint import load_torch_file, load_weights, read_checkpoint
 from raydistill.models.components import legacy_keys
-from raydistill.models.config import HubertConfig, PRESETS
+from raydistill.models.config import ARCHITECTURES, HubertConfig
 from raydistill.models.heads import PredictionHead
 from raydistill.models.hf import from_hf_model
 from raydistill.models.hubert import HubertModel
+from raydistill.teacher.info import TeacherInfo
 from raydistill.utils import file_hash, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
@@ -112,6 +114,11 @@ class Teacher:
     @property
     def num_classes(self) -> int:
         return self.head.num_classes if self.head is not None else 0
+
+    @property
+    def info(self) -> TeacherInfo:
+        """The teacher's shape, as its description gives it."""
+        return TeacherInfo.of(self.describe())
 
     def describe(self) -> dict:
         cfg = self.model.cfg
@@ -263,8 +270,6 @@ def _legacy_encoder(ckpt: dict, path: Path) -> dict:
     as configured. Exact for the embedded teacher (HuBERT pre-training, input masked); a student
     whose method reshaped it (ARMHuBERT's FFN re-investment) fails the weight check with a
     one-line error, and only HuBERT pre-training is taken to have a trained mask embedding."""
-    from raydistill.config import PRETRAIN, TrainConfig
-
     config = TrainConfig.from_dict(ckpt["config"], where=str(path))
     return {"kind": "HubertModel" if isinstance(config.student, HubertConfig) else type(config.student).__name__,
             "config": config.student.to_dict(), "masks_input": config.method == PRETRAIN}
@@ -292,12 +297,12 @@ def _load_torchaudio(path: Path, arch: Optional[str], spec: str) -> Teacher:
         raise UserError(f"{path} is not a HuBERT state dict: no encoder.feature_projection.projection.weight")
     num_layers = len({k.split(".")[3] for k in state if k.startswith("encoder.transformer.layers.")})
     arch = arch or _KNOWN.get((proj.shape[0], num_layers))
-    if arch not in PRESETS:
+    if arch not in ARCHITECTURES:
         raise UserError(
             f"cannot tell the architecture of {path} (embed_dim {proj.shape[0]}, {num_layers} layers): "
-            f"name it as torchaudio:{path}#<{'|'.join(sorted(PRESETS))}>"
+            f"name it as torchaudio:{path}#<{'|'.join(sorted(ARCHITECTURES))}>"
         )
-    model = HubertModel(PRESETS[arch])
+    model = HubertModel(ARCHITECTURES[arch])
     load_weights(model.encoder, legacy_keys(state), f"{path} does not match the {arch} layout")
     if mask_emb is not None:
         model.mask_emb.data.copy_(mask_emb)

@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 from raydistill.errors import UserError
 from raydistill.evaluate.suite import SCORE_METRICS
+from raydistill.provenance import as_tags
 from raydistill.utils import is_number
 
 KIND, SEARCH_ID, TRIAL_ID, BASELINE, STATUS, KEY = (
@@ -153,8 +154,6 @@ class SearchTracker:
                      provenance: Optional[dict] = None, artifacts: Optional[dict] = None) -> str:
         """Open (or, resumed, re-attach to) the search run. ``artifacts``: {file name: data},
         each written as YAML beside the space file."""
-        from raydistill.provenance import as_tags
-
         self.provenance = dict(provenance or {})
         run = find_run(self.client, self.experiment, {KIND: "search", SEARCH_ID: self.search_id})
         if run is None:
@@ -184,8 +183,6 @@ class SearchTracker:
                   config: Optional[dict] = None) -> tuple[str, bool]:
         """(run id, created) of a trial's child run: found by tags if it exists (resume), else
         created with ``params`` (its knobs) and its full ``config`` as a tag and an artifact."""
-        from raydistill.provenance import as_tags
-
         if trial_id in self._trial_runs:
             return self._trial_runs[trial_id], False
         tags = {KIND: "trial", SEARCH_ID: self.search_id, TRIAL_ID: trial_id}
@@ -208,6 +205,16 @@ class SearchTracker:
 
     def log_metrics(self, run_id: str, metrics: dict, step: Optional[int] = None) -> None:
         log_metrics(self.client, run_id, metrics, step)
+
+    def run_metrics(self, run_id: str) -> dict:
+        """A run's latest metrics as MLflow holds them now."""
+        return self.client.get_run(run_id).data.metrics
+
+    def log_evaluated(self, run_id: str, metrics: dict, how: str, step: Optional[int] = None) -> None:
+        """The full evaluation of a trial ASHA stopped (search/posteval.py), and how it was made
+        (:data:`EVALUATED`: ``last_rung`` or ``from_last_checkpoint``)."""
+        log_metrics(self.client, run_id, metrics, step)
+        self.client.set_tag(run_id, EVALUATED, how)
 
     def log_confirmed(self, run_id: str, metrics: dict, protocol: str) -> None:
         """A trial's confirmation (``confirmed_*`` metrics) and the protocol that gave it."""
@@ -243,8 +250,6 @@ class SearchTracker:
     # ------------------------------------------------------------------ baselines
     def log_baseline(self, name: str, key: str, metrics: dict, params: dict) -> str:
         """A reference run (teacher / random_init / fbank), once per experiment and key."""
-        from raydistill.provenance import as_tags
-
         tags = {KIND: "baseline", BASELINE: name, KEY: key}
         run = find_run(self.client, self.experiment, tags)
         if run is not None:

@@ -27,7 +27,8 @@ import torch.distributed as dist
 from torch import nn
 
 from raydistill.config import TrainConfig
-from raydistill.methods import StepContext, TeacherInfo, get_method
+from raydistill.methods import StepContext, get_method
+from raydistill.teacher.info import TeacherInfo
 from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE, read_train_state, save_student, save_torch
 from raydistill.models.hubert import HubertModel
 from raydistill.teacher.sources import Teacher

@@ -15,7 +15,7 @@ from pathlib import Path
 from raydistill.config import PRETRAIN, OptimConfig, TargetConfig, TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.models.checkpoint import STATE_FILE, STUDENT_FILE
-from raydistill.models.config import PRESETS
+from raydistill.models.config import ARCHITECTURES
 from raydistill.targets.store import TargetStore, store_root
 from raydistill.teacher.mfcc import MfccSource
 from raydistill.train.data import TrainData
@@ -30,7 +30,7 @@ from raydistill.utils import log, stable_hash
 # count): the loss the cached teachers were trained with.
 EMBEDDED_TEACHER = TrainConfig(
     method=PRETRAIN,
-    student=PRESETS["tiny-teacher"],
+    student=ARCHITECTURES["tiny-teacher"],
     targets=TargetConfig(teacher_layer=0, num_clusters=100),  # layer 0 of the MFCC "source"
     optim=OptimConfig(lr=2e-3, max_steps=800, batch_seconds=24.0, warmup_frac=0.1, feature_grad_mult=1.0),
     nomask_weight=1.0,

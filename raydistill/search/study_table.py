@@ -20,6 +20,8 @@ from typing import Optional
 
 import numpy as np
 
+from raydistill.pareto import score_cost_front
+
 LOWER_IS_BETTER = {"pr_per", "asr_wer", "asv_eer", "params", "macs_per_second"}
 SHOWN = ("overall_score", "superb_score", "pr_per", "asr_wer", "ks_acc", "qbe_map", "sid_acc", "asv_eer", "ic_acc",
          "params", "macs_per_second", "train_seconds")
@@ -51,7 +53,7 @@ def judge(comparison, stats: dict) -> dict:
     if comparison.kind == "pareto":
         ready = {a: s for a, s in zip(comparison.arms, arms)
                  if s and {"overall_score", "macs_per_second"} <= set(s["mean"])}
-        front = pareto_front({a: (s["mean"]["overall_score"], s["mean"]["macs_per_second"]) for a, s in ready.items()})
+        front = score_cost_front({a: (s["mean"]["overall_score"], s["mean"]["macs_per_second"]) for a, s in ready.items()})
         missing = [a for a in comparison.arms if a not in ready]
         verdict = ("front: " + ", ".join(front)) if len(ready) >= 2 else "pending"
         return {"verdict": verdict + (f" (not yet: {', '.join(missing)})" if missing and ready else ""),
@@ -78,13 +80,6 @@ def judge(comparison, stats: dict) -> dict:
         else:
             out["verdict"] = "agrees"
     return out
-
-
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names not dominated in (score: higher, cost: lower), by increasing cost."""
-    front = [n for n, (s, c) in points.items()
-             if not any((s2 >= s and c2 <= c) and (s2 > s or c2 < c) for m, (s2, c2) in points.items() if m != n)]
-    return sorted(front, key=lambda n: points[n][1])
 
 
 def fmt(stats: Optional[dict], key: str) -> str:
