@@ -361,7 +361,7 @@ def _disk_full_elsewhere(error: Exception, workdir: Path, mlflow_uri: Optional[s
 
 def _dispatch(args) -> Optional[dict]:
     if args.command == "search":
-        from raydistill.search.run import SearchOptions, run_search
+        from raydistill.commands.search import SearchOptions, run_search
 
         run_search(SearchOptions(
             space=args.space, trials=args.trials, max_concurrent=args.max_concurrent, workers=args.workers,
@@ -381,7 +381,7 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "doctor":
         return _doctor(args)
     if args.command == "train":
-        from raydistill.search.single import TrainOptions, run_train
+        from raydistill.commands.train import TrainOptions, run_train
 
         return run_train(TrainOptions(
             config=args.config, workdir=args.workdir, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
@@ -416,7 +416,7 @@ def _dispatch(args) -> Optional[dict]:
 
 
 def _study(args) -> Optional[dict]:
-    from raydistill.search.study import StudyOptions, describe_study, run_study, study_table
+    from raydistill.commands.study import StudyOptions, describe_study, run_study, study_table
 
     if args.out is not None:
         _check_out(args.out)
@@ -437,7 +437,7 @@ def _doctor(args) -> Optional[dict]:
     from raydistill.doctor import as_json, run_checks
     from raydistill.prepare import Workdir
     from raydistill.search.cluster import check_address, check_address_form, connect
-    from raydistill.search.plan import parse_bytes
+    from raydistill.commands.cost import parse_bytes
 
     need = parse_bytes(args.need, "--need") if args.need is not None else None
     workdir = Workdir(args.workdir).check()
@@ -456,7 +456,7 @@ def _doctor(args) -> Optional[dict]:
 
 def _plan(args) -> Optional[dict]:
     from raydistill.prepare import Workdir, check_corpus
-    from raydistill.search.plan import (CorpusShape, available_bytes, format_plan, make_plan, markdown_table,
+    from raydistill.commands.cost import (CorpusShape, available_bytes, format_plan, make_plan, markdown_table,
                                         parse_bytes)
     from raydistill.search.space import load_space
 
@@ -560,7 +560,7 @@ def _check_out(path: Path) -> None:
 
 
 def _check_seed(seed: int, flag: str) -> int:
-    from raydistill.search.run import MAX_SEED
+    from raydistill.commands.run import MAX_SEED
 
     if not 0 <= seed <= MAX_SEED:
         raise UserError(f"{flag} must be between 0 and {MAX_SEED}, found {seed}")

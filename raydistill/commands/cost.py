@@ -45,9 +45,16 @@ from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo
+from raydistill.evaluate.suite import TASKS, EvalBudget
+from raydistill.methods import TeacherInfo, get_method, teacher_needs
+from raydistill.models.config import PRESETS, conv_frames, hubert_conv
+from raydistill.models.hubert import HubertModel
+from raydistill.models.macs import count_params, macs_per_second
+from raydistill.presets import TEACHERS
+from raydistill.search.memory import step_memory
 from raydistill.search.space import SearchSpace
 from raydistill.targets.store import KMEANS_POINTS, TeacherNeeds
+from raydistill.teacher.sources import load_teacher
 
 FRAMES_PER_SECOND = 50
 LIBRISPEECH_MEAN_SECONDS = 12.3  # mean utterance of LibriSpeech-960 (train), used with --hours
@@ -99,8 +106,6 @@ class CorpusShape:
 
     @classmethod
     def from_corpus(cls, corpus) -> "CorpusShape":
-        from raydistill.models.config import conv_frames, hubert_conv
-
         train = corpus.split("train")
         seconds = sum(u.num_samples for u in train) / 16000
         frames = sum(conv_frames(u.num_samples, hubert_conv()) for u in train)
@@ -184,13 +189,7 @@ def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: in
 def teacher_macs(teacher_spec: Optional[str], seconds: float):
     """(TeacherInfo, MACs per audio second, name, HubertConfig) of the teacher: a spec is loaded;
     without one, HuBERT-base's architecture is built (random weights) and counted."""
-    from raydistill.models.config import PRESETS
-    from raydistill.models.macs import macs_per_second
-    from raydistill.presets import TEACHERS
-
     if teacher_spec:
-        from raydistill.teacher.sources import load_teacher
-
         teacher = load_teacher(teacher_spec)
         info = TeacherInfo.of(teacher.describe())
         return info, macs_per_second(teacher.model, seconds), teacher_spec, teacher.model.cfg
@@ -200,10 +199,6 @@ def teacher_macs(teacher_spec: Optional[str], seconds: float):
 @functools.lru_cache(maxsize=8)
 def hubert_base_macs(seconds: float) -> int:
     """HuBERT-base's MACs per audio-second at ``seconds`` (a forward of the built model: kept)."""
-    from raydistill.models.config import PRESETS
-    from raydistill.models.hubert import HubertModel
-    from raydistill.models.macs import macs_per_second
-
     return macs_per_second(HubertModel(PRESETS["hubert-base"]), seconds)
 
 
@@ -214,11 +209,6 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
               memory: bool = False, gpu_memory: Optional[int] = None) -> dict:
     """The whole plan as a dict (what ``plan --json`` prints). ``memory``: measure each method's
     step on the CPU (search/memory.py; minutes at base scale)."""
-    from raydistill.evaluate.suite import TASKS, EvalBudget
-    from raydistill.methods import get_method, teacher_needs
-    from raydistill.models.macs import count_params
-    from raydistill.models.macs import macs_per_second
-
     seconds = min(corpus.mean_seconds, 15.6)
     info, t_macs, t_name, t_arch = teacher_macs(teacher_spec, seconds)
     free = free if free is not None else 2**62  # no file system given: only the budget limits
@@ -272,8 +262,6 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
                # the teacher forward a cached read replaces, run live in the step (bf16, as the trial runs it)
                "live_teacher_seconds_per_step": 2 * t_macs * step_audio / bf16_rate}
         if memory:
-            from raydistill.search.memory import step_memory
-
             row["memory"] = step_memory(config, info, t_arch)
         methods.append(row)
     per_trial_hours = sum(m["gpu_hours"] for m in methods) / len(methods)
