@@ -260,7 +260,7 @@ def auth_check(address: Optional[str]) -> Check:
 
 
 def space_check(workdir: Path, need: Optional[int]) -> Check:
-    from raydistill.commands.cost import available_bytes, human_bytes
+    from raydistill.prepare import available_bytes, human_bytes
 
     free = available_bytes(workdir)
     if need is not None and free < need:

@@ -20,6 +20,7 @@ them first, so bad input fails in seconds and leaves nothing behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,3 +268,39 @@ def ensure_targets(
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" else "cpu"
+
+
+UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def human_bytes(n: float) -> str:
+    for unit in UNITS:
+        if abs(n) < 1000 or unit == UNITS[-1]:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def parse_bytes(text: str, what: str = "--cache-budget") -> int:
+    """``500G``, ``1.5T``, ``800GB``, ``10000000`` -> bytes (decimal units, as disks are sold)."""
+    s = str(text).strip().upper().removesuffix("B")
+    scale = 1
+    for i, unit in enumerate("KMGTP", start=1):
+        if s.endswith(unit):
+            s, scale = s[:-1], 1000 ** i
+            break
+    try:
+        value = float(s)
+    except ValueError:
+        raise UserError(f"{what} {text!r}: write a size such as 500G, 1.5T or 800GB") from None
+    if not value >= 0:
+        raise UserError(f"{what} {text!r}: must be >= 0")
+    return int(value * scale)
+
+
+def available_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds (or will hold) ``path``."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free

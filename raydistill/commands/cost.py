@@ -39,7 +39,6 @@ upper bound. A composed space splits its trials evenly over its methods.
 from __future__ import annotations
 
 import functools
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -50,6 +49,7 @@ from raydistill.methods import TeacherInfo, get_method, teacher_needs
 from raydistill.models.config import PRESETS, conv_frames, hubert_conv
 from raydistill.models.hubert import HubertModel
 from raydistill.models.macs import count_params, macs_per_second
+from raydistill.prepare import available_bytes, human_bytes, parse_bytes
 from raydistill.presets import TEACHERS
 from raydistill.search.memory import step_memory
 from raydistill.search.space import SearchSpace
@@ -62,34 +62,6 @@ A100_BF16_TFLOPS = 312.0
 A100_FP32_TFLOPS = 19.5  # dense fp32 without tensor cores: PyTorch leaves TF32 matmuls off
 MEMORY_RESERVE = 0.1  # of a GPU's memory, left for the CUDA context, allocator fragmentation, workspaces
 DEFAULT_MFU = 0.12  # published raw-waveform SSL/distillation training: 8-16 % of an A100's bf16 peak
-UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def human_bytes(n: float) -> str:
-    for unit in UNITS:
-        if abs(n) < 1000 or unit == UNITS[-1]:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
-
-
-def parse_bytes(text: str, what: str = "--cache-budget") -> int:
-    """``500G``, ``1.5T``, ``800GB``, ``10000000`` -> bytes (decimal units, as disks are sold)."""
-    s = str(text).strip().upper().removesuffix("B")
-    scale = 1
-    for i, unit in enumerate("KMGTP", start=1):
-        if s.endswith(unit):
-            s, scale = s[:-1], 1000 ** i
-            break
-    try:
-        value = float(s)
-    except ValueError:
-        raise UserError(f"{what} {text!r}: write a size such as 500G, 1.5T or 800GB") from None
-    if not value >= 0:
-        raise UserError(f"{what} {text!r}: must be >= 0")
-    return int(value * scale)
-
-
 @dataclass(frozen=True)
 class CorpusShape:
     seconds: float  # train audio
@@ -140,14 +112,6 @@ def teacher_passes(needs: TeacherNeeds) -> list[str]:
     if uncached:
         passes.append(", ".join(f"units of layer {layer}, K={k}" for layer, k in needs.units if layer in uncached))
     return passes
-
-
-def available_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds (or will hold) ``path``."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: int, *, mode: str,

@@ -28,7 +28,8 @@ from typing import NamedTuple, Optional
 import optuna
 
 from raydistill import provenance
-from raydistill.commands.cost import CorpusShape, available_bytes, choose_teacher_features, human_bytes, parse_bytes
+from raydistill.commands.cost import CorpusShape, choose_teacher_features
+from raydistill.prepare import available_bytes, human_bytes, parse_bytes
 from raydistill.commands.run import NAME, Inputs, RunContext, TunedOptions, make_tuner, open_run
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
