@@ -60,6 +60,14 @@ class Checked(NamedTuple):
     features: Optional[str]  # "cached" | "live": where trials read the teacher's features (None: decided later)
     warm: dict  # --warm-start: {search id: its MLflow search run}
 
+    @property
+    def corpus(self) -> Optional[Corpus]:
+        return self.inputs.corpus  # None: the embedded corpus (synthesised by open_run)
+
+    @property
+    def teacher(self):
+        return self.inputs.teacher  # None: the embedded teacher (pretrained by open_run)
+
 
 @dataclass(kw_only=True)
 class SearchOptions(TunedOptions):
@@ -75,7 +83,7 @@ class SearchOptions(TunedOptions):
     objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
     final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
     cache_budget: Optional[str] = None  # most disk the teacher cache may take ("500G"); default: the free space
-    teacher_features: str = "auto"  # auto | cached | live (search/plan.py: choose_teacher_features)
+    teacher_features: str = "auto"  # auto | cached | live (commands/cost.py: choose_teacher_features)
     warm_start: Optional[str] = None  # "ID[,ID...]": earlier searches whose scored trials seed Optuna
     sampler: str = "tpe"  # tpe | random
     scheduler: str = "asha"  # asha | fifo (every trial runs to its end)
@@ -128,7 +136,7 @@ class SearchOptions(TunedOptions):
         ids = parse_ids(self.warm_start, NAME)
         if self.resume:
             raise UserError("--warm-start starts a new search; a resumed one keeps the study it had (drop --warm-start)")
-        client, experiment_id = open_experiment(self.mlflow_uri or Workdir(self.workdir).mlflow_uri, self.experiment,
+        client, experiment_id = open_experiment(self.mlflow_store, self.experiment,
                                                 what="--warm-start: ")
         return earlier_searches(client, experiment_id, self.experiment, ids)
 
