@@ -29,13 +29,12 @@ import optuna
 
 from raydistill import provenance
 from raydistill.commands.cost import CorpusShape, choose_teacher_features
-from raydistill.prepare import available_bytes, human_bytes, parse_bytes
 from raydistill.commands.run import NAME, Inputs, RunContext, TunedOptions, make_tuner, open_run
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
 from raydistill.errors import RunFailed, UserError
 from raydistill.methods import TeacherInfo
-from raydistill.prepare import Workdir, masks_teacher_input
+from raydistill.prepare import Workdir, available_bytes, human_bytes, masks_teacher_input, parse_bytes
 from raydistill.report import write as write_search_report
 from raydistill.search.confirm import confirm_top
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
