@@ -49,7 +49,7 @@ from raydistill.methods import TeacherInfo, get_method, teacher_needs
 from raydistill.models.config import PRESETS, conv_frames, hubert_conv
 from raydistill.models.hubert import HubertModel
 from raydistill.models.macs import count_params, macs_per_second
-from raydistill.prepare import available_bytes, human_bytes, parse_bytes
+from raydistill.prepare import human_bytes
 from raydistill.presets import TEACHERS
 from raydistill.search.memory import step_memory
 from raydistill.search.space import SearchSpace
