@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, peak_memory_mb  # noqa: E402
 
 from raydistill.config import TrainConfig  # noqa: E402
-from raydistill.methods import TeacherInfo, teacher_needs  # noqa: E402
+from raydistill.methods import teacher_needs  # noqa: E402
+from raydistill.teacher.info import TeacherInfo
 from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher  # noqa: E402
 from raydistill.search.space import load_space, set_path  # noqa: E402
 from raydistill.search.trial import make_evaluator, student_size  # noqa: E402

@@ -120,7 +120,7 @@ def teacher_flop_share(space: dict, workdir: Path) -> float:
 
 
 def teacher_share(args) -> None:
-    from raydistill.search.run import SearchOptions, run_search
+    from raydistill.commands.search import SearchOptions, run_search
 
     raw = yaml.safe_load(Path(args.space).read_text())
     # one knob that does not change a step's cost, so every trial costs the same in both searches

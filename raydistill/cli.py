@@ -3,6 +3,9 @@
 Bad input (a :class:`~raydistill.errors.UserError` or a bad flag) prints one line and exits
 with code 2, without a traceback. Results go to stdout (JSON where a program may read them),
 progress to stderr.
+
+Imports marked ``# lazy: CLI start-up`` load torch, Ray, MLflow or matplotlib: each command
+imports what it runs, so ``--help`` and a bad flag answer without them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Optional
 
 from raydistill import __version__
 from raydistill.errors import RunFailed, UserError
-from raydistill.utils import DISK_FULL_ERRNOS, disk_full
+from raydistill.search.objectives import parse_objectives
+from raydistill.utils import DISK_FULL_ERRNOS, disk_full, read_yaml
 
 EPILOG = """\
 Quick start (the embedded default: synthetic espeak-ng speech, a small HuBERT teacher pretrained here):
@@ -310,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _preset_names() -> list[str]:
-    from raydistill.presets import RUN_PRESETS
+    from raydistill.presets import RUN_PRESETS  # lazy: CLI start-up
 
     return list(RUN_PRESETS)
 
@@ -362,7 +366,7 @@ def _disk_full_elsewhere(error: Exception, workdir: Path, mlflow_uri: Optional[s
 
 def _dispatch(args) -> Optional[dict]:
     if args.command == "search":
-        from raydistill.search.run import SearchOptions, run_search
+        from raydistill.commands.search import SearchOptions, run_search  # lazy: CLI start-up
 
         run_search(SearchOptions(
             space=args.space, trials=args.trials, max_concurrent=args.max_concurrent, workers=args.workers,
@@ -382,7 +386,7 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "doctor":
         return _doctor(args)
     if args.command == "train":
-        from raydistill.search.single import TrainOptions, run_train
+        from raydistill.commands.train import TrainOptions, run_train  # lazy: CLI start-up
 
         return run_train(TrainOptions(
             config=args.config, workdir=args.workdir, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
@@ -393,12 +397,12 @@ def _dispatch(args) -> Optional[dict]:
     if args.command == "report":
         return _report(args)
     if args.command == "convert":
-        from raydistill.convert import convert
+        from raydistill.convert import convert  # lazy: CLI start-up
 
         _check_out(args.out)
         return {"out": str(convert(args.checkpoint, args.out, args.to, force=args.force)), "format": args.to}
     if args.command == "export":
-        from raydistill.export import export
+        from raydistill.export import export  # lazy: CLI start-up
 
         uri = _check_export(args)
         return export(uri, args.experiment, args.out, top_k=args.top, search_id=args.search, force=args.force,
@@ -417,7 +421,7 @@ def _dispatch(args) -> Optional[dict]:
 
 
 def _study(args) -> Optional[dict]:
-    from raydistill.search.study import StudyOptions, describe_study, run_study, study_table
+    from raydistill.commands.study import StudyOptions, describe_study, run_study, study_table  # lazy: CLI start-up
 
     if args.out is not None:
         _check_out(args.out)
@@ -435,10 +439,9 @@ def _study(args) -> Optional[dict]:
 
 
 def _doctor(args) -> Optional[dict]:
-    from raydistill.doctor import as_json, run_checks
-    from raydistill.prepare import Workdir
-    from raydistill.search.cluster import check_address, check_address_form, connect
-    from raydistill.search.plan import parse_bytes
+    from raydistill.doctor import as_json, run_checks  # lazy: CLI start-up
+    from raydistill.prepare import Workdir, parse_bytes  # lazy: CLI start-up
+    from raydistill.search.cluster import check_address, check_address_form, connect  # lazy: CLI start-up
 
     need = parse_bytes(args.need, "--need") if args.need is not None else None
     workdir = Workdir(args.workdir).check()
@@ -456,10 +459,9 @@ def _doctor(args) -> Optional[dict]:
 
 
 def _plan(args) -> Optional[dict]:
-    from raydistill.prepare import Workdir, check_corpus
-    from raydistill.search.plan import (CorpusShape, available_bytes, format_plan, make_plan, markdown_table,
-                                        parse_bytes)
-    from raydistill.search.space import load_space
+    from raydistill.commands.cost import CorpusShape, format_plan, make_plan, markdown_table  # lazy: CLI start-up
+    from raydistill.prepare import Workdir, available_bytes, check_corpus, parse_bytes  # lazy: CLI start-up
+    from raydistill.search.space import load_space  # lazy: CLI start-up
 
     for flag, value in (("--trials", args.trials), ("--concurrent", args.concurrent)):
         if value is not None and value < 1:
@@ -499,10 +501,10 @@ def _plan(args) -> Optional[dict]:
 
 def _report(args) -> None:
     """The leaderboard on stdout; with --out / --log, the report too."""
-    from raydistill.report import write
-    from raydistill.report.collect import collect
-    from raydistill.report.leaderboard import render
-    from raydistill.tracking.mlflow import open_experiment
+    from raydistill.report import write  # lazy: CLI start-up
+    from raydistill.report.collect import collect  # lazy: CLI start-up
+    from raydistill.report.leaderboard import render  # lazy: CLI start-up
+    from raydistill.tracking.mlflow import open_experiment  # lazy: CLI start-up
 
     if args.out is not None:
         _check_out(args.out)
@@ -523,7 +525,7 @@ def _report(args) -> None:
 def _store_uri(args) -> str:
     """The MLflow store ``--mlflow-uri`` / ``--workdir`` name, checked to exist before it is
     opened (opening a SQLite URI creates the database)."""
-    from raydistill.prepare import Workdir, check_mlflow_uri
+    from raydistill.prepare import Workdir, check_mlflow_uri  # lazy: CLI start-up
 
     if not args.experiment.strip():
         raise UserError("--experiment must not be empty")
@@ -542,8 +544,6 @@ def _check_export(args) -> str:
     """Every export flag and the MLflow store they name, before the store is opened (opening a
     SQLite URI creates the database); the store's URI."""
     if args.objectives is not None:
-        from raydistill.search.objectives import parse_objectives
-
         if not args.pareto:
             raise UserError("--objectives chooses what --pareto compares: pass --pareto with it")
         parse_objectives(args.objectives, "--objectives")
@@ -555,13 +555,13 @@ def _check_export(args) -> str:
 
 def _check_out(path: Path) -> None:
     """A UserError unless ``--out`` is a directory or could be created as one (not a file, not under one)."""
-    from raydistill.prepare import check_directory
+    from raydistill.prepare import check_directory  # lazy: CLI start-up
 
     check_directory(path, "--out")
 
 
 def _check_seed(seed: int, flag: str) -> int:
-    from raydistill.search.run import MAX_SEED
+    from raydistill.commands.run import MAX_SEED  # lazy: CLI start-up
 
     if not 0 <= seed <= MAX_SEED:
         raise UserError(f"{flag} must be between 0 and {MAX_SEED}, found {seed}")
@@ -569,10 +569,9 @@ def _check_seed(seed: int, flag: str) -> int:
 
 
 def _describe(args) -> dict:
-    from raydistill.config import TrainConfig
-    from raydistill.methods import describe
-    from raydistill.presets import TEACHERS, preset
-    from raydistill.utils import read_yaml
+    from raydistill.config import TrainConfig  # lazy: CLI start-up
+    from raydistill.methods import describe  # lazy: CLI start-up
+    from raydistill.presets import TEACHERS, preset  # lazy: CLI start-up
 
     if args.preset:
         teacher, config = preset(args.preset)
@@ -586,7 +585,7 @@ def _describe(args) -> dict:
 
 
 def _budget(args):
-    from raydistill.evaluate.suite import EvalBudget
+    from raydistill.evaluate.suite import EvalBudget  # lazy: CLI start-up
 
     budget = EvalBudget.named(args.suite)
     if args.tasks:
@@ -609,13 +608,11 @@ UNJUDGED = (("student", "fbank"), ("random_init", "fbank"))
 
 
 def _compare(args) -> dict:
-    from raydistill.evaluate.compare import compare_upstreams
-    from raydistill.evaluate.upstream import FBankUpstream
-    from raydistill.methods import TeacherInfo, student_model
-    from raydistill.methods import load_student
-    from raydistill.evaluate.upstream import HubertUpstream
-    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher
-    from raydistill.teacher.sources import load_teacher, parse_spec
+    from raydistill.evaluate.compare import compare_upstreams  # lazy: CLI start-up
+    from raydistill.evaluate.upstream import FBankUpstream, HubertUpstream  # lazy: CLI start-up
+    from raydistill.methods import load_student, student_model  # lazy: CLI start-up
+    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher  # lazy: CLI start-up
+    from raydistill.teacher.sources import load_teacher, parse_spec  # lazy: CLI start-up
 
     budget = _budget(args)
     try:
@@ -637,7 +634,7 @@ def _compare(args) -> dict:
     corpus = resolve_corpus(args.corpus, workdir, smoke=args.smoke, checked=checked_corpus)
     device = default_device()
     teacher = resolve_teacher(spec, workdir, corpus, smoke=args.smoke, device=device, checked=checked_teacher)
-    random_init = student_model(config, TeacherInfo.of(teacher.describe()), seed=0)
+    random_init = student_model(config, teacher.info, seed=0)
     upstreams = [HubertUpstream(teacher.model, name="teacher"), HubertUpstream(module.model, name="student"),
                  HubertUpstream(random_init, name="random_init"), FBankUpstream()]
     result = compare_upstreams([u.to(device) if hasattr(u, "to") else u for u in upstreams], corpus, budget, seeds,
@@ -646,10 +643,10 @@ def _compare(args) -> dict:
 
 
 def _evaluate(args) -> dict:
-    from raydistill.evaluate.suite import evaluate_upstream
-    from raydistill.methods import load_student
-    from raydistill.evaluate.upstream import HubertUpstream
-    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus
+    from raydistill.evaluate.suite import evaluate_upstream  # lazy: CLI start-up
+    from raydistill.evaluate.upstream import HubertUpstream  # lazy: CLI start-up
+    from raydistill.methods import load_student  # lazy: CLI start-up
+    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus  # lazy: CLI start-up
 
     budget = _budget(args)
     _check_seed(args.seed, "--seed")
@@ -664,7 +661,7 @@ def _evaluate(args) -> dict:
 
 
 def _corpus(args) -> dict:
-    from raydistill.corpus import Corpus, CorpusConfig, build_corpus, read_librispeech
+    from raydistill.corpus import Corpus, CorpusConfig, build_corpus, read_librispeech  # lazy: CLI start-up
 
     if args.corpus_command == "synth":
         config = _corpus_config(CorpusConfig.smoke() if args.smoke else CorpusConfig.default(), args)
@@ -684,8 +681,8 @@ def _corpus_config(preset, args):
     """``preset`` with the options of ``--config`` and ``--seed`` over it; bad ones are a UserError."""
     import dataclasses
 
-    from raydistill.config import from_mapping
-    from raydistill.utils import read_yaml_mapping
+    from raydistill.config import from_mapping  # lazy: CLI start-up
+    from raydistill.utils import read_yaml_mapping  # lazy: CLI start-up
 
     options = {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)}
     changes = read_yaml_mapping(args.config, "corpus config", options, "a mapping of corpus options",
@@ -696,8 +693,8 @@ def _corpus_config(preset, args):
 
 
 def _teacher(args) -> dict:
-    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher
-    from raydistill.teacher.sources import load_teacher, parse_spec
+    from raydistill.prepare import Workdir, check_corpus, default_device, resolve_corpus, resolve_teacher  # lazy: CLI start-up
+    from raydistill.teacher.sources import load_teacher, parse_spec  # lazy: CLI start-up
 
     if args.teacher_command == "pretrain":
         Workdir(args.workdir).check()

@@ -255,7 +255,7 @@ def auth_check(address: Optional[str]) -> Check:
 
 
 def space_check(workdir: Path, need: Optional[int]) -> Check:
-    from raydistill.search.plan import available_bytes, human_bytes  # lazy: loads torch (see mlflow_check)
+    from raydistill.prepare import available_bytes, human_bytes  # lazy: loads torch (see mlflow_check)
 
     free = available_bytes(workdir)
     if need is not None and free < need:

@@ -20,16 +20,23 @@ them first, so bad input fails in seconds and leaves nothing behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
+import torch
+
 from raydistill.corpus.manifest import MANIFEST, Corpus
+from raydistill.corpus.synth import CorpusConfig, build_corpus
 from raydistill.errors import UserError
 from raydistill.targets.store import TargetStore, TeacherNeeds, store_root
+from raydistill.teacher.info import TeacherInfo
 from raydistill.teacher.sources import Teacher, load_teacher, parse_spec
+from raydistill.tracking.mlflow import client_for
+from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER, pretrain_teacher
 from raydistill.utils import log, stable_hash
 
 
@@ -128,8 +135,6 @@ def check_mlflow_uri(uri: str, *, existing: bool = False, connect: bool = True) 
         raise UserError(f"--mlflow-uri {uri}: MLflow's file store takes no new runs; {works}")
     if scheme in ("http", "https"):
         if connect:
-            from raydistill.tracking.mlflow import client_for
-
             client_for(uri)  # a server that does not answer is refused now (nothing is written)
         return
     if scheme == "databricks":
@@ -172,21 +177,17 @@ def check_teacher(spec: str, *, smoke: bool, needs: Callable, masked: bool, what
     the run feeds it masked input (``masked``), a trained mask embedding. A file teacher is
     loaded to check it and returned for reuse; the embedded one (None) is checked from its
     configuration: it is pretrained later by masked prediction, with its head."""
-    from raydistill.methods import TeacherInfo
-
     if not isinstance(spec, str):
         raise UserError(f"teacher must be a spec such as 'embedded' or 'torchaudio:PATH', found {spec!r}")
     kind, _ = parse_spec(spec)
     if kind == "embedded":
-        from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER
-
         config = SMOKE_TEACHER if smoke else EMBEDDED_TEACHER
         teacher = None
         info = TeacherInfo(config.student.num_layers, config.student.embed_dim, config.targets.num_clusters)
         trained = True
     else:
         teacher = load_teacher(spec)
-        info, trained = TeacherInfo.of(teacher.describe()), teacher.mask_embedding
+        info, trained = teacher.info, teacher.mask_embedding
     check_needs(needs(info), info.num_layers, info.num_classes > 0, spec)
     if masked and not trained:
         raise UserError(
@@ -219,8 +220,6 @@ def resolve_corpus(spec: Optional[str], workdir: Workdir, *, smoke: bool = False
     if checked is not None:
         return checked
     if spec in (None, "embedded"):
-        from raydistill.corpus.synth import CorpusConfig, build_corpus
-
         config = CorpusConfig.smoke() if smoke else CorpusConfig.default()
         return build_corpus(config, embedded_corpus_dir(workdir, config))
     return check_corpus(spec)
@@ -235,8 +234,6 @@ def resolve_teacher(spec: str, workdir: Workdir, corpus: Corpus, *, smoke: bool 
     kind, _ = parse_spec(spec)
     if kind != "embedded":
         return load_teacher(spec)
-    from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER, pretrain_teacher
-
     path = pretrain_teacher(corpus, workdir.cache, SMOKE_TEACHER if smoke else EMBEDDED_TEACHER, device=device)
     teacher = load_teacher(f"raydistill:{path}")
     teacher.spec = "embedded"  # what the user asked for; teacher.source still loads it
@@ -270,6 +267,40 @@ def ensure_targets(
 
 
 def default_device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" else "cpu"
+
+
+UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def human_bytes(n: float) -> str:
+    for unit in UNITS:
+        if abs(n) < 1000 or unit == UNITS[-1]:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def parse_bytes(text: str, what: str = "--cache-budget") -> int:
+    """``500G``, ``1.5T``, ``800GB``, ``10000000`` -> bytes (decimal units, as disks are sold)."""
+    s = str(text).strip().upper().removesuffix("B")
+    scale = 1
+    for i, unit in enumerate("KMGTP", start=1):
+        if s.endswith(unit):
+            s, scale = s[:-1], 1000 ** i
+            break
+    try:
+        value = float(s)
+    except ValueError:
+        raise UserError(f"{what} {text!r}: write a size such as 500G, 1.5T or 800GB") from None
+    if not value >= 0:
+        raise UserError(f"{what} {text!r}: must be >= 0")
+    return int(value * scale)
+
+
+def available_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds (or will hold) ``path``."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free

@@ -510,7 +510,7 @@ def test_masking_distillation_accepts_a_trained_mask_embedding(tmp_path, hubert_
     every check of a search (nothing written); the search reuses the teacher loaded to check it."""
     import torch
 
-    from raydistill.search.run import SearchOptions
+    from raydistill.commands.search import SearchOptions
 
     spec = f"torchaudio:{hubert_files / teacher.format(d=hubert_files)}"
     checked = SearchOptions(space=Path(ARM_SPACE), workdir=tmp_path / "w", teacher=spec).validate()
@@ -525,7 +525,7 @@ def test_masking_distillation_in_a_composed_space_is_checked(tmp_path):
     """all.yaml may run armhubert with masking: an encoder-layout teacher is refused for it too
     (with a head, so the kd check passes and the mask check is what speaks)."""
     from raydistill.errors import UserError
-    from raydistill.search.run import SearchOptions, masks_teacher
+    from raydistill.commands.search import SearchOptions, masks_teacher
     from raydistill.search.space import load_space
 
     assert masks_teacher(load_space(REPO / "search_spaces" / "all.yaml"))

@@ -66,7 +66,7 @@ def _rank(rank: int, world: int, port: int, corpus, store_root, teacher_spec, ou
             data = TrainData(corpus, TargetStore(Path(store_root)), needs, config.student.conv_layers)
             reports = []
             try:
-                train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=Path(out) / name,
+                train(config, data, report=lambda m, c: reports.append(m), checkpoint_dir=Path(out) / name,  # noqa: B023 (train calls it now)
                       teacher=teacher.describe(), live_teacher=teacher if needs.live else None)
             except Exception as e:
                 raise RuntimeError(f"{name} on rank {rank}: {e}") from e

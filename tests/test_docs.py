@@ -11,14 +11,16 @@ the repository with that name.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("raydistill", "README.md", "docs", "bench", "search_spaces", "studies", "tests")
 # Markdown files raydistill writes at run time: named in code and docs, never in the repository.
-GENERATED = {"table.md"}  # a study's table (search/study_table.py)
+GENERATED = {"table.md"}  # a study's table (report/study_table.py)
 # Files another branch is restructuring, whose citations are fixed there (the replacements are
 # in docs/); their problems are expected until then. Remove a file once it is clean: the last
 # test fails to say so.
@@ -214,9 +216,6 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
 #   or ``Class.attribute`` where ``Class`` is a class raydistill defines: the attribute exists.
 # Anything else in backticks (options, config paths such as ``optim.lr``, shell commands) is
 # left alone. Fenced code blocks are not read.
-
-import ast
-from functools import lru_cache
 
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 PY_PATH = re.compile(r"^((?:[\w.-]+/)*[\w-]+\.py)(?::\s*([A-Za-z_][\w.]*))?$")

@@ -153,6 +153,6 @@ class _Grid(list):
     (["TERMINATED"], 3, True),  # Ctrl-C between a trial's end and the next one's start
 ])
 def test_a_tune_run_cut_short_counts_as_interrupted(statuses, asked, expected):
-    from raydistill.search.run import interrupted
+    from raydistill.commands.search import interrupted
 
     assert interrupted(_Grid(statuses), asked) is expected

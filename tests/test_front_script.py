@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from raydistill.search.study import load_plan
+from raydistill.commands.study import load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["dice", "kd", "arm", "star", "distil"]

@@ -192,7 +192,7 @@ def export_cli(*args) -> int:
 
 def test_export_pareto_writes_the_front_of_the_search(store, tmp_path, capsys):
     from raydistill.config import TrainConfig
-    from raydistill.search.single import read_config_file
+    from raydistill.commands.train import read_config_file
 
     out = tmp_path / "exported"
     assert export_cli("--mlflow-uri", store, "--experiment", "exp", "--search", "s-multi", "--pareto",

@@ -10,7 +10,8 @@ import pytest
 from raydistill.cli import main
 from raydistill.errors import UserError
 from raydistill.teacher.info import TeacherInfo
-from raydistill.search.plan import CorpusShape, choose_teacher_features, make_plan, parse_bytes, storage_plan
+from raydistill.commands.cost import CorpusShape, choose_teacher_features, make_plan, storage_plan
+from raydistill.prepare import parse_bytes
 from raydistill.search.space import load_space
 
 BASE = Path(__file__).resolve().parents[1] / "search_spaces" / "base"

@@ -12,8 +12,8 @@ import yaml
 from raydistill.cli import main
 from raydistill.errors import UserError
 from raydistill.pareto import score_cost_front as pareto_front
-from raydistill.search.study_table import StudyTable, arm_stats, judge
-from raydistill.search.study import Comparison, load_plan
+from raydistill.report.study_table import StudyTable, arm_stats, judge
+from raydistill.commands.study import Comparison, load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"

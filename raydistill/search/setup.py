@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from raydistill.config import PRETRAIN
+from raydistill.search.cluster import capacity
 
 BUDGETS = ("probe", "full")  # the keys of TrialSetup.budgets
 
@@ -68,15 +69,16 @@ class TrialSetup:
         return max(1, fit)
 
 
-def make_setup(opts, search_id: str, corpus, store, teacher, budgets: dict[str, str], workdir, ray,
-               **more) -> TrialSetup:
+def make_setup(opts, search_id: str, corpus, store, teacher, budgets: dict[str, str], workdir, ray, *,
+               resources: Optional[dict] = None, **more) -> TrialSetup:
     """The setup of a search, study or ``train`` run from its options (``workers``,
     ``cpus_per_worker``, ``gpus_per_worker``, ``seed``, ``max_failures``) and what it prepared;
-    ``more``: the optional fields (base, method_bases, references, pretrain_targets_dir)."""
-    from raydistill.search.cluster import capacity
-
+    ``resources``: the cluster's capacity if already read (else read from ``ray``); ``more``: the
+    optional fields (base, method_bases, references, pretrain_targets_dir)."""
+    if resources is None:
+        resources = capacity(ray)
     gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else \
-        (1.0 if capacity(ray).get("GPU", 0) > 0 else 0.0)  # GPU workers the autoscaler may start count
+        (1.0 if resources.get("GPU", 0) > 0 else 0.0)  # GPU workers the autoscaler may start count
     return TrialSetup(
         search_id=search_id,
         corpus_dir=str(corpus.root),
@@ -88,6 +90,6 @@ def make_setup(opts, search_id: str, corpus, store, teacher, budgets: dict[str, 
         cpus_per_worker=opts.cpus_per_worker,
         gpus_per_worker=gpus,
         storage_path=str(workdir.ray_results),
-        max_failures=getattr(opts, "max_failures", 1),  # `train` has no flag: 1
+        max_failures=getattr(opts, "max_failures", 1),
         **more,
     )

@@ -11,8 +11,8 @@ take the ``MlflowClient`` these functions return and call its methods themselves
 ``report/`` (``collect.py`` searches a search's runs, reads metric histories and its
 ``search_space.yaml``; ``__init__.py`` logs the report and sets the run's description),
 ``export.py`` (searches trial runs, downloads the best student, reads the search run's params),
-``search/confirm.py`` (re-reads runs, downloads students), ``search/single.py`` (``train
---config``'s one run: create, log, terminate), ``search/study.py`` and ``search/study_table.py``
+``search/confirm.py`` (re-reads runs, downloads students), ``commands/train.py`` (``train
+--config``'s one run: create, log, terminate), ``commands/study.py`` and ``report/study_table.py``
 (the study's tag, reference runs, the table as an artifact). Trials never talk to MLflow;
 the driver does.
 """

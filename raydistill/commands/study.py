@@ -5,7 +5,7 @@ space's base, the plan's shared training budget, and the arm's own settings) and
 *comparisons* between arms (the paper's claim and which metric decides it). Every arm is
 trained at every seed of the plan with the same steps, batch and final evaluation, each cell
 (arm × seed) one Ray Train run driven by Ray Tune (a grid, no searcher, no early stopping), each
-an MLflow trial run of the study's parent run. The table (``search/study_table.py``) gives every arm's
+an MLflow trial run of the study's parent run. The table (``report/study_table.py``) gives every arm's
 mean ± spread and every comparison's verdict.
 
 Resumable: a cell is identified by its arm, seed and configuration hash (``raydistill.trial_id``).
@@ -38,11 +38,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from raydistill import provenance
+from raydistill.commands.run import NAME, Inputs, RunContext, TunedOptions, make_tuner, open_run
+from raydistill.commands.train import read_config_file
 from raydistill.config import PRETRAIN, TrainConfig
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo, teacher_needs
-from raydistill.search.cluster import capacity
+from raydistill.evaluate.suite import OVERALL_SCORE_METRICS, TASKS
+from raydistill.methods import describe, teacher_needs
+from raydistill.teacher.info import TeacherInfo
+from raydistill.prepare import masks_teacher_input
+from raydistill.report.study_table import StudyTable
 from raydistill.search.setup import TrialSetup
+from raydistill.search.space import load_space, merge, set_path
+from raydistill.search.trial import make_trainer, student_size
+from raydistill.targets.store import TargetStore, TeacherNeeds, store_root
+from raydistill.teacher.mfcc import MfccSource
+from raydistill.tracking.mlflow import (KIND, REFERENCE, SEARCH_ID, STATUS, TRIAL_ID, find_run, open_experiment,
+                                        trial_runs)
+from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER
 from raydistill.utils import log, read_yaml_mapping, stable_hash
 
 PLAN_KEYS = {"name", "description", "seeds", "evaluation", "tasks", "budget", "smoke", "arms", "comparisons", "subsets"}
@@ -123,9 +136,6 @@ class Plan:
 def load_plan(path: Path, *, smoke: bool = False) -> Plan:
     """Read and fully validate a plan: every arm's configuration is built, every comparison's
     arms and metrics checked (a UserError names the file and the entry)."""
-    from raydistill.evaluate.suite import OVERALL_SCORE_METRICS
-    from raydistill.search.space import load_space, merge, set_path
-
     path = Path(path)
     raw = read_yaml_mapping(path, "study plan", PLAN_KEYS,
                             shape="a mapping (name, seeds, budget, arms, comparisons)")
@@ -135,8 +145,6 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
     if smoke:
         raw = {**raw, **smoke_doc, "budget": merge(raw.get("budget") or {}, smoke_doc.get("budget") or {})}
     name = raw.get("name")
-    from raydistill.search.run import NAME
-
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise UserError(f"{path}: name must be letters, digits, '.', '_' and '-', found {name!r}")
     seeds = raw.get("seeds", [0, 1, 2])
@@ -146,8 +154,6 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
     evaluation = raw.get("evaluation", "full")
     if evaluation not in ("full", "probe"):
         raise UserError(f"{path}: evaluation must be full or probe, found {evaluation!r}")
-    from raydistill.evaluate.suite import TASKS
-
     tasks = raw.get("tasks") or []
     if not isinstance(tasks, list) or not all(t in TASKS for t in tasks):
         raise UserError(f"{path}: tasks must be a list of {', '.join(TASKS)}, found {tasks!r}")
@@ -175,8 +181,6 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
         if not isinstance(settings, dict):
             raise UserError(f"{where}: set must be a mapping of dotted config paths to values")
         if "config" in doc:  # a searched winner (raydistill export): its configuration, the plan's budget
-            from raydistill.search.single import read_config_file
-
             config = merge(read_config_file(source_path)["train"], budget)
         else:
             if source_path not in spaces:
@@ -241,8 +245,6 @@ def load_plan(path: Path, *, smoke: bool = False) -> Plan:
 def arm_needs(arms, info: TeacherInfo):
     """What the study's teacher pass must cache: the union over the arms that read the teacher
     (``hubert-pretrain`` arms read MFCC units instead: ``mfcc_units``)."""
-    from raydistill.targets.store import TeacherNeeds
-
     needs = TeacherNeeds()
     for arm in arms:
         config = arm.train_config(0)
@@ -257,47 +259,27 @@ def mfcc_units(arms) -> list[tuple[int, int]]:
                    if arm.config["method"] == PRETRAIN})
 
 
-@dataclass
-class StudyOptions:
+@dataclass(kw_only=True)
+class StudyOptions(TunedOptions):
+    """``raydistill study``'s options (the shared ones: :class:`~raydistill.commands.run.RunOptions`;
+    resources left open default to the most any arm's space asks for)."""
+
     plan: Path
     only: Optional[str] = None
     name: Optional[str] = None  # study id; default: the plan's name (+ "-smoke")
-    workers: Optional[int] = None
-    cpus_per_worker: Optional[float] = None
-    gpus_per_worker: Optional[float] = None
-    max_concurrent: Optional[int] = None
-    workdir: Path = Path("runs")
-    mlflow_uri: Optional[str] = None
     experiment: str = "raydistill-study"
-    address: Optional[str] = None
-    corpus: Optional[str] = None
-    teacher: str = "embedded"
-    smoke: bool = False
-    seed: int = 0  # the evaluation seed (the same for every cell)
-    max_failures: int = 1
     out: Optional[Path] = None
 
-    def validate(self):
-        from raydistill.prepare import check_corpus, check_teacher, masks_teacher_input
-        from raydistill.search.cluster import check_services
-        from raydistill.search.run import check_run_options
-
+    def validate(self) -> tuple[Plan, tuple[Comparison, ...], list[Arm], Inputs]:
         plan = load_plan(self.plan, smoke=self.smoke)
-        defaults = {"workers": 1, "cpus_per_worker": 1.0, **plan.resources}  # flags, else the arms' spaces'
-        for name in ("workers", "cpus_per_worker", "gpus_per_worker"):
-            if getattr(self, name) is None:
-                setattr(self, name, defaults.get(name))
-        check_run_options(self)
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise UserError(f"--max-concurrent must be >= 1, found {self.max_concurrent}")
+        self.check_run(plan.resources)  # flags, else the arms' spaces'
         comparisons = plan.selected(self.only)
         arms = plan.arms_of(comparisons)
-        corpus = check_corpus(self.corpus)
-        teacher = check_teacher(self.teacher, smoke=self.smoke, needs=lambda info: arm_needs(arms, info),
-                                masked=any(masks_teacher_input(a.train_config(0)) for a in arms),
-                                what=f"study plan {self.plan} (armhubert with arm.masking)")
-        check_services(self)
-        return plan, comparisons, arms, corpus, teacher
+        inputs = self.check_inputs(self.corpus, self.teacher, smoke=self.smoke, needs=lambda info: arm_needs(arms, info),
+                                   masked=any(masks_teacher_input(a.train_config(0)) for a in arms),
+                                   what=f"study plan {self.plan} (armhubert with arm.masking)")
+        self.check_services()
+        return plan, comparisons, arms, inputs
 
     @property
     def study_id(self) -> str:
@@ -306,43 +288,23 @@ class StudyOptions:
 
 def done_cells(client, experiment: str, study_id: str) -> dict[str, Any]:
     """{cell: run} of the study's cells that finished (completed or diverged: not trained again)."""
-    from raydistill.tracking.mlflow import STATUS, TRIAL_ID, trial_runs
-
     return {r.data.tags[TRIAL_ID]: r for r in trial_runs(client, experiment, study_id)
             if r.data.tags.get(STATUS) in ("completed", "diverged")}
 
 
 def run_study(opts: StudyOptions) -> dict:
     """Train every missing cell of the selected comparisons, then write the table."""
-    from raydistill import provenance
-    from raydistill.prepare import Workdir, default_device, ensure_targets, resolve_corpus, resolve_teacher
-    from raydistill.search.study_table import StudyTable
-    from raydistill.search.baselines import Baselines
-    from raydistill.search.cluster import connect
-    from raydistill.search.setup import make_setup
-    from raydistill.tracking.mlflow import SearchTracker
-
     started = time.monotonic()
-    plan, comparisons, arms, checked_corpus, checked_teacher = opts.validate()  # nothing written before
+    plan, comparisons, arms, inputs = opts.validate()  # nothing written before
     study_id = opts.name or plan.name + ("-smoke" if opts.smoke else "")
-    workdir = Workdir(opts.workdir).check_writable()
-    uri = opts.mlflow_uri or workdir.mlflow_uri
-    tracker = SearchTracker(uri, opts.experiment, study_id,
-                            artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
+    ctx = open_run(opts, inputs, tracker_id=study_id)
+    tracker, corpus, teacher = ctx.tracker, ctx.corpus, ctx.teacher
     done = done_cells(tracker.client, tracker.experiment, study_id)
     todo = [(arm, seed) for arm, seed in plan.cells(arms) if arm.cell(seed) not in done]
     log(f"study {study_id}: {len(arms)} arms x {len(plan.seeds)} seeds for {len(comparisons)} comparison(s); "
         f"{len(done)} cell(s) done, {len(todo)} to train")
-    ray = connect(opts.address)
-    device = default_device()
-    corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke, checked=checked_corpus)
-    teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device, checked=checked_teacher)
-    info = TeacherInfo.of(teacher.describe())
-    store = ensure_targets(teacher, corpus, workdir, arm_needs(arms, info), device=device, distributed=True)
-    budgets = ({"probe": "smoke", "full": "smoke"} if opts.smoke
-               else {"probe": "probe", "full": plan.evaluation})
-    if plan.tasks and budgets["full"] != "probe":  # a corpus without keyword or intent labels (LibriSpeech)
-        budgets["full"] += ":" + ",".join(plan.tasks)
+    store = ctx.targets(arm_needs(arms, ctx.info))
+    budgets = ctx.budgets(plan.evaluation, plan.tasks)  # a corpus without keyword or intent labels (LibriSpeech)
     tracker.start_search(study_id, {
         "plan": str(opts.plan), "study": plan.name, "only": opts.only or "all", "seeds": ",".join(map(str, plan.seeds)),
         "arms": len(arms), "smoke": opts.smoke, "teacher": teacher.spec, "teacher_key": teacher.key,
@@ -353,15 +315,14 @@ def run_study(opts: StudyOptions) -> dict:
         artifacts={"arms.yaml": {a.name: a.config for a in arms}})
     tracker.client.set_tag(tracker.parent, STUDY, plan.name)
     try:
-        baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
+        baselines = ctx.baselines(budgets)
         references = {name: baselines.log(name) for name in ("teacher", "fbank")}
         tracker.link_references(baselines.run_ids)
         units = mfcc_units(arms)
-        setup = make_setup(opts, study_id, corpus, store, teacher, budgets, workdir, ray,
-                           references=baselines.references(),
-                           pretrain_targets_dir=str(mfcc_store(corpus, workdir, units).root) if units else None)
+        setup = ctx.setup(study_id, store, budgets, references=baselines.references(),
+                          pretrain_targets_dir=str(mfcc_store(corpus, ctx.workdir, units).root) if units else None)
         if todo:
-            results = _tune(opts, setup, tracker, workdir, study_id, todo)
+            results = _tune(ctx, setup, study_id, todo)
             if results.num_terminated + results.num_errors < len(todo):
                 raise KeyboardInterrupt  # Tune caught Ctrl-C: rerunning the command continues
             tracker.close_lost_trials()
@@ -375,16 +336,13 @@ def run_study(opts: StudyOptions) -> dict:
     if opts.out is not None:
         table.write(opts.out)
     print(table.markdown(), flush=True)
-    return {"study_id": study_id, "experiment": opts.experiment, "mlflow_uri": uri, "trained": len(todo),
+    return {"study_id": study_id, "experiment": opts.experiment, "mlflow_uri": ctx.uri, "trained": len(todo),
             "wall_seconds": round(time.monotonic() - started, 1), "verdicts": table.verdicts()}
 
 
 def mfcc_store(corpus, workdir, units):
     """The MFCC units (HuBERT iteration 1's targets) the self-supervised arms learn from: the
     store the embedded teacher was pretrained from, made here for any other teacher."""
-    from raydistill.targets.store import TargetStore, store_root
-    from raydistill.teacher.mfcc import MfccSource
-
     source = MfccSource(cmvn=True)
     store = TargetStore(store_root(workdir.cache, source.key, corpus.key))
     store.ensure(source, corpus, corpus.split("train"), units, layers=[0])
@@ -394,9 +352,7 @@ def mfcc_store(corpus, workdir, units):
 def study_driver(values: dict, setup: TrialSetup, cells: dict) -> None:
     """The Tune trainable of one cell: its arm's configuration at its seed, on Ray Train
     (``cells``: {cell: {arm, seed, config}} of the cells this run trains)."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from raydistill.search.trial import make_trainer
+    from ray.tune.integration.ray_train import TuneReportCallback  # lazy: ray.tune takes seconds to import
 
     cell = cells[values["cell"]]
     config = TrainConfig.from_dict(cell["config"], where=f"cell {values['cell']}")
@@ -404,48 +360,36 @@ def study_driver(values: dict, setup: TrialSetup, cells: dict) -> None:
     make_trainer(setup, config, f"{setup.search_id}-{values['cell']}", [TuneReportCallback()]).fit()
 
 
-def _tune(opts: StudyOptions, setup: TrialSetup, tracker, workdir, study_id: str, todo):
-    import ray
-    from ray import tune
+def _tune(ctx: RunContext, setup: TrialSetup, study_id: str, todo):
+    from ray import tune  # lazy: ray.tune takes seconds to import; --dry-run and --table need none of it
 
-    from raydistill.search.trial import DRIVER_MEMORY, student_size
-    from raydistill.tracking.tune_callback import MlflowTrialCallback
+    from raydistill.tracking.tune_callback import MlflowTrialCallback  # lazy: imports ray.tune
 
     cells = {arm.cell(seed): {"arm": arm.name, "seed": seed, "config": arm.train_config(seed).to_dict()}
              for arm, seed in todo}
 
-    def describe(values: dict) -> tuple[str, dict, dict]:
+    def describe_cell(values: dict) -> tuple[str, dict, dict]:
         cell = cells[values["cell"]]
         config = TrainConfig.from_dict(cell["config"], where="cell")
         return f"{cell['arm']}-s{cell['seed']}", student_size(config, setup.teacher), cell["config"]
 
-    callback = MlflowTrialCallback(tracker, describe, key=lambda trial: trial.config["cell"],
+    callback = MlflowTrialCallback(ctx.tracker, describe_cell, key=lambda trial: trial.config["cell"],
                                    params=lambda values: {k: cells[values["cell"]][k] for k in ("arm", "seed")})
-    trainable = tune.with_resources(tune.with_parameters(study_driver, setup=setup, cells=cells),
-                                    {"cpu": 0, "memory": DRIVER_MEMORY})
-    attempt = sum(1 for _ in (workdir.ray_results).glob(f"{study_id}-run*")) + 1
-    concurrent = opts.max_concurrent or setup.trials_at_once(capacity(ray))
+    attempt = sum(1 for _ in (ctx.workdir.ray_results).glob(f"{study_id}-run*")) + 1
+    concurrent = ctx.concurrent(setup)
     log(f"training {len(cells)} cell(s), {min(concurrent, len(cells))} at a time")
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"cell": tune.grid_search(list(cells))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=f"{study_id}-run{attempt}", storage_path=str(workdir.ray_results),
-                                  callbacks=[callback], verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
-    )
+    tuner = make_tuner(ctx, study_driver, name=f"{study_id}-run{attempt}", callback=callback, concurrent=concurrent,
+                       param_space={"cell": tune.grid_search(list(cells))}, setup=setup, cells=cells)
     return tuner.fit()
 
 
 def describe_study(opts: StudyOptions) -> dict:
     """``--dry-run``: the arms with their students' sizes and the cells still to train (reads the
     plan, the teacher's shape and the MLflow store if there is one; writes nothing)."""
-    from raydistill.methods import describe
-    from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER
-
-    plan, comparisons, arms, _, teacher = opts.validate()
+    plan, comparisons, arms, inputs = opts.validate()
+    teacher = inputs.teacher
     if teacher is not None:
-        info = TeacherInfo.of(teacher.describe())
+        info = teacher.info
     else:
         shape = SMOKE_TEACHER if opts.smoke else EMBEDDED_TEACHER
         info = TeacherInfo(shape.student.num_layers, shape.student.embed_dim, shape.targets.num_clusters)
@@ -464,11 +408,8 @@ def describe_study(opts: StudyOptions) -> dict:
 
 def _existing_done(opts: StudyOptions, study_id: str) -> dict:
     """The finished cells in an existing store (none if the store or experiment does not exist)."""
-    from raydistill.prepare import Workdir
-    from raydistill.tracking.mlflow import open_experiment
-
     try:
-        client, experiment = open_experiment(opts.mlflow_uri or Workdir(opts.workdir).mlflow_uri, opts.experiment)
+        client, experiment = open_experiment(opts.mlflow_store, opts.experiment)
     except UserError:
         return {}
     return done_cells(client, experiment, study_id)
@@ -476,14 +417,10 @@ def _existing_done(opts: StudyOptions, study_id: str) -> dict:
 
 def study_table(opts: StudyOptions):
     """``--table``: the table of the finished cells so far (read only)."""
-    from raydistill.prepare import Workdir
-    from raydistill.search.study_table import StudyTable
-    from raydistill.tracking.mlflow import KIND, REFERENCE, SEARCH_ID, find_run, open_experiment
-
     plan = load_plan(opts.plan, smoke=opts.smoke)
     comparisons = plan.selected(opts.only)
     study_id = opts.name or plan.name + ("-smoke" if opts.smoke else "")
-    client, experiment = open_experiment(opts.mlflow_uri or Workdir(opts.workdir).mlflow_uri, opts.experiment)
+    client, experiment = open_experiment(opts.mlflow_store, opts.experiment)
     run = find_run(client, experiment, {KIND: "search", SEARCH_ID: study_id})
     if run is None:
         raise UserError(f"no study {study_id!r} in experiment {opts.experiment!r} (run it first, or pass --name)")

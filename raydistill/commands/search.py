@@ -19,33 +19,34 @@ Order of work, cheapest checks first so bad input fails in seconds:
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
-import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from raydistill.errors import RunFailed, UserError
-from raydistill.methods import TeacherInfo
+import optuna
+
+from raydistill import provenance
+from raydistill.commands.cost import CorpusShape, choose_teacher_features
+from raydistill.commands.run import NAME, Inputs, RunContext, TunedOptions, make_tuner, open_run
 from raydistill.config import TrainConfig
 from raydistill.corpus.manifest import Corpus
-from raydistill.prepare import (Workdir, check_corpus, check_mlflow_uri, check_teacher, default_device, ensure_targets,
-                                masks_teacher_input, resolve_corpus, resolve_teacher)
-from raydistill.search.cluster import capacity, check_address_form, check_services, connect
+from raydistill.errors import RunFailed, UserError
+from raydistill.teacher.info import TeacherInfo
+from raydistill.prepare import Workdir, available_bytes, human_bytes, masks_teacher_input, parse_bytes
+from raydistill.report import write as write_search_report
+from raydistill.search.confirm import confirm_top
 from raydistill.search.objectives import format_objectives, parse_objectives, resolve_objectives
-from raydistill.search.plan import parse_bytes
-from raydistill.search.setup import TrialSetup, make_setup
+from raydistill.search.posteval import evaluate_stopped_trials
+from raydistill.search.setup import TrialSetup
 from raydistill.search.space import SearchSpace, load_space
+from raydistill.search.trial import remove_stale_staging, student_size, trial_config, trial_driver
+from raydistill.search.warmstart import check_same_data, earlier_searches, parse_ids, warm_trials as rebuild_warm_trials
 from raydistill.targets.store import store_root
-from raydistill.search.trial import DRIVER_MEMORY, remove_stale_staging, student_size, trial_config, trial_driver
-from raydistill.teacher.sources import Teacher
+from raydistill.tracking.mlflow import (KIND, SEARCH_ID, find_run, open_experiment, ranked, run_config, scored,
+                                        trial_runs)
 from raydistill.utils import log, one_line, stable_hash
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # search ids: directory, Optuna study and MLflow tag
-MAX_SEED = 2**31 - 1  # Optuna's sampler takes 32-bit seeds, and evaluation seeds are offset from it
 
 
 class Checked(NamedTuple):
@@ -54,60 +55,52 @@ class Checked(NamedTuple):
     space: SearchSpace
     objectives: dict
     search_id: str
-    corpus: Optional[Corpus]  # None: the embedded corpus (synthesised later)
-    teacher: Optional[Teacher]  # None: the embedded teacher (pretrained later)
+    inputs: Inputs  # the corpus and teacher, checked
     features: Optional[str]  # "cached" | "live": where trials read the teacher's features (None: decided later)
     warm: dict  # --warm-start: {search id: its MLflow search run}
 
+    @property
+    def corpus(self) -> Optional[Corpus]:
+        return self.inputs.corpus  # None: the embedded corpus (synthesised by open_run)
 
-@dataclass
-class SearchOptions:
+    @property
+    def teacher(self):
+        return self.inputs.teacher  # None: the embedded teacher (pretrained by open_run)
+
+
+@dataclass(kw_only=True)
+class SearchOptions(TunedOptions):
+    """``raydistill search``'s options (the shared ones: :class:`~raydistill.commands.run.RunOptions`;
+    resources left open default to the space's)."""
+
     space: Path
     trials: int = 8
-    max_concurrent: Optional[int] = None  # default: as many trials as the cluster's CPUs/GPUs fit
-    workers: Optional[int] = None  # Ray Train workers per trial (DDP when > 1); default: the space's, else 1
-    cpus_per_worker: Optional[float] = None  # default: the space's resources, else 1
-    gpus_per_worker: Optional[float] = None  # default: the space's, else 1 if the cluster has GPUs, else 0
-    workdir: Path = Path("runs")
-    mlflow_uri: Optional[str] = None  # default: SQLite in the workdir
-    experiment: str = "raydistill"
-    address: Optional[str] = None  # an existing Ray cluster (ray:// or host:port); default: start one
-    corpus: Optional[str] = None  # default: the embedded espeak-ng corpus
-    teacher: str = "embedded"
-    smoke: bool = False
     name: Optional[str] = None  # search id; default: <space>-<timestamp>
     resume: bool = False
-    seed: int = 0
     grace_period: int = 1  # ASHA: evaluations before a trial may be stopped
     reduction_factor: int = 2
-    max_failures: int = 1  # restarts per trial from its checkpoint: Train workers, and Tune's trial driver
     objectives: Optional[str] = None  # "overall_score:max,params:min"; default: the space file's
     final_suite: str = "full"  # what scores a trial at its end: "full" (seven tasks) or "probe" (PR + SID)
     cache_budget: Optional[str] = None  # most disk the teacher cache may take ("500G"); default: the free space
-    teacher_features: str = "auto"  # auto | cached | live (search/plan.py: choose_teacher_features)
+    teacher_features: str = "auto"  # auto | cached | live (commands/cost.py: choose_teacher_features)
     warm_start: Optional[str] = None  # "ID[,ID...]": earlier searches whose scored trials seed Optuna
     sampler: str = "tpe"  # tpe | random
     scheduler: str = "asha"  # asha | fifo (every trial runs to its end)
     confirm: int = 2  # the top K trials scored again over seeds with tuned head learning rates (0: none)
+
+    preflight = True  # every node's software and view of the workdir, checked before any work
 
     def validate(self) -> Checked:
         """Every check of the options and of the files they name, writing nothing and starting
         nothing (cheapest first): bad input fails in seconds and leaves the workdir as it was.
         Resources the flags leave open are filled in from the space's ``resources``."""
         space = load_space(self.space, smoke=self.smoke)
-        defaults = {"workers": 1, "cpus_per_worker": 1.0, **space.resources}
-        for name in ("workers", "cpus_per_worker", "gpus_per_worker"):
-            if getattr(self, name) is None:
-                setattr(self, name, defaults.get(name))
-        check_run_options(self)
-        for flag, value, low in (("--trials", self.trials, 1), ("--max-failures", self.max_failures, 0),
-                                 ("--confirm", self.confirm, 0),
+        self.check_run(space.resources)
+        for flag, value, low in (("--trials", self.trials, 1), ("--confirm", self.confirm, 0),
                                  ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2)):
             if value < low:
                 raise UserError(f"{flag} must be >= {low}, found {value}")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise UserError(f"--max-concurrent must be >= 1, found {self.max_concurrent}")
         for flag, value, allowed in (("--sampler", self.sampler, ("tpe", "random")),
                                      ("--scheduler", self.scheduler, ("asha", "fifo"))):
             if value not in allowed:
@@ -123,38 +116,33 @@ class SearchOptions:
             raise UserError(f"--teacher-features must be auto, cached or live, found {self.teacher_features!r}")
         if self.cache_budget is not None:
             parse_bytes(self.cache_budget)  # a bad size fails here, before the corpus or teacher is read
-        corpus = check_corpus(self.corpus)
         infos = []
-        teacher = check_teacher(self.teacher, smoke=self.smoke,
-                                needs=lambda info: infos.append(info) or space.teacher_needs(info),
-                                masked=masks_teacher(space),
-                                what=f"search space {self.space} (armhubert with arm.masking)")
+        inputs = self.check_inputs(self.corpus, self.teacher, smoke=self.smoke,
+                                   needs=lambda info: infos.append(info) or space.teacher_needs(info),
+                                   masked=masks_teacher(space),
+                                   what=f"search space {self.space} (armhubert with arm.masking)")
         features = None
-        if corpus is not None:  # the cache's size is known now: switch to live or refuse before writing anything
-            features = self.choose_features(space, infos[0], corpus, teacher.key if teacher else None)
-        check_services(self)
-        return Checked(space, objectives, search_id, corpus, teacher, features, self.check_warm_start())
+        if inputs.corpus is not None:  # the cache's size is known now: switch to live or refuse before writing anything
+            features = self.choose_features(space, infos[0], inputs.corpus,
+                                            inputs.teacher.key if inputs.teacher else None)
+        self.check_services()
+        return Checked(space, objectives, search_id, inputs, features, self.check_warm_start())
 
     def check_warm_start(self) -> dict:
         """The earlier searches ``--warm-start`` names, found in this experiment (read only)."""
         if self.warm_start is None:
             return {}
-        from raydistill.search.warmstart import earlier_searches, parse_ids
-        from raydistill.tracking.mlflow import open_experiment
-
         ids = parse_ids(self.warm_start, NAME)
         if self.resume:
             raise UserError("--warm-start starts a new search; a resumed one keeps the study it had (drop --warm-start)")
-        client, experiment_id = open_experiment(self.mlflow_uri or Workdir(self.workdir).mlflow_uri, self.experiment,
+        client, experiment_id = open_experiment(self.mlflow_store, self.experiment,
                                                 what="--warm-start: ")
         return earlier_searches(client, experiment_id, self.experiment, ids)
 
     def choose_features(self, space: SearchSpace, info: TeacherInfo, corpus: Corpus,
                         teacher_key: Optional[str]) -> str:
         """``cached`` or ``live`` for this search's trials (or a UserError): the cache's size
-        against ``--cache-budget`` and the free space (search/plan.py)."""
-        from raydistill.search.plan import CorpusShape, available_bytes, choose_teacher_features, human_bytes
-
+        against ``--cache-budget`` and the free space (commands/cost.py)."""
         workdir = Workdir(self.workdir)
         existing = 0
         if teacher_key is not None:  # what an earlier search already cached needs no new space
@@ -166,44 +154,6 @@ class SearchOptions:
             free=available_bytes(workdir.cache), existing=existing)
         log(f"teacher features: {choice} in the trials; cache {human_bytes(sum(i['bytes'] for i in items))} ({why})")
         return choice
-
-
-def check_run_options(opts) -> None:
-    """The options ``search`` and ``train`` share, checked without writing anything: workdir,
-    experiment, resources per worker (that a local cluster can give them), seed, and the forms
-    of the MLflow URI and Ray address."""
-    Workdir(opts.workdir).check()
-    if not opts.experiment or not opts.experiment.strip():
-        raise UserError("--experiment must not be empty")
-    if opts.workers < 1:
-        raise UserError(f"--workers must be >= 1, found {opts.workers}")
-    if not (math.isfinite(opts.cpus_per_worker) and opts.cpus_per_worker > 0):
-        raise UserError(f"--cpus-per-worker must be a number > 0, found {opts.cpus_per_worker}")
-    gpus = opts.gpus_per_worker
-    if gpus is not None and not (math.isfinite(gpus) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
-        raise UserError(f"--gpus-per-worker must be 0, a fraction of one GPU, or a whole number, found {gpus}")
-    if opts.workers > 1 and gpus is not None and 0 < gpus < 1:
-        # NCCL refuses two ranks of one process group on one GPU; a fraction shares a GPU between trials
-        raise UserError(f"--workers {opts.workers} with --gpus-per-worker {gpus:g}: DDP's ranks need a whole GPU each "
-                        "(NCCL refuses two on one GPU); share GPUs between single-worker trials (--workers 1) instead")
-    if not 0 <= opts.seed <= MAX_SEED:
-        raise UserError(f"--seed must be between 0 and {MAX_SEED}, found {opts.seed}")
-    ray = sys.modules.get("ray")
-    if opts.address is None and not (ray and ray.is_initialized()):
-        # a local cluster will be started: a trial asking for more than this machine has would wait forever
-        cpus = os.cpu_count() or 1
-        if opts.workers * opts.cpus_per_worker > cpus:
-            raise UserError(f"--workers {opts.workers} x --cpus-per-worker {opts.cpus_per_worker:g} needs more CPUs "
-                            f"than this machine has ({cpus}); pass --address to use a cluster")
-        if gpus:
-            import torch
-
-            if opts.workers * gpus > torch.cuda.device_count():
-                raise UserError(f"--workers {opts.workers} x --gpus-per-worker {gpus:g} needs more GPUs than this "
-                                f"machine has ({torch.cuda.device_count()}); pass --address to use a cluster")
-    check_address_form(opts.address)
-    if opts.mlflow_uri is not None:
-        check_mlflow_uri(opts.mlflow_uri, connect=False)
 
 
 def masks_teacher(space: SearchSpace) -> bool:
@@ -218,44 +168,23 @@ def masks_teacher(space: SearchSpace) -> bool:
 
 def run_search(opts: SearchOptions) -> dict:
     started = time.monotonic()
-    space, objectives, search_id, checked_corpus, checked_teacher, features, warm = opts.validate()  # nothing written before
-    workdir = Workdir(opts.workdir).check_writable()
-    from raydistill.doctor import preflight
-    from raydistill.tracking.mlflow import SearchTracker
-
-    uri = opts.mlflow_uri or workdir.mlflow_uri
-    ray = connect(opts.address)
-    preflight(ray, workdir.root, uri, opts.address)  # every node's software and view of the workdir; MLflow's store
-    tracker = SearchTracker(uri, opts.experiment, search_id, artifact_root=None if opts.mlflow_uri else workdir.mlflow_artifacts)
+    space, objectives, search_id, inputs, features, warm = opts.validate()  # nothing written before
+    ctx = open_run(opts, inputs, tracker_id=search_id)
+    workdir, tracker, corpus, teacher = ctx.workdir, ctx.tracker, ctx.corpus, ctx.teacher
     trials = opts.trials
     if opts.resume:
         objectives, trials = _resumed(tracker, objectives, trials, explicit=opts.objectives is not None)
-    device = default_device()
-
-    corpus = resolve_corpus(opts.corpus, workdir, smoke=opts.smoke, checked=checked_corpus)
-    teacher = resolve_teacher(opts.teacher, workdir, corpus, smoke=opts.smoke, device=device, checked=checked_teacher)
     if features is None:  # the embedded corpus: its size is known once it is built
-        features = opts.choose_features(space, TeacherInfo.of(teacher.describe()), corpus, teacher.key)
+        features = opts.choose_features(space, ctx.info, corpus, teacher.key)
     if features == "live":
         space = space.with_base({"teacher_features": "live"})
     warm_trials = []
     if warm:  # refused before anything of this search is written
-        from raydistill.search.warmstart import check_same_data, warm_trials as rebuild
-
         check_same_data(warm, corpus.key, teacher.key)
-        warm_trials = rebuild(tracker.client, tracker.experiment, warm, space, objectives)
-    # the teacher pass runs where the trials will: on GPUs when they ask for them (an autoscaling
-    # cluster may have none yet), else where the cluster has them
-    gpus = (opts.gpus_per_worker if opts.gpus_per_worker is not None else capacity(ray).get("GPU", 0)) > 0
-    store = ensure_targets(teacher, corpus, workdir, space.teacher_needs(TeacherInfo.of(teacher.describe()),
-                                                                        live=features == "live"),
-                           device=device, distributed=True, gpus=gpus)
-    budgets = {"probe": "smoke", "full": "smoke"} if opts.smoke else {"probe": "probe", "full": opts.final_suite}
-    if space.tasks and budgets["full"] != "probe":  # the tasks the space's corpus has labels for (LibriSpeech: no keyword clips)
-        budgets["full"] += ":" + ",".join(space.tasks)
+        warm_trials = rebuild_warm_trials(tracker.client, tracker.experiment, warm, space, objectives)
+    store = ctx.targets(space.teacher_needs(ctx.info, live=features == "live"))
+    budgets = ctx.budgets(opts.final_suite, space.tasks)  # the tasks the space's corpus has labels for
     prep_seconds = time.monotonic() - started
-
-    from raydistill import provenance
 
     tracker.start_search(search_id, {
         "space": str(opts.space), "method": ",".join(space.methods()), "trials": opts.trials, "smoke": opts.smoke,
@@ -269,18 +198,15 @@ def run_search(opts: SearchOptions) -> dict:
         provenance=provenance.record(corpus_key=corpus.key, teacher_key=teacher.key, search_id=search_id),
         artifacts={"search_space.yaml": space.describe(), "base.yaml": space.base})
     try:
-        from raydistill.search.baselines import Baselines
-        from raydistill.search.posteval import evaluate_stopped_trials
-
-        baselines = Baselines(workdir, corpus, teacher, tracker, budgets["full"], device=device)
-        summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": uri, "objectives": objectives,
-                   "experiment_id": tracker.experiment,
+        baselines = ctx.baselines(budgets)
+        summary = {"search_id": search_id, "experiment": opts.experiment, "mlflow_uri": ctx.uri,
+                   "objectives": objectives, "experiment_id": tracker.experiment,
                    "teacher": baselines.log("teacher"), "fbank": baselines.log("fbank")}
         tracker.link_references(baselines.run_ids)
-        setup = make_setup(opts, search_id, corpus, store, teacher, budgets, workdir, ray, base=space.base,
-                           method_bases=space.method_bases, references=baselines.references())
+        setup = ctx.setup(search_id, store, budgets, base=space.base, method_bases=space.method_bases,
+                          references=baselines.references())
         tune_started = time.monotonic()
-        results = _tune(opts, space, setup, tracker, workdir, search_id, objectives, warm_trials)
+        results = _tune(ctx, space, setup, search_id, objectives, warm_trials)
         tune_seconds = time.monotonic() - tune_started
         if interrupted(results, trials):
             raise KeyboardInterrupt  # Tune caught Ctrl-C and saved its state; --resume continues
@@ -294,8 +220,6 @@ def run_search(opts: SearchOptions) -> dict:
                             f"(each trial's error: MLflow tag raydistill.error, or {workdir.ray_results / search_id})")
         evaluate_stopped_trials(tracker, results, setup)
         if opts.confirm:
-            from raydistill.search.confirm import confirm_top
-
             summary["confirmed"] = confirm_top(tracker, search_id, setup, opts.confirm)
         best = best_trial(tracker, search_id)
         if best is not None and best.get("config"):
@@ -314,7 +238,7 @@ def run_search(opts: SearchOptions) -> dict:
                         "wall_seconds": summary["wall_seconds"], "prep_seconds": prep_seconds,
                         "tune_seconds": tune_seconds})
     summary["report_seconds"] = write_report(tracker, search_id)
-    print_summary(summary, uri)
+    print_summary(summary, ctx.uri)
     return summary
 
 
@@ -322,12 +246,10 @@ def write_report(tracker, search_id: str) -> Optional[float]:
     """The search report on the search's MLflow run (``raydistill/report``): seconds it took, or
     None if it failed. The search's results are in MLflow either way, and ``raydistill report
     --log`` rebuilds it, so a failure here is reported, not raised."""
-    from raydistill.report import write
-
     started = time.monotonic()
     log(f"writing the search report of {search_id} to its MLflow run")
     try:
-        write(tracker.client, tracker.experiment, search_id, log_to_run=True)
+        write_search_report(tracker.client, tracker.experiment, search_id, log_to_run=True)
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"the search report failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
             f"rebuild it with: raydistill report --search {search_id} --log")
@@ -361,8 +283,6 @@ def _search_id(workdir: Workdir, opts: SearchOptions) -> str:
 def _resumed(tracker, objectives: dict, trials: int, *, explicit: bool) -> tuple[dict, int]:
     """A resumed search keeps the objectives and trial count logged on its parent run (Tune and
     its searcher are restored with them); asking for other objectives is an error."""
-    from raydistill.tracking.mlflow import KIND, SEARCH_ID, find_run
-
     run = find_run(tracker.client, tracker.experiment, {KIND: "search", SEARCH_ID: tracker.search_id})
     if run is None:
         return objectives, trials
@@ -385,21 +305,14 @@ def student_name(config) -> str:
     return name
 
 
-def _max_concurrent(opts: SearchOptions, setup: TrialSetup, resources: dict) -> int:
-    if opts.max_concurrent is not None:
-        return opts.max_concurrent
-    return min(setup.trials_at_once(resources), opts.trials)
+def _tune(ctx: RunContext, space: SearchSpace, setup: TrialSetup, search_id: str, objectives: dict,
+          warm_trials: list = ()):
+    from ray.tune.schedulers import ASHAScheduler  # lazy: ray.tune takes seconds to import (validate needs none of it)
 
+    from raydistill.search.searcher import ProbeAwareOptunaSearch  # lazy: imports ray.tune
+    from raydistill.tracking.tune_callback import MlflowTrialCallback  # lazy: imports ray.tune
 
-def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, workdir: Workdir, search_id: str,
-          objectives: dict, warm_trials: list = ()):
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from raydistill.search.searcher import ProbeAwareOptunaSearch
-    from raydistill.tracking.tune_callback import MlflowTrialCallback
+    opts = ctx.opts
 
     def describe(values: dict) -> tuple[str, dict, dict]:
         config = trial_config(setup, values)
@@ -410,16 +323,12 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
     # a trial ASHA stops never reports it and Optuna records it as pruned. Tune's strict check
     # would reject the intermediate results that carry only probe_score.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, setup=setup), {"cpu": 0, "memory": DRIVER_MEMORY}
-    )
-    callbacks = [MlflowTrialCallback(tracker, describe)]
-    experiment_dir = workdir.ray_results / search_id
+    callback = MlflowTrialCallback(ctx.tracker, describe)
     if opts.resume:
         log(f"resuming search {search_id}")
         # The MLflow callback comes back with the tuner; it re-attaches to the runs by tags.
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, restart_errored=False)
+        tuner = make_tuner(ctx, trial_driver, name=search_id, callback=callback, concurrent=0, restore=True,
+                           setup=setup)
     else:
         max_t = max(space.base_config(method).num_evals for method in space.methods())
         # Several objectives: metric and mode lists make OptunaSearch create a multi-objective
@@ -435,7 +344,7 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
             intermediate_metric="probe_score",
             to_config=space.trial_values,  # trials see config paths, not a composed space's Optuna names
             sampler=make_sampler(opts),
-            storage=optuna.storages.RDBStorage(workdir.optuna_uri), study_name=search_id,
+            storage=optuna.storages.RDBStorage(ctx.workdir.optuna_uri), study_name=search_id,
             # a space whose method is a parameter (all.yaml) runs every method once first
             points_to_evaluate=space.initial_points(opts.trials) or None,
             warm_trials=warm_trials,
@@ -449,13 +358,9 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
         scheduler = None if opts.scheduler == "fifo" else ASHAScheduler(
             metric="probe_score", mode="max", time_attr="training_iteration", max_t=max_t,
             grace_period=min(opts.grace_period, max_t), reduction_factor=opts.reduction_factor)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(num_samples=opts.trials, search_alg=searcher, scheduler=scheduler,
-                                        max_concurrent_trials=_max_concurrent(opts, setup, capacity(ray))),
-            run_config=tune.RunConfig(name=search_id, storage_path=str(workdir.ray_results), callbacks=callbacks,
-                                      verbose=1, failure_config=tune.FailureConfig(max_failures=opts.max_failures)),
-        )
+        tuner = make_tuner(ctx, trial_driver, name=search_id, callback=callback,
+                           concurrent=ctx.concurrent(setup, opts.trials), num_samples=opts.trials,
+                           search_alg=searcher, scheduler=scheduler, setup=setup)
     try:
         return tuner.fit()
     finally:
@@ -465,8 +370,6 @@ def _tune(opts: SearchOptions, space: SearchSpace, setup: TrialSetup, tracker, w
 def make_sampler(opts: SearchOptions):
     """Optuna's sampler: TPE (default) or random (``--sampler random``, the baseline a search is
     measured against: bench/search_vs_random.py)."""
-    import optuna
-
     if opts.sampler == "random":
         return optuna.samplers.RandomSampler(seed=opts.seed)
     # TPE's default 10 random start-up trials would make a short search all random.
@@ -484,8 +387,6 @@ def interrupted(results, trials: int) -> bool:
 def best_trial(tracker, search_id: str) -> Optional[dict]:
     """The best trial run of this search (from MLflow): the highest confirmed overall_score if
     any trial was confirmed (``--confirm``), else the highest overall_score."""
-    from raydistill.tracking.mlflow import ranked, run_config, scored, trial_runs
-
     runs = ranked([r for r in trial_runs(tracker.client, tracker.experiment, search_id) if scored(r)])
     if not runs:
         return None
@@ -497,8 +398,6 @@ def best_trial(tracker, search_id: str) -> Optional[dict]:
 
 def failed_trials(tracker, search_id: str) -> list[tuple[str, str]]:
     """(run name, reason) of this search's trials that failed (``error`` or ``diverged``), from MLflow."""
-    from raydistill.tracking.mlflow import trial_runs
-
     return [(r.info.run_name, r.data.tags.get("raydistill.error", ""))
             for r in trial_runs(tracker.client, tracker.experiment, search_id, order_by=["attributes.start_time ASC"])
             if r.data.tags.get("raydistill.status") in ("error", "diverged")]

@@ -39,15 +39,23 @@ upper bound. A composed space splits its trials evenly over its methods.
 from __future__ import annotations
 
 import functools
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from raydistill.errors import UserError
-from raydistill.methods import TeacherInfo
+from raydistill.evaluate.suite import TASKS, EvalBudget
+from raydistill.methods import get_method, teacher_needs
+from raydistill.teacher.info import TeacherInfo
+from raydistill.models.config import ARCHITECTURES, conv_frames, hubert_conv
+from raydistill.models.hubert import HubertModel
+from raydistill.models.macs import count_params, macs_per_second
+from raydistill.prepare import human_bytes
+from raydistill.presets import TEACHERS
+from raydistill.search.memory import step_memory
 from raydistill.search.space import SearchSpace
 from raydistill.targets.store import KMEANS_POINTS, TeacherNeeds
+from raydistill.teacher.sources import load_teacher
 
 FRAMES_PER_SECOND = 50
 LIBRISPEECH_MEAN_SECONDS = 12.3  # mean utterance of LibriSpeech-960 (train), used with --hours
@@ -55,34 +63,6 @@ A100_BF16_TFLOPS = 312.0
 A100_FP32_TFLOPS = 19.5  # dense fp32 without tensor cores: PyTorch leaves TF32 matmuls off
 MEMORY_RESERVE = 0.1  # of a GPU's memory, left for the CUDA context, allocator fragmentation, workspaces
 DEFAULT_MFU = 0.12  # published raw-waveform SSL/distillation training: 8-16 % of an A100's bf16 peak
-UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def human_bytes(n: float) -> str:
-    for unit in UNITS:
-        if abs(n) < 1000 or unit == UNITS[-1]:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
-
-
-def parse_bytes(text: str, what: str = "--cache-budget") -> int:
-    """``500G``, ``1.5T``, ``800GB``, ``10000000`` -> bytes (decimal units, as disks are sold)."""
-    s = str(text).strip().upper().removesuffix("B")
-    scale = 1
-    for i, unit in enumerate("KMGTP", start=1):
-        if s.endswith(unit):
-            s, scale = s[:-1], 1000 ** i
-            break
-    try:
-        value = float(s)
-    except ValueError:
-        raise UserError(f"{what} {text!r}: write a size such as 500G, 1.5T or 800GB") from None
-    if not value >= 0:
-        raise UserError(f"{what} {text!r}: must be >= 0")
-    return int(value * scale)
-
-
 @dataclass(frozen=True)
 class CorpusShape:
     seconds: float  # train audio
@@ -99,8 +79,6 @@ class CorpusShape:
 
     @classmethod
     def from_corpus(cls, corpus) -> "CorpusShape":
-        from raydistill.models.config import conv_frames, hubert_conv
-
         train = corpus.split("train")
         seconds = sum(u.num_samples for u in train) / 16000
         frames = sum(conv_frames(u.num_samples, hubert_conv()) for u in train)
@@ -135,14 +113,6 @@ def teacher_passes(needs: TeacherNeeds) -> list[str]:
     if uncached:
         passes.append(", ".join(f"units of layer {layer}, K={k}" for layer, k in needs.units if layer in uncached))
     return passes
-
-
-def available_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds (or will hold) ``path``."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return shutil.disk_usage(path).free
 
 
 def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: int, *, mode: str,
@@ -184,15 +154,9 @@ def choose_teacher_features(space: SearchSpace, teacher: TeacherInfo, frames: in
 def teacher_macs(teacher_spec: Optional[str], seconds: float):
     """(TeacherInfo, MACs per audio second, name, HubertConfig) of the teacher: a spec is loaded;
     without one, HuBERT-base's architecture is built (random weights) and counted."""
-    from raydistill.models.config import ARCHITECTURES
-    from raydistill.models.macs import macs_per_second
-    from raydistill.presets import TEACHERS
-
     if teacher_spec:
-        from raydistill.teacher.sources import load_teacher
-
         teacher = load_teacher(teacher_spec)
-        info = TeacherInfo.of(teacher.describe())
+        info = teacher.info
         return info, macs_per_second(teacher.model, seconds), teacher_spec, teacher.model.cfg
     return TEACHERS["hubert-base"], hubert_base_macs(seconds), "hubert-base", ARCHITECTURES["hubert-base"]
 
@@ -200,10 +164,6 @@ def teacher_macs(teacher_spec: Optional[str], seconds: float):
 @functools.lru_cache(maxsize=8)
 def hubert_base_macs(seconds: float) -> int:
     """HuBERT-base's MACs per audio-second at ``seconds`` (a forward of the built model: kept)."""
-    from raydistill.models.config import ARCHITECTURES
-    from raydistill.models.hubert import HubertModel
-    from raydistill.models.macs import macs_per_second
-
     return macs_per_second(HubertModel(ARCHITECTURES["hubert-base"]), seconds)
 
 
@@ -214,11 +174,6 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
               memory: bool = False, gpu_memory: Optional[int] = None) -> dict:
     """The whole plan as a dict (what ``plan --json`` prints). ``memory``: measure each method's
     step on the CPU (search/memory.py; minutes at base scale)."""
-    from raydistill.evaluate.suite import TASKS, EvalBudget
-    from raydistill.methods import get_method, teacher_needs
-    from raydistill.models.macs import count_params
-    from raydistill.models.macs import macs_per_second
-
     seconds = min(corpus.mean_seconds, 15.6)
     info, t_macs, t_name, t_arch = teacher_macs(teacher_spec, seconds)
     free = free if free is not None else 2**62  # no file system given: only the budget limits
@@ -272,8 +227,6 @@ def make_plan(space: SearchSpace, corpus: CorpusShape, *, trials: int, teacher_s
                # the teacher forward a cached read replaces, run live in the step (bf16, as the trial runs it)
                "live_teacher_seconds_per_step": 2 * t_macs * step_audio / bf16_rate}
         if memory:
-            from raydistill.search.memory import step_memory
-
             row["memory"] = step_memory(config, info, t_arch)
         methods.append(row)
     per_trial_hours = sum(m["gpu_hours"] for m in methods) / len(methods)

@@ -95,7 +95,7 @@ def fmt(stats: Optional[dict], key: str) -> str:
 
 @dataclass
 class StudyTable:
-    plan: object  # search.study.Plan
+    plan: object  # commands.study.Plan
     comparisons: tuple
     stats: dict  # arm_stats
     references: dict  # {"teacher": metrics, "fbank": metrics}
@@ -108,7 +108,7 @@ class StudyTable:
 
     @classmethod
     def from_runs(cls, done: dict, plan, comparisons, references: dict) -> "StudyTable":
-        """From the study's finished cells (``{cell: MLflow run}``, ``search.study.done_cells``);
+        """From the study's finished cells (``{cell: MLflow run}``, ``commands.study.done_cells``);
         cells of an arm's older configuration are left out."""
         cells = {arm.cell(seed): (arm.name, seed) for arm in plan.arms.values() for seed in plan.seeds}
         rows = []
