@@ -69,7 +69,12 @@ def test_export_and_rerun_at_base_scale(searched, base_teachers, tmp_path, capsy
     capsys.readouterr()
     assert main(["train", "--config", str(out / "best.yaml"), "--workdir", str(searched), "--experiment", "base"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["overall_score"] == summary["overall_score"]  # a number, not NaN
+    # a number, not NaN: the mean of the tasks' scores out of 100 (an error rate x as 100 - x)
+    assert LIBRISPEECH_METRICS <= set(summary), sorted(summary)
+    tasks = [(k, k.endswith(("_per", "_wer", "_eer"))) for k in
+             ("pr_per", "asr_wer", "asv_eer", "ks_acc", "qbe_map", "sid_acc", "ic_acc") if k in summary]
+    scores = [100.0 - summary[k] if error else summary[k] for k, error in tasks]
+    assert summary["overall_score"] == pytest.approx(sum(scores) / len(scores))
 
 
 def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpus, base_teachers, tmp_path):
