@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from needs import missing
 from raydistill.cli import main
 from raydistill.methods import load_student
 
@@ -310,8 +311,8 @@ def mlflow_ui(searched):
 def browser():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver; scripts/setup.sh test "
-                    "does it): the MLflow UI browser test cannot run")
+        missing("Chromium is not installed (apt-get install chromium chromium-driver; scripts/setup.sh test "
+                "does it): the MLflow UI browser test cannot run")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -353,7 +354,7 @@ def click_text(browser, text: str, timeout: float = WAIT) -> None:
     WebDriverWait(browser, timeout).until(clicked)
 
 
-def test_the_readme_walkthrough_in_chromium(searched, mlflow_ui, browser, tmp_path):
+def test_the_readme_walkthrough_in_chromium(browser, searched, mlflow_ui, tmp_path):  # browser first: missing, fail fast
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

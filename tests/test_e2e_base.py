@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from needs import missing
 from raydistill.cli import main
 from raydistill.methods import load_student
 from raydistill.search.space import load_space
@@ -97,7 +98,7 @@ def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpu
 
 def test_hf_teacher(ray_cluster, librispeech_corpus, base_teachers, tmp_path):
     if "hf" not in base_teachers:
-        pytest.skip("transformers is not installed")
+        missing("transformers is not installed")
     workdir = tmp_path / "runs"
     code = main(["search", "--space", str(BASE / "distil.yaml"), "--smoke", "--trials", "1", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"hf:{base_teachers['hf']}",
