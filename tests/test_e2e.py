@@ -419,7 +419,8 @@ def test_warm_start_seeds_optuna_with_the_earlier_trials_only(searched):
     import optuna
 
     code = main(["search", "--space", str(REPO / "search_spaces" / "dice.yaml"), "--smoke", "--trials", "1",
-                 "--workdir", str(searched), "--experiment", "e2e", "--name", "warm", "--warm-start", "smoke-search"])
+                 "--workdir", str(searched), "--experiment", "e2e", "--name", "warm", "--warm-start", "smoke-search",
+                 "--confirm", "0"])
     assert code == 0
     _, kinds = runs_by_kind(searched)
     earlier = [t for t in kinds["trial"] if t.data.tags["raydistill.search_id"] == "smoke-search"]

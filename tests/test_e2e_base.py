@@ -41,7 +41,7 @@ def searched(ray_cluster, librispeech_corpus, base_teachers, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("base") / "runs"
     code = main(["search", "--space", str(BASE / "all.yaml"), "--smoke", "--trials", "5", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"torchaudio:{base_teachers['pretrain']}",
-                 "--workdir", str(workdir), "--experiment", "base", "--name", "base-all"])
+                 "--workdir", str(workdir), "--experiment", "base", "--name", "base-all", "--confirm", "0"])
     assert code == 0
     return workdir
 
@@ -85,7 +85,7 @@ def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpu
     workdir = tmp_path / "runs"
     code = main(["search", "--space", str(BASE / "dice.yaml"), "--smoke", "--trials", "1", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"torchaudio:{base_teachers['base']}",
-                 "--cache-budget", "30M", "--workdir", str(workdir), "--experiment", "enc"])
+                 "--cache-budget", "30M", "--workdir", str(workdir), "--experiment", "enc", "--confirm", "0"])
     assert code == 0
     trials, runs = trial_runs(workdir, "enc")
     assert len(trials) == 1 and LIBRISPEECH_METRICS <= set(trials[0].data.metrics)
@@ -102,7 +102,7 @@ def test_hf_teacher(ray_cluster, librispeech_corpus, base_teachers, tmp_path):
     workdir = tmp_path / "runs"
     code = main(["search", "--space", str(BASE / "distil.yaml"), "--smoke", "--trials", "1", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"hf:{base_teachers['hf']}",
-                 "--workdir", str(workdir), "--experiment", "hf"])
+                 "--workdir", str(workdir), "--experiment", "hf", "--confirm", "0"])
     assert code == 0
     (trial,), runs = trial_runs(workdir, "hf")
     assert LIBRISPEECH_METRICS <= set(trial.data.metrics)

@@ -73,7 +73,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_p
     path.write_text(yaml.safe_dump({"compose": ["dice.yaml", "distil.yaml"]}))
     workdir = tmp_path / "runs"
     code = main(["search", "--space", str(path), "--smoke", "--trials", "2", "--workdir", str(workdir),
-                 "--experiment", "faults", "--name", "diverge"])
+                 "--experiment", "faults", "--name", "diverge", "--confirm", "0"])
     assert code == 0
     trials = {t.data.params["method"]: t for t in trial_runs(workdir, "faults")["trial"]}
     assert set(trials) == {"dicehubert", "distilhubert"}  # one run each, none duplicated
@@ -90,7 +90,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_p
     # not 0 with "best trial -: n/a". Same workdir: corpus, teacher and references are cached.
     error_lines()
     code = main(["search", "--space", str(tmp_path / "distil.yaml"), "--smoke", "--trials", "1", "--workdir",
-                 str(workdir), "--experiment", "faults", "--name", "all-fail"])
+                 str(workdir), "--experiment", "faults", "--name", "all-fail", "--confirm", "0"])
     assert code == 1
     line = error_lines()[-1]  # after what Tune printed of the trial's failure
     assert line.startswith("raydistill: error: search all-fail: all 1 trial(s) failed; distilhubert") and \
