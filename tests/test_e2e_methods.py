@@ -26,8 +26,8 @@ KNOBS = {
 
 
 @pytest.fixture(scope="module")
-def workdir(ray_cluster, tmp_path_factory):
-    return tmp_path_factory.mktemp("methods") / "runs"
+def workdir(ray_cluster, tmp_path_factory, smoke_workdir):
+    return smoke_workdir(tmp_path_factory.mktemp("methods") / "runs")  # the smoke corpus and teacher, built once
 
 
 def trial_runs(workdir, experiment):
