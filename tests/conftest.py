@@ -7,6 +7,7 @@ cluster; the CLI's `search`/`train` find it already initialised and join it.
 import dataclasses
 import os
 import re
+import shutil
 
 import pytest
 
@@ -65,6 +66,28 @@ def smoke_corpus(tmp_path_factory):
     from raydistill.corpus.synth import CorpusConfig, build_corpus
 
     return build_corpus(CorpusConfig.smoke(), tmp_path_factory.mktemp("corpus") / "smoke", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_workdir(smoke_corpus, tmp_path_factory):
+    """Seeds a workdir with what every ``--smoke`` command on the embedded corpus builds first:
+    the smoke corpus (``smoke_corpus``, synthesised once a session) and the smoke teacher,
+    pretrained on it once. ``smoke_workdir(dest)`` copies them to ``dest`` (a copy: the test may
+    write there) and returns it. For tests of what runs on them, not of the building:
+    test_e2e.py's search builds its own."""
+    from raydistill.corpus.synth import CorpusConfig
+    from raydistill.prepare import Workdir, embedded_corpus_dir, resolve_corpus, resolve_teacher
+
+    template = Workdir(tmp_path_factory.mktemp("smoke-workdir") / "runs")
+    shutil.copytree(smoke_corpus.root, embedded_corpus_dir(template, CorpusConfig.smoke()))
+    corpus = resolve_corpus(None, template, smoke=True)
+    assert corpus.key == smoke_corpus.key, "the workdir's smoke corpus is not the session's"
+    resolve_teacher("embedded", template, corpus, smoke=True)
+
+    def seed(dest):
+        shutil.copytree(template.root, dest, symlinks=True)
+        return dest
+    return seed
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,47 @@ def run_guarded(*args):
     return subprocess.run([sys.executable, "-c", GUARD, *args], capture_output=True, text=True, timeout=120)
 
 
+class Tripwire(BaseException):
+    """Long work started in-process (a BaseException: no ``except Exception`` swallows it)."""
+
+
+@pytest.fixture
+def run_in_process(monkeypatch, capsys):
+    """GUARD's CLI in this process (no interpreter and torch import per case): the same
+    tripwires, exit code 3 if one is hit; the session's Ray cluster, if up, is hidden so a
+    missing check cannot join it unseen. Returns what ``run_guarded`` returns."""
+    import ray
+
+    import raydistill.corpus
+    import raydistill.corpus.synth
+    import raydistill.train.pretrain
+    from raydistill.cli import main
+
+    def tripwire(what):
+        def stop(*args, **kwargs):
+            raise Tripwire(what)
+        return stop
+
+    monkeypatch.setattr(ray, "init", tripwire("Ray"))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(raydistill.corpus.synth, "build_corpus", tripwire("corpus synthesis"))
+    monkeypatch.setattr(raydistill.corpus, "build_corpus", tripwire("corpus synthesis"))
+    monkeypatch.setattr(raydistill.train.pretrain, "pretrain_teacher", tripwire("teacher pretraining"))
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse
+            code = e.code
+        except Tripwire as e:
+            print(f"tripwire: {e} started", file=sys.stderr)
+            code = 3
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+    return run
+
+
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
@@ -425,21 +466,43 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, args, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, name, args, message):
-    """Refused in one line, exit 2, before anything is built, started or written: no Ray, no
-    corpus synthesis or teacher pretraining (tripwires), and no new file anywhere."""
+def check_refused(tmp_path, args, message, runner):
     import re
 
     argv = args(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    result = run_guarded(*argv)
+    result = runner(*argv)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("raydistill: error: "), result.stderr
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in result.stderr
     assert sorted(tmp_path.rglob("*")) == before, "bad input left files behind"
+
+
+@pytest.mark.parametrize("name, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, name, args, message, run_in_process):
+    """Refused in one line, exit 2, before anything is built, started or written: no Ray, no
+    corpus synthesis or teacher pretraining (tripwires), and no new file anywhere."""
+    check_refused(tmp_path, args, message, run_in_process)
+
+
+# one refusal per kind of check: the space file, the workdir, a services probe, the teacher, a
+# non-search command's input
+REAL_ENTRY_POINT = {"inverted range", "workdir not writable", "unreachable Ray address", "bad teacher spec",
+                    "evaluate a pickle with code"}
+ENTRY_POINT_CASES = [c for c in CASES if c[0] in REAL_ENTRY_POINT]
+
+
+def test_the_real_entry_point_picks_its_cases():
+    assert len(ENTRY_POINT_CASES) == len(REAL_ENTRY_POINT)
+
+
+@pytest.mark.parametrize("name, args, message", ENTRY_POINT_CASES, ids=[c[0] for c in ENTRY_POINT_CASES])
+def test_bad_input_through_the_real_entry_point(tmp_path, name, args, message):
+    """A few of the cases above in a fresh interpreter (``python -c`` with GUARD's tripwires):
+    the refusal reaches a user's terminal as it does in-process."""
+    check_refused(tmp_path, args, message, run_guarded)
 
 
 def test_a_bad_flag_is_exit_2():

@@ -198,7 +198,7 @@ def search_cmd(space, workdir, experiment, name, *extra):
     """A smoke search; ASHA may stop a trial only at its last evaluation, so a fault injected
     after any checkpoint finds the trial still running."""
     return [sys.executable, "-m", "raydistill", "search", "--space", str(space), "--smoke", "--grace-period", "4",
-            "--workdir", str(workdir), "--experiment", experiment, "--name", name, *extra]
+            "--confirm", "0", "--workdir", str(workdir), "--experiment", experiment, "--name", name, *extra]
 
 
 def runs_of(workdir, experiment, kind="trial"):

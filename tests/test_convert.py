@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from needs import need_module
 from raydistill.cli import main
 from raydistill.config import TrainConfig
 import raydistill.convert as convert_module
@@ -157,7 +158,7 @@ def test_s3prl_export_checks_itself(tmp_path, monkeypatch):
 @pytest.mark.parametrize("options", [{}, {"layer_norm_first": True, "extractor_mode": "layer_norm"},
                                      {"conv_layers": [list(c) for c in hubert_conv(32)], "project_features": False}])
 def test_huggingface_export_has_raydistill_hidden_states(tmp_path, options):
-    transformers = pytest.importorskip("transformers")
+    transformers = need_module("transformers")
     path, model = student(tmp_path, **options)
     out = convert(path, tmp_path / "hf", "hf")
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()

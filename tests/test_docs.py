@@ -21,10 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("raydistill", "README.md", "docs", "bench", "search_spaces", "studies", "tests")
 # Markdown files raydistill writes at run time: named in code and docs, never in the repository.
 GENERATED = {"table.md"}  # a study's table (report/study_table.py)
-# Files another branch is restructuring, whose citations are fixed there (the replacements are
-# in docs/); their problems are expected until then. Remove a file once it is clean: the last
-# test fails to say so.
-PENDING: dict[str, str] = {}  # file: why it may still name a missing file (none left)
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", "runs", "node_modules", "build", "dist"}
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
@@ -144,24 +140,14 @@ def link_problems(root: Path) -> list[str]:
     return problems
 
 
-def _outside_pending(problems: list[str]) -> list[str]:
-    return [p for p in problems if p.split(":")[0] not in PENDING]
-
-
 def test_named_markdown_files_exist():
-    problems = _outside_pending(citation_problems(ROOT))
+    problems = citation_problems(ROOT)
     assert not problems, "\n".join(problems)
 
 
 def test_markdown_links_resolve():
-    problems = _outside_pending(link_problems(ROOT))
+    problems = link_problems(ROOT)
     assert not problems, "\n".join(problems)
-
-
-def test_pending_files_still_need_their_exemption():
-    problems = citation_problems(ROOT) + link_problems(ROOT)
-    clean = [f for f in PENDING if not any(p.split(":")[0] == f for p in problems)]
-    assert not clean, f"no longer need an exemption, remove them from PENDING: {clean}"
 
 
 def test_every_subpackage_says_what_it_is():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from needs import missing
 from raydistill.cli import main
 from raydistill.methods import load_student
 from raydistill.search.space import load_space
@@ -40,7 +41,7 @@ def searched(ray_cluster, librispeech_corpus, base_teachers, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("base") / "runs"
     code = main(["search", "--space", str(BASE / "all.yaml"), "--smoke", "--trials", "5", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"torchaudio:{base_teachers['pretrain']}",
-                 "--workdir", str(workdir), "--experiment", "base", "--name", "base-all"])
+                 "--workdir", str(workdir), "--experiment", "base", "--name", "base-all", "--confirm", "0"])
     assert code == 0
     return workdir
 
@@ -69,7 +70,12 @@ def test_export_and_rerun_at_base_scale(searched, base_teachers, tmp_path, capsy
     capsys.readouterr()
     assert main(["train", "--config", str(out / "best.yaml"), "--workdir", str(searched), "--experiment", "base"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["overall_score"] == summary["overall_score"]  # a number, not NaN
+    # a number, not NaN: the mean of the tasks' scores out of 100 (an error rate x as 100 - x)
+    assert LIBRISPEECH_METRICS <= set(summary), sorted(summary)
+    tasks = [(k, k.endswith(("_per", "_wer", "_eer"))) for k in
+             ("pr_per", "asr_wer", "asv_eer", "ks_acc", "qbe_map", "sid_acc", "ic_acc") if k in summary]
+    scores = [100.0 - summary[k] if error else summary[k] for k, error in tasks]
+    assert summary["overall_score"] == pytest.approx(sum(scores) / len(scores))
 
 
 def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpus, base_teachers, tmp_path):
@@ -79,7 +85,7 @@ def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpu
     workdir = tmp_path / "runs"
     code = main(["search", "--space", str(BASE / "dice.yaml"), "--smoke", "--trials", "1", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"torchaudio:{base_teachers['base']}",
-                 "--cache-budget", "30M", "--workdir", str(workdir), "--experiment", "enc"])
+                 "--cache-budget", "30M", "--workdir", str(workdir), "--experiment", "enc", "--confirm", "0"])
     assert code == 0
     trials, runs = trial_runs(workdir, "enc")
     assert len(trials) == 1 and LIBRISPEECH_METRICS <= set(trials[0].data.metrics)
@@ -92,11 +98,11 @@ def test_encoder_only_torchaudio_teacher_run_live(ray_cluster, librispeech_corpu
 
 def test_hf_teacher(ray_cluster, librispeech_corpus, base_teachers, tmp_path):
     if "hf" not in base_teachers:
-        pytest.skip("transformers is not installed")
+        missing("transformers is not installed")
     workdir = tmp_path / "runs"
     code = main(["search", "--space", str(BASE / "distil.yaml"), "--smoke", "--trials", "1", "--corpus",
                  str(librispeech_corpus.root), "--teacher", f"hf:{base_teachers['hf']}",
-                 "--workdir", str(workdir), "--experiment", "hf"])
+                 "--workdir", str(workdir), "--experiment", "hf", "--confirm", "0"])
     assert code == 0
     (trial,), runs = trial_runs(workdir, "hf")
     assert LIBRISPEECH_METRICS <= set(trial.data.metrics)

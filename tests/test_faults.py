@@ -62,7 +62,7 @@ def trial_runs(workdir, experiment):
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_path, capsys, error_lines):
+def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_path, capsys, error_lines, smoke_workdir):
     for name in ("dice", "distil"):  # each method's own base, no knobs
         space = yaml.safe_load((REPO / "search_spaces" / f"{name}.yaml").read_text())
         space["params"] = {}
@@ -71,9 +71,9 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_p
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(space))
     path = tmp_path / "diverge.yaml"
     path.write_text(yaml.safe_dump({"compose": ["dice.yaml", "distil.yaml"]}))
-    workdir = tmp_path / "runs"
+    workdir = smoke_workdir(tmp_path / "runs")  # the smoke corpus and teacher built once a session
     code = main(["search", "--space", str(path), "--smoke", "--trials", "2", "--workdir", str(workdir),
-                 "--experiment", "faults", "--name", "diverge"])
+                 "--experiment", "faults", "--name", "diverge", "--confirm", "0"])
     assert code == 0
     trials = {t.data.params["method"]: t for t in trial_runs(workdir, "faults")["trial"]}
     assert set(trials) == {"dicehubert", "distilhubert"}  # one run each, none duplicated
@@ -90,7 +90,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(ray_cluster, tmp_p
     # not 0 with "best trial -: n/a". Same workdir: corpus, teacher and references are cached.
     error_lines()
     code = main(["search", "--space", str(tmp_path / "distil.yaml"), "--smoke", "--trials", "1", "--workdir",
-                 str(workdir), "--experiment", "faults", "--name", "all-fail"])
+                 str(workdir), "--experiment", "faults", "--name", "all-fail", "--confirm", "0"])
     assert code == 1
     line = error_lines()[-1]  # after what Tune printed of the trial's failure
     assert line.startswith("raydistill: error: search all-fail: all 1 trial(s) failed; distilhubert") and \

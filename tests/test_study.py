@@ -179,13 +179,13 @@ def test_the_table_names_claim_verdict_gap_and_references(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_smoke_study_end_to_end_then_a_rerun_trains_only_what_changed(tmp_path, ray_cluster, capsys):
+def test_a_smoke_study_end_to_end_then_a_rerun_trains_only_what_changed(tmp_path, ray_cluster, capsys, smoke_workdir):
     """Two arms (distilled, self-supervised on MFCC units) x 2 seeds on the smoke corpus: one
     MLflow run per cell under the study run, the table with a verdict; rerunning trains nothing;
     editing one arm retrains only its cells."""
     from mlflow.tracking import MlflowClient
 
-    workdir = tmp_path / "runs"
+    workdir = smoke_workdir(tmp_path / "runs")  # the smoke corpus and teacher built once a session
     plan = write_plan(tmp_path)
     args = ["study", "--plan", str(plan), "--smoke", "--workdir", str(workdir), "--out", str(tmp_path / "table")]
     assert main(args) == 0

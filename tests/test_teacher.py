@@ -13,6 +13,7 @@ from raydistill.models.config import ARCHITECTURES
 from raydistill.models.hubert import HubertModel
 from raydistill.models.student import MaskedPredictor
 from raydistill.teacher.sources import load_teacher, parse_spec
+from needs import missing, need_module
 from twins import torchaudio_twin
 
 TINY = ARCHITECTURES["tiny-teacher"]
@@ -111,7 +112,7 @@ def test_raydistill_checkpoint_as_teacher(tmp_path):
 
 
 def test_hugging_face_directory(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = need_module("transformers")
     cfg = transformers.HubertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                     intermediate_size=128, conv_dim=(32,) * 7,
                                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
@@ -175,7 +176,7 @@ def test_explicit_mask_embedding_file(real_teachers, tmp_path, holder):
     (lambda: torch.full((64,), float("nan")), "holds NaN or inf"),
 ])
 def test_bad_mask_embedding_file(tmp_path, content, message):
-    transformers = pytest.importorskip("transformers")
+    transformers = need_module("transformers")
     cfg = transformers.HubertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                     intermediate_size=128, conv_dim=(32,) * 7,
                                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
@@ -188,8 +189,8 @@ def test_bad_mask_embedding_file(tmp_path, content, message):
 def test_hugging_face_mask_embedding_only_when_the_weights_hold_it(tmp_path):
     """transformers creates masked_spec_embed (at random) even when the weights lack it: the
     teacher has a trained one only if the file held it."""
-    transformers = pytest.importorskip("transformers")
-    safetensors = pytest.importorskip("safetensors.torch")
+    transformers = need_module("transformers")
+    safetensors = need_module("safetensors.torch")
     cfg = transformers.HubertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                     intermediate_size=128, conv_dim=(32,) * 7,
                                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
@@ -287,7 +288,7 @@ def test_a_head_file_gives_an_encoder_only_teacher_its_logits(real_teachers, tmp
 
 def test_a_head_file_with_a_hugging_face_teacher(base_teachers, real_teachers, tmp_path):
     if "hf" not in base_teachers:
-        pytest.skip("transformers is not installed")
+        missing("transformers is not installed")
     pretrain = torch.load(real_teachers["pretrain"], weights_only=True)
     torch.save({k: v for k, v in pretrain.items() if k.startswith("logit_generator.")}, tmp_path / "head.pt")
     teacher = load_teacher(f"hf:{base_teachers['hf']}?head={tmp_path / 'head.pt'}")
