@@ -27,6 +27,7 @@ from raydistill.report.collect import SearchData, collect
 from raydistill.tracking.mlflow import CONFIRMED
 from raydistill.report.importance import importances, study
 from raydistill.report.leaderboard import columns, render, rows
+from raydistill.report import page
 from raydistill.utils import is_number, log
 
 NOTE = "mlflow.note.content"  # the run description MLflow's run page shows, as Markdown
@@ -68,9 +69,7 @@ def build_report(client, experiment_id: str, search_id: Optional[str], out: Path
         except Exception as e:  # noqa: BLE001 - one figure that cannot be drawn does not stop the report
             report.figures[name] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     report.seconds = time.monotonic() - started
-    from raydistill.report.page import write
-
-    write(data, report.figures, report.importances, out / "report.html", report.seconds)
+    page.write(data, report.figures, report.importances, out / "report.html", report.seconds)
     return report
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from raydistill.search.posteval import _evaluate
 from raydistill.search.setup import TrialSetup
+from raydistill.tracking.mlflow import CHECKPOINT, CONFIRMED, scored, trial_runs
 from raydistill.utils import Progress, log
 
 SEEDS = 3  # evaluation seeds per confirmed trial (compare's default)
@@ -34,9 +36,6 @@ def confirm_top(tracker, search_id: str, setup: TrialSetup, k: int, *, seeds: in
     """Score the top ``k`` scored trials again (see the module docstring); return, for each
     trial confirmed now or before, its run name, single-evaluation and confirmed scores."""
     import ray
-
-    from raydistill.search.posteval import _evaluate
-    from raydistill.tracking.mlflow import CHECKPOINT, CONFIRMED, scored, trial_runs
 
     runs = [r for r in trial_runs(tracker.client, tracker.experiment, search_id, ["metrics.overall_score DESC"])
             if scored(r)][:k]

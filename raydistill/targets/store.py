@@ -214,7 +214,7 @@ class TargetStore:
               seed, distributed, gpus, layers=(), sample_layers=(), sample_prob=1.0, units=(), centroids=None) -> None:
         """One teacher pass (resumable: its directory keeps finished shards), then its outputs
         renamed into the store."""
-        from raydistill.targets import teacher_pass as tp
+        from raydistill.targets import teacher_pass as tp  # lazy: the pass is a Ray program; reading a built store needs none of it
 
         seconds = [u.num_samples / 16000 for u in utterances]
         # default: 10-600 s of audio a shard, at least 64 shards below 10 h (work for every worker)
