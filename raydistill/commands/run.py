@@ -137,6 +137,7 @@ class RunOptions:
 class TunedOptions(RunOptions):
     """The options of the commands whose trials Ray Tune schedules (``search``, ``study``)."""
 
+    name: Optional[str] = None  # the search's or study's id; default: <space>-<timestamp>, or the plan's name (+ "-smoke")
     max_concurrent: Optional[int] = None  # default: as many trials as the cluster's CPUs/GPUs fit
 
     def check_run(self, resources: Optional[dict] = None) -> None:

@@ -75,7 +75,6 @@ class SearchOptions(TunedOptions):
 
     space: Path
     trials: int = 8
-    name: Optional[str] = None  # search id; default: <space>-<timestamp>
     resume: bool = False
     grace_period: int = 1  # ASHA: evaluations before a trial may be stopped
     reduction_factor: int = 2

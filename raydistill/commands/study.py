@@ -266,7 +266,6 @@ class StudyOptions(TunedOptions):
 
     plan: Path
     only: Optional[str] = None
-    name: Optional[str] = None  # study id; default: the plan's name (+ "-smoke")
     experiment: str = "raydistill-study"
     out: Optional[Path] = None
 
