@@ -114,10 +114,8 @@ def citation_problems(root: Path) -> list[str]:
     return problems
 
 
-def link_problems(root: Path) -> list[str]:
-    """Every Markdown link of README.md and docs/*.md to a repository path that does not resolve."""
-    root = root.resolve()
-    problems = []
+def guide_lines(root: Path):
+    """(path, "file:line", line) of README.md and docs/*.md, fenced code blocks (and their fences) left out."""
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         if not path.is_file():
             continue
@@ -126,17 +124,25 @@ def link_problems(root: Path) -> list[str]:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if FENCE.match(line):
                 fenced = not fenced
-            if fenced:
                 continue
-            for target in LINK.findall(line):
-                if re.match(r"[a-z][a-z0-9+.-]*:", target):
-                    continue  # a URL (http:, mailto:)
-                name, _, anchor = target.partition("#")
-                resolved = (path.parent / name).resolve() if name else path
-                if not resolved.exists():
-                    problems.append(f"{rel}:{number}: link to {name}, which does not exist")
-                else:
-                    _check_anchor(resolved, anchor, f"{rel}:{number}", target, problems)
+            if not fenced:
+                yield path, f"{rel}:{number}", line
+
+
+def link_problems(root: Path) -> list[str]:
+    """Every Markdown link of README.md and docs/*.md to a repository path that does not resolve."""
+    root = root.resolve()
+    problems = []
+    for path, where, line in guide_lines(root):
+        for target in LINK.findall(line):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue  # a URL (http:, mailto:)
+            name, _, anchor = target.partition("#")
+            resolved = (path.parent / name).resolve() if name else path
+            if not resolved.exists():
+                problems.append(f"{where}: link to {name}, which does not exist")
+            else:
+                _check_anchor(resolved, anchor, where, target, problems)
     return problems
 
 
@@ -351,26 +357,15 @@ def code_reference_problems(root: Path) -> list[str]:
                 shown = ", ".join(sorted(c.relative_to(root).as_posix() for c in classes[parts[0]]))
                 problems.append(f"{where}: `{token}`: class {parts[0]} ({shown}) has no attribute {parts[1]}")
 
-    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root).as_posix()
-        fenced = False
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if FENCE.match(line):
-                fenced = not fenced
-                continue
-            if fenced:
-                continue
-            where = f"{rel}:{number}"
-            for span in CODE_SPAN.finditer(line):
-                token = span[1].strip()
-                if PY_PATH.match(token):
-                    file, name = PY_PATH.match(token).groups()
-                    after = NAME_AFTER.match(line[span.end():])
-                    check_path(where, file, name or (after[1] if after else None))
-                elif DOTTED.match(token):
-                    check_dotted(where, token)
+    for _, where, line in guide_lines(root):
+        for span in CODE_SPAN.finditer(line):
+            token = span[1].strip()
+            if PY_PATH.match(token):
+                file, name = PY_PATH.match(token).groups()
+                after = NAME_AFTER.match(line[span.end():])
+                check_path(where, file, name or (after[1] if after else None))
+            elif DOTTED.match(token):
+                check_dotted(where, token)
     return problems
 
 
