@@ -36,7 +36,7 @@ from raydistill.pareto import pareto_front
 from raydistill.provenance import from_tags
 from raydistill.tracking.mlflow import (CONFIRMED, CONFIRMED_TAG, EVALUATED, KIND, SEARCH_ID, STATUS, open_experiment,
                                         ranked, run_config, scored)
-from raydistill.utils import atomic_dir, log
+from raydistill.utils import atomic_dir, log, one_line
 
 SCORES = ("overall_score", "pr_per", "sid_acc", "probe_score")
 CONFIRM_SCORES = (CONFIRMED, "confirmed_spread", "confirmed_seeds")  # search --confirm: what the ranking uses
@@ -84,7 +84,7 @@ def export(uri: str, experiment: str, out: Path, *, top_k: int = 5, search_id: O
             shutil.move(path, tmp / "student.pt")
             shutil.rmtree(tmp / "student", ignore_errors=True)
         except Exception as e:  # a run whose checkpoint was not logged still exports its config
-            log(f"no student checkpoint for run {best.info.run_id}: {str(e).splitlines()[0][:200]}")
+            log(f"no student checkpoint for run {best.info.run_id}: {one_line(e, 200, first_line=True)}")
         if front is not None:
             _write_pareto(tmp, client, front, parents, uri, experiment)
     confirmed = best.data.metrics.get(CONFIRMED)

@@ -37,7 +37,7 @@ from raydistill.teacher.info import TeacherInfo
 from raydistill.teacher.sources import Teacher, load_teacher, parse_spec
 from raydistill.tracking.mlflow import client_for
 from raydistill.train.pretrain import EMBEDDED_TEACHER, SMOKE_TEACHER, pretrain_teacher
-from raydistill.utils import log, stable_hash
+from raydistill.utils import log, one_line, stable_hash
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def check_mlflow_uri(uri: str, *, existing: bool = False, connect: bool = True) 
     except ImportError as e:
         raise UserError(f"--mlflow-uri {uri}: the database driver is not installed ({e})") from None
     except Exception as e:
-        raise UserError(f"--mlflow-uri {uri}: not a database URL ({str(e).splitlines()[0]})") from None
+        raise UserError(f"--mlflow-uri {uri}: not a database URL ({one_line(e, None, first_line=True)})") from None
     if scheme != "sqlite":
         return
     if not uri.startswith("sqlite:///") or uri == "sqlite:///":

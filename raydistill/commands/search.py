@@ -250,7 +250,7 @@ def write_report(tracker, search_id: str) -> Optional[float]:
     try:
         write_search_report(tracker.client, tracker.experiment, search_id, log_to_run=True)
     except Exception as e:  # noqa: BLE001 - see the docstring
-        log(f"the search report failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+        log(f"the search report failed ({one_line(e, 200, first_line=True, with_type=True)}); "
             f"rebuild it with: raydistill report --search {search_id} --log")
         return None
     seconds = time.monotonic() - started

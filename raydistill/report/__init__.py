@@ -28,7 +28,7 @@ from raydistill.tracking.mlflow import CONFIRMED
 from raydistill.report.importance import importances, study
 from raydistill.report.leaderboard import columns, render, rows
 from raydistill.report import page
-from raydistill.utils import is_number, log
+from raydistill.utils import is_number, log, one_line
 
 NOTE = "mlflow.note.content"  # the run description MLflow's run page shows, as Markdown
 
@@ -67,7 +67,7 @@ def build_report(client, experiment_id: str, search_id: Optional[str], out: Path
         try:
             report.figures[name] = fn(out / "figures" / f"{name}.png")
         except Exception as e:  # noqa: BLE001 - one figure that cannot be drawn does not stop the report
-            report.figures[name] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            report.figures[name] = one_line(e, 200, first_line=True)
     report.seconds = time.monotonic() - started
     page.write(data, report.figures, report.importances, out / "report.html", report.seconds)
     return report

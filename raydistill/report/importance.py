@@ -16,6 +16,7 @@ from typing import Optional
 
 from raydistill.report.collect import SearchData
 from raydistill.search.space import Param, SearchSpace
+from raydistill.utils import one_line
 
 EVALUATORS = ("fANOVA", "PED-ANOVA")
 
@@ -75,7 +76,7 @@ def importances(study_) -> dict[str, dict[str, float]]:
                 found = optuna.importance.get_param_importances(study_, evaluator=evaluator)
                 out[name] = {k: float(v) for k, v in found.items()}
         except Exception as e:  # noqa: BLE001 - too few trials, or no parameter every trial has
-            out[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            out[name] = one_line(e, 160, first_line=True, with_type=True)
     return out
 
 

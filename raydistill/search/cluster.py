@@ -8,6 +8,7 @@ from typing import Optional
 
 from raydistill.errors import UserError
 from raydistill.prepare import check_mlflow_uri
+from raydistill.utils import one_line
 
 
 def check_address_form(address: Optional[str]) -> None:
@@ -73,7 +74,7 @@ def connect(address: Optional[str]):
         else:
             ray.init(dashboard_host="127.0.0.1", include_dashboard=True)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot connect to the Ray cluster at {address or 'local'}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot connect to the Ray cluster at {address or 'local'}: {one_line(e, 200, first_line=True)}") from None
     return ray
 
 

@@ -51,7 +51,7 @@ from raydistill.models.heads import PredictionHead
 from raydistill.models.hf import from_hf_model
 from raydistill.models.hubert import HubertModel
 from raydistill.teacher.info import TeacherInfo
-from raydistill.utils import file_hash, stable_hash
+from raydistill.utils import file_hash, one_line, stable_hash
 
 KINDS = ("embedded", "raydistill", "torchaudio", "hf")
 LOGITS = -1  # pseudo-layer: the teacher's pre-training head logits (cos/0.1 over its C units)
@@ -221,7 +221,7 @@ def read_mask_embedding(path: Path, dim: int) -> Tensor:
         try:
             value = load_file(str(path))
         except Exception as e:
-            reason = (str(e) or type(e).__name__).splitlines()[0]
+            reason = one_line(e, None, first_line=True)
             raise UserError(f"cannot read mask embedding file {path}: {reason}") from None
     else:
         value = load_torch_file(path, "mask embedding file")
@@ -327,7 +327,7 @@ def _load_hf(directory: Path, spec: str) -> Teacher:
         hf, loading = transformers.HubertModel.from_pretrained(str(directory), local_files_only=True,
                                                                output_loading_info=True)
     except Exception as e:
-        reason = (str(e) or type(e).__name__).splitlines()[0]
+        reason = one_line(e, None, first_line=True)
         raise UserError(f"cannot load a HubertModel from {directory}: {reason}") from None
     try:
         model = from_hf_model(hf)

@@ -37,7 +37,7 @@ from typing import Any, Optional
 from raydistill.errors import UserError
 from raydistill.evaluate.suite import SCORE_METRICS
 from raydistill.provenance import as_tags
-from raydistill.utils import is_number
+from raydistill.utils import is_number, one_line
 
 KIND, SEARCH_ID, TRIAL_ID, BASELINE, STATUS, KEY = (
     "raydistill.kind", "raydistill.search_id", "raydistill.trial_id", "raydistill.baseline",
@@ -79,7 +79,7 @@ def client_for(uri: str, *, create: bool = True):
     try:
         client.search_experiments(max_results=1)
     except Exception as e:
-        raise UserError(f"cannot reach the MLflow tracking store at {uri}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot reach the MLflow tracking store at {uri}: {one_line(e, 200, first_line=True)}") from None
     return client
 
 
