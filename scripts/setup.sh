@@ -39,6 +39,10 @@ done
 venv=${SETUP_VENV:-.venv}
 py="$venv/bin/python"
 
+case "${SETUP_LOCK:-}" in
+  ""|none) ;;
+  *) echo "setup.sh: SETUP_LOCK must be 'none' (install without the lock) or unset, found '$SETUP_LOCK'" >&2; exit 2 ;;
+esac
 # The lock: test.txt in every mode, torch.txt unless TORCH_SPEC picks another torch, gpu.txt with gpu.
 lock=()
 if [ "${SETUP_LOCK:-}" != none ]; then

@@ -41,3 +41,17 @@ def test_the_locked_versions_satisfy_pyproject(extra):
         assert name in pins, f"{req} is not locked: run scripts/lock.sh (docs/developing.md)"
         assert req.specifier.contains(pins[name], prereleases=True), \
             f"constraints/ locks {name}=={pins[name]}, outside pyproject.toml's {req}: refresh the lock"
+
+
+def test_setup_refuses_an_unknown_lock_setting_before_writing(tmp_path):
+    import os
+    import subprocess
+
+    venv = tmp_path / "venv"
+    env = {**os.environ, "SETUP_LOCK": "off", "SETUP_VENV": str(venv)}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "test"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "setup.sh: SETUP_LOCK must be 'none' (install without the lock) or unset, found 'off'"]
+    assert not venv.exists()
